@@ -81,16 +81,16 @@ mod tests {
 
     #[test]
     fn reads_name_and_version() {
-        let t = ShipToml::parse("[app]\nname = \"shop\"\nversion = \"v3\"\n", Path::new("x"))
-            .unwrap();
+        let t =
+            ShipToml::parse("[app]\nname = \"shop\"\nversion = \"v3\"\n", Path::new("x")).unwrap();
         assert_eq!(t.app.name.unwrap().as_str(), "shop");
         assert_eq!(t.app.version.unwrap().as_str(), "v3");
     }
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = ShipToml::parse("[app]\nnmae = \"shop\"\n", Path::new("dir/ship.toml"))
-            .unwrap_err();
+        let err =
+            ShipToml::parse("[app]\nnmae = \"shop\"\n", Path::new("dir/ship.toml")).unwrap_err();
         assert_eq!(err.to_string(), "invalid config dir/ship.toml");
         let cause = err.source().unwrap().to_string();
         assert!(cause.contains("unknown field `nmae`"), "{cause}");
@@ -99,8 +99,8 @@ mod tests {
 
     #[test]
     fn invalid_values_use_the_identifier_checks() {
-        let err = ShipToml::parse("[app]\nversion = \"v1/../x\"\n", Path::new("s.toml"))
-            .unwrap_err();
+        let err =
+            ShipToml::parse("[app]\nversion = \"v1/../x\"\n", Path::new("s.toml")).unwrap_err();
         let cause = err.source().unwrap().to_string();
         assert!(cause.contains("invalid version \"v1/../x\""), "{cause}");
     }

@@ -48,7 +48,10 @@ fn check_name(what: &'static str, value: &str, max: usize, punct: &str) -> Resul
         .chars()
         .find(|c| !c.is_ascii_alphanumeric() && !punct.contains(*c))
     {
-        return Err(fail(format!("{} is not allowed ({allowed})", describe(bad))));
+        return Err(fail(format!(
+            "{} is not allowed ({allowed})",
+            describe(bad)
+        )));
     }
     if value.contains("..") {
         return Err(fail("\"..\" is not allowed".into()));

@@ -11,5 +11,5 @@ pub mod manifest;
 pub mod time;
 
 pub use ids::{AppName, IdError, Sha256, Version};
-pub use manifest::{Entry, EntryKind, EntryPath, Finding, FindingKind, Manifest, Mode};
+pub use manifest::{Entry, EntryKind, EntryPath, Finding, FindingKind, Manifest, Mode, Source};
 pub use time::Timestamp;

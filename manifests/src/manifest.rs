@@ -394,14 +394,13 @@ impl Manifest {
                     entry.mode == Mode::EXECUTABLE
                 }
                 EntryKind::File { size: s, .. } => {
-                    size = size.checked_add(*s).ok_or_else(|| {
-                        ManifestError::Inconsistent("file sizes overflow".into())
-                    })?;
+                    size = size
+                        .checked_add(*s)
+                        .ok_or_else(|| ManifestError::Inconsistent("file sizes overflow".into()))?;
                     entry.mode != Mode::SYMLINK
                 }
                 EntryKind::Symlink { target } => {
-                    if target.is_empty() || target.len() > MAX_PATH_BYTES || target.contains('\0')
-                    {
+                    if target.is_empty() || target.len() > MAX_PATH_BYTES || target.contains('\0') {
                         return bad(format!("symlink {path:?} has an invalid target"));
                     }
                     entry.mode == Mode::SYMLINK
@@ -624,7 +623,13 @@ mod tests {
     #[test]
     fn inconsistent_manifests_are_refused() {
         let mut unsorted = manifest(vec![file("b", b""), file("a", b"")]);
-        assert!(unsorted.check().unwrap_err().to_string().contains("out of order"));
+        assert!(
+            unsorted
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("out of order")
+        );
         unsorted.entries.swap(0, 1);
         unsorted.payload_digest = payload_digest(&unsorted.entries);
         unsorted.check().unwrap();
@@ -643,7 +648,13 @@ mod tests {
 
         let mut tampered = manifest(vec![file("a", b"x")]);
         tampered.entries[0] = file("a", b"y");
-        assert!(tampered.check().unwrap_err().to_string().contains("payload_digest"));
+        assert!(
+            tampered
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("payload_digest")
+        );
 
         let mut wrong_count = manifest(vec![file("a", b"x")]);
         wrong_count.entry_count = 2;
@@ -658,7 +669,16 @@ mod tests {
     #[test]
     fn entry_paths_refuse_traversal_and_reserved_names() {
         for bad in [
-            "", "/etc/passwd", "a/../b", "..", "./a", "a//b", "a/", "a\0b", "a\nb", ".ship",
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "..",
+            "./a",
+            "a//b",
+            "a/",
+            "a\0b",
+            "a\nb",
+            ".ship",
             ".ship/x",
         ] {
             assert!(EntryPath::new(bad).is_err(), "{bad:?} accepted");

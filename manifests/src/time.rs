@@ -55,9 +55,8 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|e| {
-            serde::de::Error::custom(format!("invalid timestamp {s:?}: {e}"))
-        })
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("invalid timestamp {s:?}: {e}")))
     }
 }
 

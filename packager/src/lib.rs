@@ -1,1 +1,23 @@
-//! x
+//! The packager: builds deterministic, checksummed artifacts from a tree, and reads,
+//! inspects and verifies them.
+//!
+//! - [`pack`] walks a tree once, writing a normalised tar stream through zstd while
+//!   hashing every file and looking for what would tie it to the build directory.
+//! - [`read`] walks an artifact and checks every entry against its manifest as the
+//!   bytes go by; it is the one reader of artifacts, used to verify and to unpack.
+//! - [`verify`] adds the artifact's own digest (the `.sha256` sidecar).
+//!
+//! `docs/FORMAT.md` describes the artifact format.
+
+pub mod error;
+pub mod pack;
+pub mod read;
+mod scan;
+mod tarfmt;
+pub mod verify;
+mod walk;
+
+pub use error::{PackError, ReadError};
+pub use pack::{PackOptions, Packed, Progress, artifact_file_name, pack, sidecar_path};
+pub use read::{ReadSummary, Visitor, read_artifact};
+pub use verify::{Expected, VerifyError, verify_file};

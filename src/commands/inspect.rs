@@ -1,0 +1,69 @@
+//! `ship inspect`: reads only the manifest entry and shows it.
+
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::path::Path;
+
+use manifests::EntryKind;
+
+use crate::error::CliError;
+use crate::output;
+
+pub fn run(artifact: &Path, json: bool) -> Result<(), CliError> {
+    let file = File::open(artifact)
+        .map_err(|e| CliError::failure(format!("cannot open {}", artifact.display()), e))?;
+    let manifest = packager::read::read_manifest(BufReader::new(file)).map_err(|e| {
+        CliError::failure(
+            format!("cannot read the manifest of {}", artifact.display()),
+            e,
+        )
+    })?;
+    if json {
+        let _ = std::io::stdout().write_all(&manifest.to_json());
+        return Ok(());
+    }
+    let (mut dirs, mut files, mut links) = (0, 0, 0);
+    for entry in &manifest.entries {
+        match entry.kind {
+            EntryKind::Dir => dirs += 1,
+            EntryKind::File { .. } => files += 1,
+            EntryKind::Symlink { .. } => links += 1,
+        }
+    }
+    let source = match &manifest.source {
+        Some(s) if s.dirty => format!("{} (with uncommitted changes)", s.commit),
+        Some(s) => s.commit.clone(),
+        None => "unknown (not packed from a git work tree)".into(),
+    };
+    let mut out = String::new();
+    out.push_str(&format!("{} {}\n", manifest.name, manifest.version));
+    out.push_str(&format!("  created      {}\n", manifest.created));
+    out.push_str(&format!("  source       {source}\n"));
+    out.push_str(&format!(
+        "  entries      {} ({dirs} directories, {files} files, {links} symlinks)\n",
+        manifest.entry_count
+    ));
+    out.push_str(&format!(
+        "  unpacked     {}\n",
+        output::human_bytes(manifest.unpacked_size)
+    ));
+    out.push_str(&format!(
+        "  compression  zstd {} level {}\n",
+        manifest.compression.zstd_version, manifest.compression.level
+    ));
+    out.push_str(&format!("  payload      {}\n", manifest.payload_digest));
+    if manifest.relocatability.is_empty() {
+        out.push_str("  relocatable  yes\n");
+    } else {
+        out.push_str(&format!(
+            "  relocatable  no, {} finding(s):\n",
+            manifest.relocatability.len()
+        ));
+        for finding in &manifest.relocatability {
+            out.push_str(&format!("    {finding}\n"));
+        }
+    }
+    print!("{out}");
+    output::note("(the manifest only: run `ship verify` to check the artifact against it)");
+    Ok(())
+}

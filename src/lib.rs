@@ -1,0 +1,78 @@
+//! `ship`: the command line and, as issues land, fleet orchestration.
+//!
+//! [`run`] is the whole program: it parses arguments, sets up logging, resolves each
+//! command's settings and runs it, then renders any error once and maps it to an
+//! exit status (0 success, 1 failure on a subject, 2 usage/config/internal).
+
+mod cli;
+mod commands;
+mod error;
+mod output;
+mod settings;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use error::{CliError, ExitStatus};
+
+use cli::{Cli, Command};
+use settings::{Env, PackSettings};
+
+/// Runs `ship` with `args` (the first being the program name).
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitStatus::Error.into()
+            } else {
+                ExitStatus::Success.into()
+            };
+        }
+    };
+    init_logging(cli.global.verbose);
+    match dispatch(cli) {
+        Ok(()) => ExitStatus::Success.into(),
+        Err(e) => {
+            eprint!("{}", e.render());
+            e.status().into()
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<(), CliError> {
+    let env = Env::from_process();
+    match cli.command {
+        Command::Pack(args) => commands::pack::run(PackSettings::resolve(args, &cli.global, &env)?),
+        Command::Inspect(args) => {
+            commands::inspect::run(&settings::artifact_path(args.artifact)?, args.json)
+        }
+        Command::Verify(args) => commands::verify::run(
+            &settings::artifact_path(args.artifact)?,
+            args.digest,
+            args.json,
+        ),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}

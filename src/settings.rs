@@ -1,0 +1,92 @@
+//! Resolved settings: what each command will do, merged from the command line, the
+//! environment and `ship.toml` (in that order of precedence). Commands receive these
+//! and never see clap types.
+
+use std::path::PathBuf;
+
+use manifests::config::{self, ShipToml};
+use packager::PackOptions;
+
+use crate::cli::{GlobalArgs, PackArgs};
+use crate::error::CliError;
+
+/// The environment variables ship reads, captured once.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    /// `SOURCE_DATE_EPOCH`: the timestamp for reproducible builds.
+    pub source_date_epoch: Option<String>,
+}
+
+impl Env {
+    /// Reads the process environment.
+    pub fn from_process() -> Env {
+        Env {
+            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+        }
+    }
+}
+
+/// How `ship pack` runs.
+#[derive(Debug)]
+pub struct PackSettings {
+    pub options: PackOptions,
+    pub json: bool,
+    pub progress: bool,
+}
+
+impl PackSettings {
+    pub fn resolve(args: PackArgs, global: &GlobalArgs, env: &Env) -> Result<Self, CliError> {
+        let toml = ShipToml::load_from_dir(&args.dir)
+            .map_err(|e| CliError::config("cannot use the app config", e))?
+            .unwrap_or_default();
+        let config_path = args.dir.join(config::FILE_NAME);
+        let name = args.name.or(toml.app.name).ok_or_else(|| {
+            CliError::usage("no app name").hint(format!(
+                "pass --name, or set `name` under [app] in {}",
+                config_path.display()
+            ))
+        })?;
+        let version = args.version.or(toml.app.version).ok_or_else(|| {
+            CliError::usage("no version").hint(format!(
+                "pass --version, or set `version` under [app] in {}",
+                config_path.display()
+            ))
+        })?;
+        let mtime = match env.source_date_epoch.as_deref() {
+            None | Some("") => 0,
+            Some(value) => value.trim().parse::<u64>().map_err(|_| {
+                CliError::usage(format!(
+                    "SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds since 1970"
+                ))
+            })?,
+        };
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
+        Ok(PackSettings {
+            options: PackOptions {
+                dir: args.dir,
+                name,
+                version,
+                out_dir: args.out,
+                level: args.level,
+                mtime,
+                strict: args.strict,
+                threads,
+            },
+            json: args.json,
+            progress: !args.json && crate::output::progress_allowed(global.no_progress),
+        })
+    }
+}
+
+/// An artifact path given on the command line.
+pub fn artifact_path(path: PathBuf) -> Result<PathBuf, CliError> {
+    if path.is_dir() {
+        return Err(CliError::usage(format!(
+            "{} is a directory, not an artifact",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
