@@ -25,10 +25,10 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Global options")]
     pub verbose: u8,
     /// Never draw progress bars, even on a terminal.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub no_progress: bool,
 }
 
@@ -45,7 +45,6 @@ pub enum Command {
     /// Things that tie the tree to its build directory (absolute or escaping
     /// symlinks, the build path in text files or #! lines, ELF RPATH/RUNPATH inside
     /// the build directory) are reported as warnings, or errors with --strict.
-    #[command(verbatim_doc_comment)]
     Pack(PackArgs),
     /// Show an artifact's manifest (without verifying the artifact).
     Inspect(InspectArgs),

@@ -384,3 +384,376 @@ pub fn read_manifest<R: Read>(input: R) -> Result<Manifest, ReadError> {
     };
     read_manifest_entry(&mut entries)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use manifests::manifest::{self, Compression, FORMAT};
+    use manifests::{EntryPath, Mode, Timestamp};
+
+    use super::*;
+    use crate::tarfmt::{Kind, TarWriter};
+
+    /// An entry to put into a crafted archive: the manifest's view and the bytes.
+    struct Item {
+        entry: Entry,
+        content: Vec<u8>,
+    }
+
+    fn file(path: &str, content: &[u8]) -> Item {
+        Item {
+            entry: Entry {
+                path: EntryPath::new(path).unwrap(),
+                mode: Mode::REGULAR,
+                kind: EntryKind::File {
+                    size: content.len() as u64,
+                    sha256: Sha256::of(content),
+                },
+            },
+            content: content.to_vec(),
+        }
+    }
+
+    fn dir(path: &str) -> Item {
+        Item {
+            entry: Entry {
+                path: EntryPath::new(path).unwrap(),
+                mode: Mode::EXECUTABLE,
+                kind: EntryKind::Dir,
+            },
+            content: Vec::new(),
+        }
+    }
+
+    fn link(path: &str, target: &str) -> Item {
+        Item {
+            entry: Entry {
+                path: EntryPath::new(path).unwrap(),
+                mode: Mode::SYMLINK,
+                kind: EntryKind::Symlink {
+                    target: target.into(),
+                },
+            },
+            content: Vec::new(),
+        }
+    }
+
+    fn manifest_for(items: &[Item]) -> Manifest {
+        let entries: Vec<Entry> = items.iter().map(|i| i.entry.clone()).collect();
+        Manifest {
+            format: FORMAT,
+            name: "shop".parse().unwrap(),
+            version: "v1".parse().unwrap(),
+            created: Timestamp::from_unix(0),
+            source: None,
+            compression: Compression {
+                algorithm: "zstd".into(),
+                zstd_version: "test".into(),
+                level: 3,
+            },
+            entry_count: entries.len() as u64,
+            unpacked_size: items.iter().map(|i| i.content.len() as u64).sum(),
+            payload_digest: manifest::payload_digest(&entries),
+            relocatability: Vec::new(),
+            entries,
+        }
+    }
+
+    /// Writes a tar stream: the manifest entry, then `items` as they are.
+    fn tar_with(manifest: &Manifest, items: &[Item]) -> TarWriter<Vec<u8>> {
+        let json = manifest.to_json();
+        let mut w = TarWriter::new(Vec::new(), 0);
+        w.header(
+            MANIFEST_PATH,
+            Mode::REGULAR,
+            Kind::File {
+                size: json.len() as u64,
+            },
+        )
+        .unwrap();
+        w.get_mut().write_all(&json).unwrap();
+        w.pad(json.len() as u64).unwrap();
+        for item in items {
+            let kind = match &item.entry.kind {
+                EntryKind::Dir => Kind::Dir,
+                EntryKind::File { .. } => Kind::File {
+                    size: item.content.len() as u64,
+                },
+                EntryKind::Symlink { target } => Kind::Symlink { target },
+            };
+            w.header(item.entry.path.as_str(), item.entry.mode, kind)
+                .unwrap();
+            w.get_mut().write_all(&item.content).unwrap();
+            w.pad(item.content.len() as u64).unwrap();
+        }
+        w
+    }
+
+    fn compress(tar: &[u8]) -> Vec<u8> {
+        zstd::encode_all(tar, 3).unwrap()
+    }
+
+    fn read(bytes: &[u8]) -> Result<ReadSummary, ReadError> {
+        read_artifact(bytes, &mut CheckOnly)
+    }
+
+    fn raw_header(path: &str, entry_type: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(path).unwrap();
+        h.set_entry_type(entry_type);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_cksum();
+        h
+    }
+
+    fn good_items() -> Vec<Item> {
+        vec![
+            dir("bin"),
+            file("bin/run", b"#!/bin/sh\n"),
+            link("run", "bin/run"),
+        ]
+    }
+
+    #[test]
+    fn a_well_formed_artifact_reads_back_with_its_digest() {
+        let items = good_items();
+        let m = manifest_for(&items);
+        let bytes = compress(&tar_with(&m, &items).finish().unwrap());
+        let summary = read(&bytes).unwrap();
+        assert_eq!(summary.manifest, m);
+        assert_eq!(summary.digest, Sha256::of(&bytes));
+        assert_eq!(summary.size, bytes.len() as u64);
+    }
+
+    #[test]
+    fn the_visitor_sees_manifest_then_entries_in_order() {
+        struct Record(Vec<String>);
+        impl Visitor for Record {
+            type Error = ReadError;
+            fn manifest(&mut self, m: &Manifest) -> Result<(), ReadError> {
+                self.0.push(format!("manifest {}", m.version));
+                Ok(())
+            }
+            fn entry(&mut self, e: &Entry, content: &mut dyn Read) -> Result<(), ReadError> {
+                let mut text = String::new();
+                content.read_to_string(&mut text)?;
+                self.0.push(format!("{} {text:?}", e.path));
+                Ok(())
+            }
+        }
+        let items = good_items();
+        let m = manifest_for(&items);
+        let bytes = compress(&tar_with(&m, &items).finish().unwrap());
+        let mut record = Record(Vec::new());
+        read_artifact(&bytes[..], &mut record).unwrap();
+        assert_eq!(
+            record.0,
+            [
+                "manifest v1",
+                "bin \"\"",
+                "bin/run \"#!/bin/sh\\n\"",
+                "run \"\""
+            ]
+        );
+    }
+
+    #[test]
+    fn an_entry_not_in_the_manifest_is_refused() {
+        let items = good_items();
+        let m = manifest_for(&items);
+        let mut w = tar_with(&m, &items);
+        w.header("extra", Mode::REGULAR, Kind::File { size: 0 })
+            .unwrap();
+        let err = read(&compress(&w.finish().unwrap())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "entry \"extra\" is in the archive but not in the manifest"
+        );
+    }
+
+    #[test]
+    fn a_manifest_entry_missing_from_the_archive_is_refused() {
+        let items = good_items();
+        let m = manifest_for(&items);
+        let err = read(&compress(&tar_with(&m, &items[..2]).finish().unwrap())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "entry \"run\" is in the manifest but missing from the archive"
+        );
+        // Skipping one in the middle is named too.
+        let without_middle = [dir("bin"), link("run", "bin/run")];
+        let err = read(&compress(&tar_with(&m, &without_middle).finish().unwrap())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "entry \"bin/run\" is in the manifest but missing from the archive"
+        );
+    }
+
+    #[test]
+    fn content_that_does_not_match_its_digest_is_refused() {
+        let items = good_items();
+        let m = manifest_for(&items);
+        let mut tampered = good_items();
+        tampered[1].content = b"#!/bin/XX\n".to_vec();
+        let err = read(&compress(&tar_with(&m, &tampered).finish().unwrap())).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("file \"bin/run\" is corrupt: its sha256 is "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hard_links_devices_and_fifos_are_refused() {
+        let m = manifest_for(&[]);
+        for (entry_type, what) in [
+            (tar::EntryType::Link, "a hard link"),
+            (tar::EntryType::Char, "a character device"),
+            (tar::EntryType::Block, "a block device"),
+            (tar::EntryType::Fifo, "a FIFO"),
+            (tar::EntryType::GNUSparse, "a sparse file"),
+            (tar::EntryType::XGlobalHeader, "a global PAX header"),
+        ] {
+            let mut w = tar_with(&m, &[]);
+            w.get_mut()
+                .write_all(raw_header("evil", entry_type, 0o644, 0).as_bytes())
+                .unwrap();
+            let err = read(&compress(&w.finish().unwrap())).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "entry \"evil\" is {what}: only directories, regular files and symlinks are accepted"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn setuid_bits_and_changed_kinds_are_refused() {
+        let items = vec![file("tool", b"x")];
+        let m = manifest_for(&items);
+        let mut w = tar_with(&m, &[]);
+        w.get_mut()
+            .write_all(raw_header("tool", tar::EntryType::Regular, 0o4755, 1).as_bytes())
+            .unwrap();
+        w.get_mut().write_all(b"x").unwrap();
+        w.pad(1).unwrap();
+        let err = read(&compress(&w.finish().unwrap())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "entry \"tool\" does not match the manifest: mode 4755 in the archive, 0644 in the manifest"
+        );
+
+        let mut w = tar_with(&m, &[]);
+        w.header("tool", Mode::EXECUTABLE, Kind::Dir).unwrap();
+        let err = read(&compress(&w.finish().unwrap())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "entry \"tool\" does not match the manifest: a dir in the archive, a file in the manifest"
+        );
+    }
+
+    #[test]
+    fn a_symlink_with_another_target_is_refused() {
+        let m = manifest_for(&[link("l", "a")]);
+        let err = read(&compress(
+            &tar_with(&m, &[link("l", "/etc/passwd")]).finish().unwrap(),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "entry \"l\" does not match the manifest: target \"/etc/passwd\" in the archive, \"a\" in the manifest"
+        );
+    }
+
+    #[test]
+    fn pax_records_other_than_names_and_times_are_refused() {
+        let items = vec![file("a", b"abc")];
+        let m = manifest_for(&items);
+        let mut w = tar_with(&m, &[]);
+        let mut records = Vec::new();
+        crate::tarfmt::pax_record(&mut records, "size", b"1");
+        w.get_mut()
+            .write_all(
+                raw_header("pax", tar::EntryType::XHeader, 0o644, records.len() as u64).as_bytes(),
+            )
+            .unwrap();
+        w.get_mut().write_all(&records).unwrap();
+        w.pad(records.len() as u64).unwrap();
+        w.header("a", Mode::REGULAR, Kind::File { size: 3 })
+            .unwrap();
+        w.get_mut().write_all(b"abc").unwrap();
+        w.pad(3).unwrap();
+        let err = read(&compress(&w.finish().unwrap())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "entry \"pax\" has an unacceptable PAX header: record \"size\" is not accepted"
+        );
+    }
+
+    #[test]
+    fn data_after_the_end_of_the_archive_is_refused() {
+        let items = good_items();
+        let m = manifest_for(&items);
+        let mut tar = tar_with(&m, &items).finish().unwrap();
+        tar.extend_from_slice(&[0u8; 10240]);
+        read(&compress(&tar)).expect("zero padding (as GNU tar writes) is fine");
+        tar.extend_from_slice(b"junk");
+        let err = read(&compress(&tar)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "there is data after the end of the archive"
+        );
+        let mut bytes = compress(&tar_with(&m, &items).finish().unwrap());
+        bytes.extend_from_slice(b"garbage after the frame");
+        let err = read(&bytes).unwrap_err();
+        assert!(matches!(err, ReadError::Io(_)), "{err}");
+    }
+
+    #[test]
+    fn the_first_entry_must_be_a_sane_manifest() {
+        let mut w = TarWriter::new(Vec::new(), 0);
+        w.header("bin", Mode::EXECUTABLE, Kind::Dir).unwrap();
+        let err = read(&compress(&w.finish().unwrap())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the first entry is \"bin\", not .ship/manifest.json: not a ship artifact"
+        );
+
+        let mut w = TarWriter::new(Vec::new(), 0);
+        w.get_mut()
+            .write_all(
+                raw_header(MANIFEST_PATH, tar::EntryType::Regular, 0o644, 1 << 40).as_bytes(),
+            )
+            .unwrap();
+        let err = read(&compress(&w.into_inner())).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the manifest entry declares 1099511627776 bytes"),
+            "{err}"
+        );
+
+        let err = read(&compress(&TarWriter::new(Vec::new(), 0).finish().unwrap())).unwrap_err();
+        assert!(matches!(err, ReadError::NoManifest { .. }), "{err}");
+    }
+
+    #[test]
+    fn frames_that_need_a_huge_window_are_refused() {
+        let items = good_items();
+        let m = manifest_for(&items);
+        let tar = tar_with(&m, &items).finish().unwrap();
+        let mut encoder = zstd::Encoder::new(Vec::new(), 3).unwrap();
+        encoder
+            .set_parameter(zstd::zstd_safe::CParameter::WindowLog(WINDOW_LOG_MAX + 2))
+            .unwrap();
+        // Declaring no content size makes the frame header carry the window size.
+        encoder.include_contentsize(false).unwrap();
+        encoder.write_all(&tar).unwrap();
+        let bytes = encoder.finish().unwrap();
+        let err = read(&bytes).unwrap_err();
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(cause.contains("Frame requires too much memory"), "{cause}");
+    }
+}

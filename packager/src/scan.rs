@@ -95,7 +95,9 @@ pub(crate) struct ContentScan<'a> {
     window: Vec<u8>,
     /// Newlines seen before `window`.
     lines: usize,
-    shebang: bool,
+    /// The `#!` line (at most 200 bytes) when the file starts with one, and whether
+    /// its end was seen.
+    shebang: Option<(Vec<u8>, bool)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +106,8 @@ enum State {
     Text,
     Binary,
     Elf,
+    /// The build path is on the `#!` line, whose end is still to come.
+    ShebangPending,
     Done,
 }
 
@@ -119,7 +123,7 @@ impl<'a> ContentScan<'a> {
             state,
             window: Vec::new(),
             lines: 0,
-            shebang: false,
+            shebang: None,
         }
     }
 
@@ -138,34 +142,41 @@ impl<'a> ContentScan<'a> {
                 self.state = State::Binary;
             } else {
                 self.state = State::Text;
-                self.shebang = chunk.starts_with(b"#!");
+                if chunk.starts_with(b"#!") {
+                    self.shebang = Some((Vec::new(), false));
+                }
             }
         }
-        if self.state != State::Text {
+        if !matches!(self.state, State::Text | State::ShebangPending) {
             return None;
+        }
+        if let Some((line, false)) = &mut self.shebang {
+            let end = memchr::memchr(b'\n', chunk);
+            let take = end.unwrap_or(chunk.len());
+            let room = 200usize.saturating_sub(line.len());
+            line.extend_from_slice(&chunk[..take.min(room)]);
+            if end.is_some() {
+                self.shebang.as_mut().expect("just matched").1 = true;
+            }
+        }
+        if self.state == State::ShebangPending {
+            return self.shebang_finding(eof, path);
         }
         self.window.extend_from_slice(chunk);
         let found = self.find(eof);
         if let Some((offset, needle)) = found {
-            self.state = State::Done;
             let line = self.lines + memchr::memchr_iter(b'\n', &self.window[..offset]).count() + 1;
-            let finding = if line == 1 && self.shebang {
-                let end = memchr::memchr(b'\n', &self.window).unwrap_or(self.window.len());
-                let first = String::from_utf8_lossy(&self.window[..end.min(200)]);
-                Finding {
-                    path: path.to_owned(),
-                    kind: FindingKind::BuildPathInShebang,
-                    detail: format!("shebang names the build directory: {first}"),
-                }
-            } else {
-                Finding {
-                    path: path.to_owned(),
-                    kind: FindingKind::BuildPathInText,
-                    detail: format!("line {line} contains the build directory {needle}"),
-                }
-            };
             self.window = Vec::new();
-            return Some(finding);
+            if line == 1 && self.shebang.is_some() {
+                self.state = State::ShebangPending;
+                return self.shebang_finding(eof, path);
+            }
+            self.state = State::Done;
+            return Some(Finding {
+                path: path.to_owned(),
+                kind: FindingKind::BuildPathInText,
+                detail: format!("line {line} contains the build directory {needle}"),
+            });
         }
         // Keep just enough of the tail for a match that straddles the next chunk.
         let keep = self.paths.longest.min(self.window.len());
@@ -173,6 +184,24 @@ impl<'a> ContentScan<'a> {
         self.lines += memchr::memchr_iter(b'\n', &self.window[..cut]).count();
         self.window.drain(..cut);
         None
+    }
+
+    /// The finding for a `#!` line naming the build directory, once the whole line
+    /// (or the file) has been seen.
+    fn shebang_finding(&mut self, eof: bool, path: &str) -> Option<Finding> {
+        let (first, complete) = self.shebang.as_ref()?;
+        if !complete && !eof {
+            return None;
+        }
+        self.state = State::Done;
+        Some(Finding {
+            path: path.to_owned(),
+            kind: FindingKind::BuildPathInShebang,
+            detail: format!(
+                "shebang names the build directory: {}",
+                String::from_utf8_lossy(first)
+            ),
+        })
     }
 
     /// The first occurrence of a build path in the window that ends at a path

@@ -139,12 +139,15 @@ mod tests {
         let mut out = Vec::new();
         pax_record(&mut out, "path", b"abc");
         assert_eq!(out, b"12 path=abc\n");
-        // 93 bytes without the length: a 2-digit length would make 95, a 3-digit 96.
-        let value = vec![b'x'; 86];
+        // 98 bytes without the length: 2 digits would make 100, which has 3.
         let mut out = Vec::new();
-        pax_record(&mut out, "path", &value);
-        assert_eq!(&out[..3], b"96 ");
-        assert_eq!(out.len(), 96);
+        pax_record(&mut out, "path", &[b'x'; 91]);
+        assert_eq!(&out[..4], b"101 ");
+        assert_eq!(out.len(), 101);
+        let mut out = Vec::new();
+        pax_record(&mut out, "path", &[b'x'; 90]);
+        assert_eq!(&out[..3], b"99 ");
+        assert_eq!(out.len(), 99);
     }
 
     #[test]

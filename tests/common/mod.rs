@@ -1,0 +1,144 @@
+//! The test harness: the built binaries, fixture trees and helpers, so that each
+//! test reads as a short scenario.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `ship` binary under test.
+pub fn ship() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ship"));
+    cmd.env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// What a finished command did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts the exit code, showing the output when it differs.
+    #[track_caller]
+    pub fn expect(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "exit code {} (expected {code})\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked"),
+            "the program panicked:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// The stdout's single JSON line.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs a command to completion.
+pub fn run(cmd: &mut Command) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("command starts");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Runs `ship` with `args` in `cwd`.
+pub fn ship_in(cwd: &Path, args: &[&str]) -> Run {
+    run(ship().current_dir(cwd).args(args))
+}
+
+/// Builds a tree of files under a directory.
+pub struct Tree {
+    pub root: PathBuf,
+}
+
+impl Tree {
+    pub fn new(root: impl Into<PathBuf>) -> Tree {
+        let root = root.into();
+        fs::create_dir_all(&root).unwrap();
+        Tree { root }
+    }
+
+    pub fn file(&self, rel: &str, content: impl AsRef<[u8]>) -> &Self {
+        self.file_mode(rel, content, 0o644)
+    }
+
+    pub fn file_mode(&self, rel: &str, content: impl AsRef<[u8]>, mode: u32) -> &Self {
+        let path = self.root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        self
+    }
+
+    pub fn dir(&self, rel: &str) -> &Self {
+        fs::create_dir_all(self.root.join(rel)).unwrap();
+        self
+    }
+
+    pub fn symlink(&self, rel: &str, target: &str) -> &Self {
+        let path = self.root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, path).unwrap();
+        self
+    }
+
+    pub fn path(&self) -> &str {
+        self.root.to_str().unwrap()
+    }
+}
+
+/// The example app shipped with the project.
+pub fn example_app() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop")
+}
+
+/// A small app tree with a bit of everything.
+pub fn sample_app(root: impl Into<PathBuf>) -> Tree {
+    let tree = Tree::new(root);
+    tree.file_mode("bin/server", "#!/bin/sh\necho serving\n", 0o755)
+        .file("config/app.conf", "port = 8080\n")
+        .file("public/index.html", "<h1>hello</h1>\n")
+        .file("public/empty.txt", "")
+        .dir("var/empty-dir")
+        .symlink("bin/start", "server")
+        .symlink("current-config", "config/app.conf");
+    tree
+}
+
+/// Runs an external tool, failing the test with its output if it fails.
+#[track_caller]
+pub fn tool(program: &str, args: &[&str], cwd: &Path) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
