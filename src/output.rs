@@ -33,6 +33,17 @@ pub fn progress_allowed(no_progress: bool) -> bool {
     !no_progress && std::io::stderr().is_terminal()
 }
 
+/// `1 file`, `2 files`.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else if let Some(stem) = noun.strip_suffix('y') {
+        format!("{n} {stem}ies")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// `1.5 MiB`-style sizes for people.
 pub fn human_bytes(bytes: u64) -> String {
     indicatif::HumanBytes(bytes).to_string()
@@ -44,5 +55,8 @@ mod tests {
     fn sizes_read_naturally() {
         assert_eq!(super::human_bytes(0), "0 B");
         assert_eq!(super::human_bytes(1536), "1.50 KiB");
+        assert_eq!(super::count(1, "symlink"), "1 symlink");
+        assert_eq!(super::count(0, "file"), "0 files");
+        assert_eq!(super::count(2, "directory"), "2 directories");
     }
 }

@@ -22,7 +22,7 @@ pub fn run(artifact: &Path, json: bool) -> Result<(), CliError> {
         let _ = std::io::stdout().write_all(&manifest.to_json());
         return Ok(());
     }
-    let (mut dirs, mut files, mut links) = (0, 0, 0);
+    let (mut dirs, mut files, mut links) = (0u64, 0u64, 0u64);
     for entry in &manifest.entries {
         match entry.kind {
             EntryKind::Dir => dirs += 1,
@@ -40,8 +40,11 @@ pub fn run(artifact: &Path, json: bool) -> Result<(), CliError> {
     out.push_str(&format!("  created      {}\n", manifest.created));
     out.push_str(&format!("  source       {source}\n"));
     out.push_str(&format!(
-        "  entries      {} ({dirs} directories, {files} files, {links} symlinks)\n",
-        manifest.entry_count
+        "  entries      {} ({}, {}, {})\n",
+        manifest.entry_count,
+        output::count(dirs, "directory"),
+        output::count(files, "file"),
+        output::count(links, "symlink"),
     ));
     out.push_str(&format!(
         "  unpacked     {}\n",
