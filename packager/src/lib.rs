@@ -1,11 +1,11 @@
 //! The packager: builds deterministic, checksummed artifacts from a tree, and reads,
 //! inspects and verifies them.
 //!
-//! - [`pack`] walks a tree once, writing a normalised tar stream through zstd while
+//! - [`pack()`] walks a tree once, writing a normalised tar stream through zstd while
 //!   hashing every file and looking for what would tie it to the build directory.
-//! - [`read`] walks an artifact and checks every entry against its manifest as the
+//! - [`read`](mod@read) walks an artifact and checks every entry against its manifest as the
 //!   bytes go by; it is the one reader of artifacts, used to verify and to unpack.
-//! - [`verify`] adds the artifact's own digest (the `.sha256` sidecar).
+//! - [`verify`](mod@verify) adds the artifact's own digest (the `.sha256` sidecar).
 //!
 //! `docs/FORMAT.md` describes the artifact format.
 
