@@ -29,6 +29,14 @@ fn pack_writes_artifact_and_sidecar_and_prints_the_digest() {
     .expect(0);
     let artifact = tmp.path().join("dist/shop-v1.tar.zst");
     assert!(artifact.is_file());
+    // Readable by everyone (deploy users, web servers), like any build output.
+    for file in ["dist/shop-v1.tar.zst", "dist/shop-v1.tar.zst.sha256"] {
+        let mode = fs::metadata(tmp.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "{file}");
+    }
     let sidecar = fs::read_to_string(tmp.path().join("dist/shop-v1.tar.zst.sha256")).unwrap();
     let digest = sidecar.split_whitespace().next().unwrap();
     assert_eq!(sidecar, format!("{digest}  shop-v1.tar.zst\n"));

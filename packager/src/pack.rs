@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use manifests::manifest::{self, Compression, MANIFEST_PATH};
@@ -102,7 +103,9 @@ pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, Pa
         let rel = out.strip_prefix(&canonical).ok()?;
         rel.to_str().filter(|r| !r.is_empty()).map(str::to_owned)
     });
+    let started = std::time::Instant::now();
     let found = walk::walk(dir, skip.as_deref())?;
+    tracing::debug!(entries = found.len(), elapsed = ?started.elapsed(), "listed the tree");
 
     let total = found
         .iter()
@@ -182,6 +185,7 @@ pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, Pa
         .and_then(|out| out.into_inner().map_err(io::IntoInnerError::into_error))
         .map_err(write_err(&payload_path))?;
 
+    tracing::debug!(elapsed = ?started.elapsed(), "payload compressed");
     let links: HashMap<&str, &str> = entries
         .iter()
         .filter_map(|e| match &e.kind {
@@ -219,6 +223,7 @@ pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, Pa
     let (digest, size) = write_artifact(&manifest, options, payload_file.as_file(), &artifact)
         .map_err(write_err(&artifact))?;
     drop(payload_file);
+    tracing::debug!(elapsed = ?started.elapsed(), "artifact written");
     let sidecar = sidecar_path(&artifact);
     let file_name = artifact
         .file_name()
@@ -319,6 +324,7 @@ fn write_artifact(
     let dir = artifact.parent().unwrap_or(Path::new("."));
     let mut out = tempfile::Builder::new()
         .prefix(".ship-artifact-")
+        .permissions(fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)?;
     let mut hasher = sha2::Sha256::new();
     hasher.update(&frame);
@@ -344,7 +350,10 @@ fn write_artifact(
 /// Writes `bytes` to `path` through a temporary file and a rename.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".ship-").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ship-")
+        .permissions(fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
