@@ -2,16 +2,19 @@
 //! writes `<name>-<version>.tar.zst` and its `.sha256` sidecar atomically.
 //!
 //! The manifest must come first in the archive but is only known once every file is
-//! hashed, so the payload (every entry after the manifest) is compressed into a
-//! temporary file as the tree is read, and the artifact is then written as two zstd
-//! frames: the manifest entry's frame, then the payload's bytes. Concatenated frames
-//! are one stream to every zstd reader. Each input file is read exactly once.
+//! hashed, so the payload (every entry after the manifest) is compressed as the tree
+//! is read and held — in memory up to a cap, then in a spill file — until the
+//! manifest's frame is ready. The artifact is then two zstd frames: the manifest
+//! entry's, then the payload's. Concatenated frames are one stream to every zstd
+//! reader. Each input file is read exactly once, and the artifact is hashed by its
+//! own thread while it is written.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
 
 use manifests::manifest::{self, Compression, MANIFEST_PATH};
 use manifests::{AppName, Entry, EntryKind, Manifest, Mode, Sha256, Source, Version};
@@ -20,7 +23,7 @@ use sha2::Digest;
 use crate::error::PackError;
 use crate::scan::{self, BuildPaths, ContentScan};
 use crate::tarfmt::{Kind, TarWriter};
-use crate::walk::{self, FoundKind};
+use crate::walk::{FoundKind, Walk};
 
 /// Read size for packing files.
 const CHUNK: usize = 256 << 10;
@@ -46,16 +49,14 @@ pub struct PackOptions {
     pub threads: u32,
 }
 
-/// Receives progress while a tree is packed.
+/// Receives progress while a tree is packed. The total is not known in advance:
+/// the tree is listed as it is packed.
 pub trait Progress {
-    /// The tree holds `total` bytes of file content.
-    fn start(&self, total: u64);
-    /// `bytes` more were packed.
+    /// `bytes` more bytes of file content were packed.
     fn advance(&self, bytes: u64);
 }
 
 impl Progress for () {
-    fn start(&self, _: u64) {}
     fn advance(&self, _: u64) {}
 }
 
@@ -93,151 +94,208 @@ pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, Pa
         .ok()
         .filter(|p| p.is_dir())
         .ok_or_else(|| PackError::NotADirectory { path: dir.clone() })?;
-    let write_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| PackError::Write { path, source }
-    };
     fs::create_dir_all(&options.out_dir).map_err(write_err(&options.out_dir))?;
     // An output directory inside the tree (`ship pack .`) is not part of the release.
     let skip = fs::canonicalize(&options.out_dir).ok().and_then(|out| {
         let rel = out.strip_prefix(&canonical).ok()?;
         rel.to_str().filter(|r| !r.is_empty()).map(str::to_owned)
     });
-    let started = std::time::Instant::now();
-    let found = walk::walk(dir, skip.as_deref())?;
-    tracing::debug!(entries = found.len(), elapsed = ?started.elapsed(), "listed the tree");
-
-    let total = found
-        .iter()
-        .map(|f| match f.kind {
-            FoundKind::File { size, .. } => size,
-            _ => 0,
-        })
-        .sum();
-    progress.start(total);
-
     let mut spellings = vec![canonical.to_string_lossy().into_owned()];
     if let Ok(abs) = std::path::absolute(dir) {
         spellings.push(abs.to_string_lossy().into_owned());
     }
     let build_paths = BuildPaths::new(&spellings);
 
-    let payload_file = tempfile::Builder::new()
-        .prefix(".ship-payload-")
-        .tempfile_in(&options.out_dir)
-        .map_err(write_err(&options.out_dir))?;
-    let payload_path = payload_file.path().to_owned();
-    let out = BufWriter::with_capacity(1 << 20, payload_file.as_file());
-    let encoder = encoder(out, options).map_err(write_err(&payload_path))?;
-    let mut tar = TarWriter::new(encoder, options.mtime);
+    std::thread::scope(|scope| {
+        // git runs while the tree is packed; it is only needed for the manifest.
+        let source = scope.spawn(|| git_source(dir));
+        let started = std::time::Instant::now();
+        let artifact = options
+            .out_dir
+            .join(artifact_file_name(&options.name, &options.version));
+        let (to_writer, from_packer) = mpsc::channel();
+        let out_dir = options.out_dir.clone();
+        let writer = scope.spawn(move || write_artifact(from_packer, &out_dir, MEMORY_CAP));
+        let sink = PayloadSink {
+            to_writer: to_writer.clone(),
+        };
+        let encoder = encoder(BufWriter::with_capacity(SINK_CHUNK, sink), options)
+            .map_err(write_err(&artifact))?;
+        let mut tar = TarWriter::new(encoder, options.mtime);
+        let (entries, mut findings) = archive(options, &build_paths, skip, &mut tar, progress)?;
+        tracing::debug!(entries = entries.len(), elapsed = ?started.elapsed(), "tree read");
 
-    let mut entries = Vec::with_capacity(found.len());
+        findings.extend(scan::symlink_findings(&symlinks(&entries)));
+        findings.sort_by(|a, b| a.path.cmp(&b.path));
+        if options.strict && !findings.is_empty() {
+            return Err(PackError::NotRelocatable { findings });
+        }
+        let manifest = Manifest {
+            format: manifest::FORMAT,
+            name: options.name.clone(),
+            version: options.version.clone(),
+            created: manifests::Timestamp::from_unix(options.mtime),
+            source: source.join().unwrap_or(None),
+            compression: Compression {
+                algorithm: "zstd".into(),
+                zstd_version: zstd::zstd_safe::version_string().into(),
+                level: options.level,
+            },
+            entry_count: entries.len() as u64,
+            unpacked_size: entries
+                .iter()
+                .map(|e| match e.kind {
+                    EntryKind::File { size, .. } => size,
+                    _ => 0,
+                })
+                .sum(),
+            payload_digest: manifest::payload_digest(&entries),
+            relocatability: findings,
+            entries,
+        };
+        let frame = manifest_frame(&manifest, options).map_err(write_err(&artifact))?;
+        // The writer can now start on the artifact while the last payload frames are
+        // still being compressed.
+        let _ = to_writer.send(Piece::Frame(frame));
+        drop(to_writer);
+        let finished = tar
+            .finish()
+            .and_then(|encoder| encoder.finish())
+            .and_then(|out| out.into_inner().map_err(io::IntoInnerError::into_error))
+            .map(drop); // closes the channel: the writer finishes the artifact
+        let written = writer.join().expect("the artifact writer does not panic");
+        finished.map_err(write_err(&artifact))?;
+        let (tmp, digest, size) = written.map_err(write_err(&artifact))?;
+        tmp.persist(&artifact).map_err(|e| PackError::Write {
+            path: artifact.clone(),
+            source: e.error,
+        })?;
+        tracing::debug!(elapsed = ?started.elapsed(), "artifact written");
+
+        let sidecar = sidecar_path(&artifact);
+        let file_name = artifact
+            .file_name()
+            .expect("artifact path has a file name")
+            .to_string_lossy();
+        write_atomically(&sidecar, format!("{digest}  {file_name}\n").as_bytes())
+            .map_err(write_err(&sidecar))?;
+        Ok(Packed {
+            artifact,
+            sidecar,
+            digest,
+            size,
+            manifest,
+        })
+    })
+}
+
+fn write_err(path: &Path) -> impl FnOnce(io::Error) -> PackError + use<> {
+    let path = path.to_owned();
+    move |source| PackError::Write { path, source }
+}
+
+/// Writes every entry of the tree into `tar`, hashing and scanning each file.
+/// Returns the manifest entries and the content findings.
+fn archive<W: Write>(
+    options: &PackOptions,
+    build_paths: &BuildPaths,
+    skip: Option<String>,
+    tar: &mut TarWriter<W>,
+    progress: &dyn Progress,
+) -> Result<(Vec<Entry>, Vec<manifests::Finding>), PackError> {
+    let dir = &options.dir;
+    let mut entries = Vec::new();
     let mut findings = Vec::new();
     let mut buf = vec![0u8; CHUNK];
-    for item in &found {
+    for item in Walk::new(dir, skip) {
+        let item = item?;
         let path = item.path.as_str();
-        let (mode, kind) = match &item.kind {
+        let abs = dir.join(path);
+        let (mode, kind) = match item.kind {
             FoundKind::Dir => {
                 tar.header(path, Mode::EXECUTABLE, Kind::Dir)
-                    .map_err(write_err(&payload_path))?;
+                    .map_err(write_err(&abs))?;
                 (Mode::EXECUTABLE, EntryKind::Dir)
             }
             FoundKind::Symlink { target } => {
-                tar.header(path, Mode::SYMLINK, Kind::Symlink { target })
-                    .map_err(write_err(&payload_path))?;
-                (
-                    Mode::SYMLINK,
-                    EntryKind::Symlink {
-                        target: target.clone(),
-                    },
-                )
+                tar.header(path, Mode::SYMLINK, Kind::Symlink { target: &target })
+                    .map_err(write_err(&abs))?;
+                (Mode::SYMLINK, EntryKind::Symlink { target })
             }
-            &FoundKind::File { size, executable } => {
+            FoundKind::File { size, executable } => {
                 let mode = if executable {
                     Mode::EXECUTABLE
                 } else {
                     Mode::REGULAR
                 };
                 tar.header(path, mode, Kind::File { size })
-                    .map_err(write_err(&payload_path))?;
-                let abs = dir.join(path);
-                let mut scan = ContentScan::new(&build_paths);
-                let sha256 = copy_file(&abs, size, &mut buf, &mut tar, |chunk, eof| {
+                    .map_err(write_err(&abs))?;
+                let mut scan = ContentScan::new(build_paths);
+                let sha256 = copy_file(&abs, size, &mut buf, tar, |chunk, eof| {
                     findings.extend(scan.feed(chunk, eof, path));
                     progress.advance(chunk.len() as u64);
                 })?;
-                tar.pad(size).map_err(write_err(&payload_path))?;
+                tar.pad(size).map_err(write_err(&abs))?;
                 if scan.is_elf() {
-                    findings.extend(scan::elf_findings(&abs, path, &build_paths));
+                    findings.extend(scan::elf_findings(&abs, path, build_paths));
                 }
                 (mode, EntryKind::File { size, sha256 })
             }
         };
         entries.push(Entry {
-            path: item.path.clone(),
+            path: item.path,
             mode,
             kind,
         });
     }
-    let encoder = tar.finish().map_err(write_err(&payload_path))?;
-    encoder
-        .finish()
-        .and_then(|out| out.into_inner().map_err(io::IntoInnerError::into_error))
-        .map_err(write_err(&payload_path))?;
+    Ok((entries, findings))
+}
 
-    tracing::debug!(elapsed = ?started.elapsed(), "payload compressed");
-    let links: HashMap<&str, &str> = entries
+/// The symlinks among `entries`, path to target.
+fn symlinks(entries: &[Entry]) -> HashMap<&str, &str> {
+    entries
         .iter()
         .filter_map(|e| match &e.kind {
             EntryKind::Symlink { target } => Some((e.path.as_str(), target.as_str())),
             _ => None,
         })
-        .collect();
-    findings.extend(scan::symlink_findings(&links));
-    findings.sort_by(|a, b| a.path.cmp(&b.path));
-    if options.strict && !findings.is_empty() {
-        return Err(PackError::NotRelocatable { findings });
+        .collect()
+}
+
+/// Size of the pieces of compressed payload handed to the artifact writer.
+const SINK_CHUNK: usize = 1 << 20;
+
+/// Compressed payload kept in memory while the manifest is not known yet; beyond
+/// this, it goes to a temporary file. Most artifacts fit, and then the payload is
+/// written to disk once, into the artifact itself.
+const MEMORY_CAP: usize = 256 << 20;
+
+/// What the packer hands the artifact writer, in order.
+enum Piece {
+    /// A piece of the compressed payload.
+    Payload(Vec<u8>),
+    /// The manifest's frame: the artifact starts with it.
+    Frame(Vec<u8>),
+}
+
+/// The encoder's output: every write goes to the artifact writer.
+struct PayloadSink {
+    to_writer: mpsc::Sender<Piece>,
+}
+
+impl Write for PayloadSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.to_writer
+            .send(Piece::Payload(buf.to_vec()))
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::BrokenPipe, "the artifact writer stopped")
+            })?;
+        Ok(buf.len())
     }
 
-    let manifest = Manifest {
-        format: manifest::FORMAT,
-        name: options.name.clone(),
-        version: options.version.clone(),
-        created: manifests::Timestamp::from_unix(options.mtime),
-        source: git_source(dir),
-        compression: Compression {
-            algorithm: "zstd".into(),
-            zstd_version: zstd::zstd_safe::version_string().into(),
-            level: options.level,
-        },
-        entry_count: entries.len() as u64,
-        unpacked_size: total,
-        payload_digest: manifest::payload_digest(&entries),
-        relocatability: findings,
-        entries,
-    };
-
-    let artifact = options
-        .out_dir
-        .join(artifact_file_name(&options.name, &options.version));
-    let (digest, size) = write_artifact(&manifest, options, payload_file.as_file(), &artifact)
-        .map_err(write_err(&artifact))?;
-    drop(payload_file);
-    tracing::debug!(elapsed = ?started.elapsed(), "artifact written");
-    let sidecar = sidecar_path(&artifact);
-    let file_name = artifact
-        .file_name()
-        .expect("artifact path has a file name")
-        .to_string_lossy();
-    write_atomically(&sidecar, format!("{digest}  {file_name}\n").as_bytes())
-        .map_err(write_err(&sidecar))?;
-    Ok(Packed {
-        artifact,
-        sidecar,
-        digest,
-        size,
-        manifest,
-    })
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The zstd encoder every frame of an artifact is written with. The multithreaded
@@ -300,14 +358,8 @@ fn copy_file<W: Write>(
     Ok(Sha256::from_hasher(hasher))
 }
 
-/// Writes the artifact: the manifest entry's frame, then the compressed payload.
-/// Returns the artifact's digest and size.
-fn write_artifact(
-    manifest: &Manifest,
-    options: &PackOptions,
-    mut payload: &File,
-    artifact: &Path,
-) -> io::Result<(Sha256, u64)> {
+/// The zstd frame holding the manifest entry: the start of every artifact.
+fn manifest_frame(manifest: &Manifest, options: &PackOptions) -> io::Result<Vec<u8>> {
     let json = manifest.to_json();
     let mut tar = TarWriter::new(encoder(Vec::new(), options)?, options.mtime);
     tar.header(
@@ -319,32 +371,92 @@ fn write_artifact(
     )?;
     tar.get_mut().write_all(&json)?;
     tar.pad(json.len() as u64)?;
-    let frame = tar.into_inner().finish()?;
+    tar.into_inner().finish()
+}
 
-    let dir = artifact.parent().unwrap_or(Path::new("."));
+/// Writes the artifact into a temporary file in `dir` from the pieces the
+/// packer sends: payload pieces are held (in memory up to `memory_cap`, then in a
+/// spill file) until the manifest's frame arrives; then the frame, the held payload
+/// and every later piece are written in order. A second thread hashes the same bytes
+/// meanwhile. Returns the file, its digest and its size.
+fn write_artifact(
+    pieces: mpsc::Receiver<Piece>,
+    dir: &Path,
+    memory_cap: usize,
+) -> io::Result<(tempfile::NamedTempFile, Sha256, u64)> {
     let mut out = tempfile::Builder::new()
         .prefix(".ship-artifact-")
         .permissions(fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)?;
-    let mut hasher = sha2::Sha256::new();
-    hasher.update(&frame);
-    out.write_all(&frame)?;
-    let mut size = frame.len() as u64;
-    payload.rewind()?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match payload.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-        size += n as u64;
-    }
-    out.persist(artifact).map_err(|e| e.error)?;
-    Ok((Sha256::from_hasher(hasher), size))
+    let (to_hasher, hasher_input) = mpsc::sync_channel::<Arc<Vec<u8>>>(16);
+    let hasher = std::thread::spawn(move || {
+        let mut hasher = sha2::Sha256::new();
+        for piece in hasher_input {
+            hasher.update(piece.as_slice());
+        }
+        Sha256::from_hasher(hasher)
+    });
+    let mut size = 0u64;
+    let mut emit = |bytes: Vec<u8>| -> io::Result<()> {
+        out.write_all(&bytes)?;
+        size += bytes.len() as u64;
+        to_hasher
+            .send(Arc::new(bytes))
+            .map_err(|_| io::Error::other("the hasher stopped"))
+    };
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut held_bytes = 0usize;
+    let mut spill: Option<File> = None;
+    let mut started = false;
+    let result = (|| -> io::Result<()> {
+        for piece in &pieces {
+            match piece {
+                Piece::Payload(bytes) if started => emit(bytes)?,
+                Piece::Payload(bytes)
+                    if held_bytes + bytes.len() <= memory_cap && spill.is_none() =>
+                {
+                    held_bytes += bytes.len();
+                    held.push(bytes);
+                }
+                Piece::Payload(bytes) => {
+                    if spill.is_none() {
+                        spill = Some(tempfile::tempfile_in(dir)?);
+                    }
+                    spill.as_mut().expect("just created").write_all(&bytes)?;
+                }
+                Piece::Frame(frame) => {
+                    started = true;
+                    emit(frame)?;
+                    for bytes in held.drain(..) {
+                        emit(bytes)?;
+                    }
+                    if let Some(mut file) = spill.take() {
+                        file.rewind()?;
+                        loop {
+                            let mut bytes = vec![0u8; SINK_CHUNK];
+                            let n = file.read(&mut bytes)?;
+                            if n == 0 {
+                                break;
+                            }
+                            bytes.truncate(n);
+                            emit(bytes)?;
+                        }
+                    }
+                }
+            }
+        }
+        if started {
+            Ok(())
+        } else {
+            Err(io::Error::other(
+                "the packer stopped before the manifest was ready",
+            ))
+        }
+    })();
+    drop(to_hasher);
+    let digest = hasher.join().expect("the hasher does not panic");
+    result?;
+    Ok((out, digest, size))
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
@@ -385,4 +497,46 @@ fn git_source(dir: &Path) -> Option<Source> {
         commit,
         dirty: !status.stdout.is_empty(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_with_cap(cap: usize, pieces: Vec<Piece>) -> io::Result<(Vec<u8>, Sha256, u64)> {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel();
+        for piece in pieces {
+            tx.send(piece).unwrap();
+        }
+        drop(tx);
+        let (file, digest, size) = write_artifact(rx, dir.path(), cap)?;
+        Ok((fs::read(file.path()).unwrap(), digest, size))
+    }
+
+    fn pieces() -> Vec<Piece> {
+        vec![
+            Piece::Payload(b"aaaa".to_vec()),
+            Piece::Payload(b"bbbb".to_vec()),
+            Piece::Payload(b"cccc".to_vec()),
+            Piece::Frame(b"FRAME".to_vec()),
+            Piece::Payload(b"dddd".to_vec()),
+        ]
+    }
+
+    #[test]
+    fn the_frame_comes_first_whether_the_payload_was_held_or_spilled() {
+        for cap in [0, 5, 8, 1 << 20] {
+            let (bytes, digest, size) = write_with_cap(cap, pieces()).unwrap();
+            assert_eq!(bytes, b"FRAMEaaaabbbbccccdddd", "cap {cap}");
+            assert_eq!(digest, Sha256::of(&bytes), "cap {cap}");
+            assert_eq!(size, bytes.len() as u64);
+        }
+    }
+
+    #[test]
+    fn a_packer_that_stops_early_leaves_no_artifact() {
+        let err = write_with_cap(1 << 20, vec![Piece::Payload(b"x".to_vec())]).unwrap_err();
+        assert!(err.to_string().contains("before the manifest"), "{err}");
+    }
 }

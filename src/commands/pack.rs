@@ -31,7 +31,7 @@ pub fn run(settings: PackSettings) -> Result<(), CliError> {
             err
         }
     })?;
-    bar.0.finish_and_clear();
+    bar.finish();
     let manifest = &packed.manifest;
     if settings.json {
         #[derive(Serialize)]
@@ -80,35 +80,39 @@ pub fn run(settings: PackSettings) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A byte progress bar when drawing is allowed, hidden otherwise.
-struct Bar(ProgressBar);
+/// Bytes packed and the rate, drawn once the tree proves bigger than a few MB, and
+/// only where drawing is allowed.
+struct Bar {
+    bar: ProgressBar,
+    enabled: bool,
+    shown: std::cell::Cell<bool>,
+}
 
 impl Bar {
     fn new(enabled: bool) -> Bar {
-        let bar = if enabled {
-            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
-        } else {
-            ProgressBar::hidden()
-        };
-        Bar(bar)
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} packing {bytes} ({binary_bytes_per_sec})")
+                .expect("valid template"),
+        );
+        Bar {
+            bar,
+            enabled,
+            shown: std::cell::Cell::new(false),
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
     }
 }
 
 impl packager::Progress for Bar {
-    fn start(&self, total: u64) {
-        if total < PROGRESS_THRESHOLD {
-            self.0.set_draw_target(ProgressDrawTarget::hidden());
-        }
-        self.0.set_length(total);
-        self.0.set_style(
-            ProgressStyle::with_template(
-                "packing {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template"),
-        );
-    }
-
     fn advance(&self, bytes: u64) {
-        self.0.inc(bytes);
+        self.bar.inc(bytes);
+        if self.enabled && !self.shown.get() && self.bar.position() >= PROGRESS_THRESHOLD {
+            self.shown.set(true);
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
     }
 }

@@ -1,0 +1,188 @@
+//! The journal: `.ship/journal.jsonl`, one JSON record per line, appended and
+//! fsynced after every operation that changed (or refused to change) the host.
+//!
+//! It is the host's memory: which release was activated when, from what, by whom, and
+//! so which release `rollback` returns to — never guessed from mtimes or names. A
+//! crash can leave a torn last line; readers skip lines that do not parse, and the
+//! next append starts on a fresh line.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use manifests::{Sha256, Timestamp, Version};
+use serde::{Deserialize, Serialize};
+
+use crate::error::AgentError;
+
+/// What an operation was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Op {
+    /// An artifact was received (or refused).
+    Receive,
+    /// `current` was switched to a release.
+    Activate,
+    /// `current` was switched back.
+    Rollback,
+    /// Old releases were removed.
+    Prune,
+    /// An operation kind this agent does not know (written by a newer one).
+    #[serde(other)]
+    Unknown,
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// It did what it was asked.
+    Ok,
+    /// There was nothing to do (already received, already current).
+    Unchanged,
+    /// It failed or was refused; `reason` says why. The host is unchanged.
+    Failed,
+}
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// When it ended.
+    pub time: Timestamp,
+    /// Who asked: `SHIP_USER` from the operator's side, else the local user.
+    pub user: String,
+    /// What was done.
+    pub op: Op,
+    /// How it ended.
+    pub result: Outcome,
+    /// The release concerned (received, or switched to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+    /// For switches: the release that was current before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Version>,
+    /// For receives: the release's payload digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_digest: Option<Sha256>,
+    /// For receives: the artifact's sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_sha256: Option<Sha256>,
+    /// For prunes: the releases removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<Version>,
+    /// For failures: why, with its causes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Record {
+    /// A record of `op` ending now with `result`.
+    pub fn new(op: Op, result: Outcome) -> Record {
+        Record {
+            time: Timestamp::now(),
+            user: current_user(),
+            op,
+            result,
+            version: None,
+            from: None,
+            payload_digest: None,
+            artifact_sha256: None,
+            removed: Vec::new(),
+            reason: None,
+        }
+    }
+
+    /// Whether this record switched `current` (an activation or rollback that
+    /// succeeded).
+    pub fn is_switch(&self) -> bool {
+        matches!(self.op, Op::Activate | Op::Rollback) && self.result == Outcome::Ok
+    }
+}
+
+/// Who is acting: `SHIP_USER` (set by `ship` to the operator's name), else the name
+/// of the user this agent runs as.
+fn current_user() -> String {
+    if let Some(user) = std::env::var("SHIP_USER").ok().filter(|u| !u.is_empty()) {
+        return user;
+    }
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// Appends `record` to the journal at `path` and fsyncs it.
+pub fn append(path: &Path, record: &Record) -> Result<(), AgentError> {
+    let fail = |e| AgentError::io("cannot write the journal", path, e);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(fail)?;
+    let mut line = serde_json::to_vec(record).expect("a record serializes");
+    line.push(b'\n');
+    // A torn last line from a crash must not swallow this record.
+    let len = file.metadata().map_err(fail)?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::Start(len - 1)).map_err(fail)?;
+        file.read_exact(&mut last).map_err(fail)?;
+        if last[0] != b'\n' {
+            line.insert(0, b'\n');
+        }
+    }
+    file.write_all(&line).map_err(fail)?;
+    file.sync_all().map_err(fail)
+}
+
+/// Every record of the journal at `path`, oldest first; lines that do not parse (a
+/// torn last line) are skipped. A missing journal is empty.
+pub fn read(path: &Path) -> Result<Vec<Record>, AgentError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(AgentError::io("cannot read the journal", path, e)),
+    };
+    Ok(text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_survive_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut first = Record::new(Op::Activate, Outcome::Ok);
+        first.version = Some("v1".parse().unwrap());
+        append(&path, &first).unwrap();
+        // A crash in the middle of a write.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"time\":\"2026-").unwrap();
+        let second = Record::new(Op::Prune, Outcome::Ok);
+        append(&path, &second).unwrap();
+        assert_eq!(read(&path).unwrap(), vec![first, second]);
+    }
+
+    #[test]
+    fn unknown_fields_and_ops_are_tolerated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        fs::write(
+            &path,
+            "{\"time\":\"2026-01-01T00:00:00Z\",\"user\":\"a\",\"op\":\"teleport\",\"result\":\"ok\",\"extra\":1}\n",
+        )
+        .unwrap();
+        let records = read(&path).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].op, Op::Unknown);
+    }
+}
