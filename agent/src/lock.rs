@@ -26,7 +26,11 @@ pub struct Holder {
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "pid {} ({}, since {})", self.pid, self.command, self.since)
+        write!(
+            f,
+            "pid {} ({}, since {})",
+            self.pid, self.command, self.since
+        )
     }
 }
 
@@ -36,7 +40,8 @@ pub struct Lock {
     _file: Flock<File>,
 }
 
-/// Takes the lock at `path` for `command`, or fails naming the holder.
+/// Takes the lock at `path` for `command`, or fails naming the holder (with `path`
+/// as the locked root; callers put the app root there).
 pub fn acquire(path: &Path, command: &str) -> Result<Lock, AgentError> {
     let file = OpenOptions::new()
         .read(true)
@@ -49,7 +54,7 @@ pub fn acquire(path: &Path, command: &str) -> Result<Lock, AgentError> {
         Ok(locked) => locked,
         Err((mut file, _)) => {
             return Err(AgentError::Locked {
-                path: path.to_owned(),
+                root: path.to_owned(),
                 holder: read_holder(&mut file),
             });
         }

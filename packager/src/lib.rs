@@ -10,14 +10,19 @@
 //! `docs/FORMAT.md` describes the artifact format.
 
 pub mod error;
+#[cfg(feature = "pack")]
 pub mod pack;
 pub mod read;
+#[cfg(feature = "pack")]
 mod scan;
+#[cfg(any(feature = "pack", test))]
 mod tarfmt;
 pub mod verify;
+#[cfg(feature = "pack")]
 mod walk;
 
 pub use error::{PackError, ReadError};
-pub use pack::{PackOptions, Packed, Progress, artifact_file_name, pack, sidecar_path};
+#[cfg(feature = "pack")]
+pub use pack::{PackOptions, Packed, Progress, pack};
 pub use read::{ReadSummary, Visitor, read_artifact};
-pub use verify::{Expected, VerifyError, verify_file};
+pub use verify::{Expected, VerifyError, artifact_file_name, sidecar_path, verify_file};

@@ -23,6 +23,7 @@ use sha2::Digest;
 use crate::error::PackError;
 use crate::scan::{self, BuildPaths, ContentScan};
 use crate::tarfmt::{Kind, TarWriter};
+use crate::verify::{artifact_file_name, sidecar_path};
 use crate::walk::{FoundKind, Walk};
 
 /// Read size for packing files.
@@ -73,18 +74,6 @@ pub struct Packed {
     pub size: u64,
     /// The manifest it carries.
     pub manifest: Manifest,
-}
-
-/// `<name>-<version>.tar.zst`.
-pub fn artifact_file_name(name: &AppName, version: &Version) -> String {
-    format!("{name}-{version}.tar.zst")
-}
-
-/// The sidecar's path for an artifact path.
-pub fn sidecar_path(artifact: &Path) -> PathBuf {
-    let mut name = artifact.as_os_str().to_owned();
-    name.push(".sha256");
-    PathBuf::from(name)
 }
 
 /// Packs `options.dir` into an artifact in `options.out_dir`.

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use manifests::Sha256;
 
 use crate::error::ReadError;
-use crate::pack::sidecar_path;
 use crate::read::{self, CheckOnly, ReadSummary};
 
 /// Why an artifact did not verify.
@@ -53,6 +52,18 @@ pub enum Expected {
     Sidecar,
     /// A digest given by the caller.
     Digest(Sha256),
+}
+
+/// `<name>-<version>.tar.zst`.
+pub fn artifact_file_name(name: &manifests::AppName, version: &manifests::Version) -> String {
+    format!("{name}-{version}.tar.zst")
+}
+
+/// The sidecar's path for an artifact path: `<artifact>.sha256`.
+pub fn sidecar_path(artifact: &Path) -> PathBuf {
+    let mut name = artifact.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
 }
 
 /// Reads the whole artifact at `path`, checks every entry against the manifest and

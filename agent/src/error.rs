@@ -1,0 +1,101 @@
+//! Errors of agent commands. Each names the app root, release or path it is about and
+//! keeps its cause as a source; `run` renders the chain once.
+
+use std::io;
+use std::path::PathBuf;
+
+use manifests::{Sha256, Version};
+use packager::ReadError;
+
+use crate::lock::Holder;
+
+/// Why an agent command failed. The host is left as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A file-system step failed.
+    #[error("{action} {}", path.display())]
+    Io {
+        /// What was being done ("cannot create", …).
+        action: &'static str,
+        /// The path concerned.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another operation holds the app root's lock.
+    #[error("{} is busy: locked by {}", root.display(), holder.as_ref().map_or("a process that has not said who it is".to_owned(), ToString::to_string))]
+    Locked {
+        /// The app root.
+        root: PathBuf,
+        /// Who holds it, when it said so.
+        holder: Option<Holder>,
+    },
+    /// Not an app root: nothing was ever received there.
+    #[error("{} is not an app root (it has no .ship directory)", root.display())]
+    NotAnAppRoot {
+        /// The path given.
+        root: PathBuf,
+    },
+    /// The artifact did not read back as its manifest says.
+    #[error("the artifact was refused")]
+    Artifact(#[source] ReadError),
+    /// The artifact is well-formed but not acceptable on this host.
+    #[error("the artifact for {version} was refused: {reason}")]
+    Refused {
+        /// The release it carries.
+        version: Version,
+        /// Why.
+        reason: String,
+    },
+    /// The artifact is not the one the operator meant.
+    #[error("the artifact's sha256 is {actual}, expected {expected}")]
+    WrongArtifact {
+        /// From `--expect-digest`.
+        expected: Sha256,
+        /// Computed.
+        actual: Sha256,
+    },
+    /// The release is not on this host.
+    #[error("release {version} is not on this host{}", available(present))]
+    NoRelease {
+        /// The release asked for.
+        version: Version,
+        /// The releases that are.
+        present: Vec<Version>,
+    },
+    /// Nothing to roll back to.
+    #[error("there is no earlier release to roll back to{}", current.as_ref().map_or(String::new(), |c| format!(" from {c}")))]
+    NoPrevious {
+        /// The current release, if any.
+        current: Option<Version>,
+    },
+    /// A release on disk differs from its manifest.
+    #[error("release {version} differs from its manifest: {count} problem(s)")]
+    Drift {
+        /// The release.
+        version: Version,
+        /// How many entries differ.
+        count: usize,
+    },
+}
+
+fn available(present: &[Version]) -> String {
+    if present.is_empty() {
+        " (no release is)".to_owned()
+    } else {
+        let list: Vec<&str> = present.iter().map(Version::as_str).collect();
+        format!(" (present: {})", list.join(", "))
+    }
+}
+
+impl AgentError {
+    /// A failed file-system step on `path`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> AgentError {
+        AgentError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

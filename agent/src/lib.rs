@@ -1,0 +1,219 @@
+//! `ship-agent`: everything that happens on a host — receive and verify an artifact
+//! into `releases/<version>`, switch `current` atomically, roll back, prune, and keep
+//! the lock and the journal.
+//!
+//! The agent is small and synchronous: no SSH, no progress bars. It trusts nothing it
+//! is sent: artifacts go through the packager's checking reader, identifiers are
+//! validated types, and every change to the host is a rename (see `ARCHITECTURE.md`
+//! for the invariants).
+
+mod cli;
+mod crash;
+mod drift;
+mod error;
+mod fsutil;
+mod journal;
+mod layout;
+mod lock;
+mod output;
+mod prune;
+mod receive;
+mod releases;
+mod status;
+mod switch;
+
+use std::error::Error;
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde::Serialize;
+
+use cli::{Cli, Command};
+pub use error::AgentError;
+use layout::AppRoot;
+use output::{Output, PROTOCOL};
+
+/// Runs `ship-agent` with `args` (the first being the program name). Exit status: 0
+/// done, 1 refused or failed, 2 usage.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let out = Output::new(cli.json);
+    out.event(
+        "agent",
+        &serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "protocol": PROTOCOL}),
+    );
+    if let Some(theirs) = cli.protocol
+        && theirs != PROTOCOL
+    {
+        let message = format!(
+            "protocol mismatch: the caller speaks protocol {theirs}, this ship-agent {} speaks {PROTOCOL}",
+            env!("CARGO_PKG_VERSION")
+        );
+        report_failure(out, &message, &[]);
+        return ExitCode::from(2);
+    }
+    match dispatch(cli.command, out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let causes = causes(&e);
+            report_failure(out, &e.to_string(), &causes);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn report_failure(out: Output, message: &str, causes: &[String]) {
+    if out.is_json() {
+        out.event(
+            "failed",
+            &serde_json::json!({"error": message, "causes": causes}),
+        );
+    } else {
+        eprintln!("error: {message}");
+        for cause in causes {
+            eprintln!("  caused by: {cause}");
+        }
+    }
+}
+
+fn causes(e: &dyn Error) -> Vec<String> {
+    let mut causes = Vec::new();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        causes.push(cause.to_string());
+        next = cause.source();
+    }
+    causes
+}
+
+/// An error with its causes on one line, for the journal.
+pub(crate) fn chain(e: &AgentError) -> String {
+    std::iter::once(e.to_string())
+        .chain(causes(e))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn done(out: Output, data: &impl Serialize) {
+    out.event("done", data);
+}
+
+/// Opens an existing app root.
+fn existing(root: &cli::RootArg) -> Result<AppRoot, AgentError> {
+    let app = AppRoot::new(&root.root).map_err(|e| AgentError::io("cannot use", &root.root, e))?;
+    if !app.exists() {
+        return Err(AgentError::NotAnAppRoot {
+            root: app.path().to_owned(),
+        });
+    }
+    Ok(app)
+}
+
+/// Takes the lock of `app` for `command`.
+fn locked(app: &AppRoot, command: &str) -> Result<lock::Lock, AgentError> {
+    lock::acquire(&app.lock(), &format!("ship-agent {command}")).map_err(|e| match e {
+        AgentError::Locked { holder, .. } => AgentError::Locked {
+            root: app.path().to_owned(),
+            holder,
+        },
+        other => other,
+    })
+}
+
+fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
+    match command {
+        Command::Receive {
+            root,
+            expect_digest,
+        } => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                return Err(AgentError::io(
+                    "the artifact must come on stdin, for example `ship-agent receive --root ROOT < shop-v1.tar.zst`; stdin is",
+                    "a terminal",
+                    std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                ));
+            }
+            let app = AppRoot::new(&root.root)
+                .map_err(|e| AgentError::io("cannot use", &root.root, e))?;
+            app.create()
+                .map_err(|e| AgentError::io("cannot create the app root", app.path(), e))?;
+            let _lock = locked(&app, "receive")?;
+            prune::clear_leftovers(&app)?;
+            let input = std::io::BufReader::with_capacity(1 << 20, stdin.lock());
+            let received = receive::receive(&app, input, expect_digest.as_ref(), out)?;
+            done(out, &received);
+        }
+        Command::Activate { root, version } => {
+            let app = existing(&root)?;
+            let _lock = locked(&app, "activate")?;
+            done(out, &switch::activate(&app, &version, out)?);
+        }
+        Command::Rollback { root, to } => {
+            let app = existing(&root)?;
+            let _lock = locked(&app, "rollback")?;
+            done(out, &switch::rollback(&app, to.as_ref(), out)?);
+        }
+        Command::Status { root } => {
+            let app = existing(&root)?;
+            let status = status::status(&app)?;
+            status::print(&status, out);
+            done(out, &status);
+        }
+        Command::History { root } => {
+            let app = existing(&root)?;
+            let records = journal::read(&app.journal())?;
+            status::print_history(&records, out);
+            for record in &records {
+                out.event("record", record);
+            }
+            done(out, &serde_json::json!({"records": records.len()}));
+        }
+        Command::Prune { root, keep } => {
+            let app = existing(&root)?;
+            let _lock = locked(&app, "prune")?;
+            done(out, &prune::prune(&app, keep as usize, out)?);
+        }
+        Command::Verify { root, version } => {
+            let app = existing(&root)?;
+            let version = match version {
+                Some(v) => v,
+                None => releases::current(&app).ok_or_else(|| AgentError::NoRelease {
+                    version: "current".parse().expect("valid"),
+                    present: releases::present(&app).unwrap_or_default(),
+                })?,
+            };
+            let drift = drift::verify(&app, &version)?;
+            for (path, what) in &drift.changed {
+                out.say(format!("changed  {path}: {what}"));
+            }
+            for path in &drift.added {
+                out.say(format!("added    {path}"));
+            }
+            for path in &drift.removed {
+                out.say(format!("removed  {path}"));
+            }
+            done(out, &drift);
+            if drift.count() > 0 {
+                return Err(AgentError::Drift {
+                    version,
+                    count: drift.count(),
+                });
+            }
+            out.say(format!("{version}: every entry matches its manifest"));
+        }
+    }
+    Ok(())
+}

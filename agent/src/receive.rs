@@ -1,0 +1,387 @@
+//! `receive`: an artifact streams in on stdin and becomes `releases/<version>/`, or
+//! leaves no trace but a journal line.
+//!
+//! The artifact is read once, through the packager's reader, which checks every entry
+//! against the manifest as it goes by; this module is its visitor and writes what it
+//! is shown into `.ship/incoming/<version>.<nonce>/`. Before anything is written the
+//! manifest is checked against the host: no symlink may be absolute or lead out of the
+//! release, the disk must have room, and a release of that version must not already
+//! be here with other content. Once the whole artifact has verified (and matched
+//! `--expect-digest`), the file system is flushed and the staging directory is renamed
+//! into `releases/`: a release directory only ever appears complete.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use manifests::manifest::{self, Resolution};
+use manifests::{Entry, EntryKind, Manifest, Sha256, Timestamp, Version};
+use packager::{ReadError, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::crash::checkpoint;
+use crate::error::AgentError;
+use crate::fsutil;
+use crate::journal::{self, Op, Outcome, Record};
+use crate::layout::{self, AppRoot};
+use crate::output::{Output, human_bytes};
+
+/// Room kept free beyond the release itself.
+const DISK_MARGIN: u64 = 64 << 20;
+
+/// Per-entry allowance for inodes and block rounding when estimating disk use.
+const PER_ENTRY: u64 = 4096;
+
+/// How often progress events are sent.
+const PROGRESS_EVERY: u64 = 32 << 20;
+
+/// What `receive` established.
+#[derive(Debug, Serialize)]
+pub struct Received {
+    /// The release.
+    pub version: Version,
+    /// Whether it was unpacked now (`received`) or was already here (`unchanged`).
+    pub outcome: Outcome,
+    /// The release's payload digest.
+    pub payload_digest: Sha256,
+    /// The artifact's sha256 (when it was read to the end).
+    pub artifact_sha256: Option<Sha256>,
+    /// Files written.
+    pub files: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+}
+
+/// Facts about the artifact a release came from, kept beside its manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactFacts {
+    /// SHA-256 of the artifact file.
+    pub sha256: Sha256,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When this host received it.
+    pub received: Timestamp,
+}
+
+/// Receives the artifact from `input` into `root` (whose lock the caller holds).
+pub fn receive(
+    root: &AppRoot,
+    input: impl Read,
+    expect: Option<&Sha256>,
+    out: Output,
+) -> Result<Received, AgentError> {
+    let started = Instant::now();
+    let mut unpack = Unpack {
+        root,
+        staging: None,
+        version: None,
+        files: 0,
+        bytes: 0,
+        next_progress: PROGRESS_EVERY,
+        out,
+        buf: vec![0u8; 1 << 20],
+    };
+    let result = packager::read_artifact(input, &mut unpack);
+    let staging = unpack.staging.take();
+    let outcome = match result {
+        Ok(summary) => finish(root, staging.as_deref(), &summary, expect).map(|()| Received {
+            version: summary.manifest.version.clone(),
+            outcome: Outcome::Ok,
+            payload_digest: summary.manifest.payload_digest.clone(),
+            artifact_sha256: Some(summary.digest.clone()),
+            files: unpack.files,
+            bytes: unpack.bytes,
+        }),
+        Err(Stop::AlreadyPresent(manifest)) => Ok(Received {
+            version: manifest.version.clone(),
+            outcome: Outcome::Unchanged,
+            payload_digest: manifest.payload_digest.clone(),
+            artifact_sha256: None,
+            files: 0,
+            bytes: 0,
+        }),
+        Err(Stop::Failed(e)) => Err(e),
+    };
+    let mut record = Record::new(Op::Receive, Outcome::Ok);
+    record.version = unpack.version.clone();
+    match &outcome {
+        Ok(received) => {
+            record.result = received.outcome;
+            record.payload_digest = Some(received.payload_digest.clone());
+            record.artifact_sha256 = received.artifact_sha256.clone();
+            if received.outcome == Outcome::Unchanged {
+                out.say(format!(
+                    "release {} is already here with the same content; nothing to do",
+                    received.version
+                ));
+            } else {
+                out.say(format!(
+                    "received {}: {} files, {} in {:.1}s",
+                    received.version,
+                    received.files,
+                    human_bytes(received.bytes),
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        Err(e) => {
+            if let Some(staging) = &staging {
+                let _ = fsutil::remove_tree(staging);
+            }
+            record.result = Outcome::Failed;
+            record.reason = Some(crate::chain(e));
+        }
+    }
+    journal::append(&root.journal(), &record)?;
+    outcome
+}
+
+/// After the artifact verified: checks the expected digest, records the artifact,
+/// flushes everything and moves the release into place.
+fn finish(
+    root: &AppRoot,
+    staging: Option<&Path>,
+    summary: &packager::ReadSummary,
+    expect: Option<&Sha256>,
+) -> Result<(), AgentError> {
+    if let Some(expected) = expect
+        && *expected != summary.digest
+    {
+        return Err(AgentError::WrongArtifact {
+            expected: expected.clone(),
+            actual: summary.digest.clone(),
+        });
+    }
+    let staging = staging.expect("a verified artifact was staged");
+    let manifest = &summary.manifest;
+    let meta = staging.join(".ship");
+    fs::create_dir(&meta).map_err(|e| AgentError::io("cannot create", &meta, e))?;
+    let facts = ArtifactFacts {
+        sha256: summary.digest.clone(),
+        size: summary.size,
+        received: Timestamp::now(),
+    };
+    let manifest_path = AppRoot::manifest_in(staging);
+    fs::write(&manifest_path, manifest.to_json())
+        .map_err(|e| AgentError::io("cannot write", &manifest_path, e))?;
+    let facts_path = AppRoot::artifact_in(staging);
+    fs::write(
+        &facts_path,
+        serde_json::to_vec_pretty(&facts).expect("facts serialize"),
+    )
+    .map_err(|e| AgentError::io("cannot write", &facts_path, e))?;
+    checkpoint("receive:written");
+    fsutil::sync_filesystem(staging).map_err(|e| AgentError::io("cannot flush", staging, e))?;
+    checkpoint("receive:synced");
+    let release = root.release(&manifest.version);
+    fs::rename(staging, &release)
+        .map_err(|e| AgentError::io("cannot move into place", &release, e))?;
+    fsutil::fsync_dir(&root.releases())
+        .map_err(|e| AgentError::io("cannot flush", root.releases(), e))?;
+    checkpoint("receive:renamed");
+    Ok(())
+}
+
+/// Why reading stopped early.
+enum Stop {
+    /// The release is already here with this payload: nothing to do.
+    AlreadyPresent(Box<Manifest>),
+    /// A real failure.
+    Failed(AgentError),
+}
+
+impl From<ReadError> for Stop {
+    fn from(e: ReadError) -> Stop {
+        Stop::Failed(AgentError::Artifact(e))
+    }
+}
+
+impl From<AgentError> for Stop {
+    fn from(e: AgentError) -> Stop {
+        Stop::Failed(e)
+    }
+}
+
+/// The reader's visitor: checks the manifest against the host, then writes each
+/// verified entry into the staging directory.
+struct Unpack<'a> {
+    root: &'a AppRoot,
+    staging: Option<PathBuf>,
+    version: Option<Version>,
+    files: u64,
+    bytes: u64,
+    next_progress: u64,
+    out: Output,
+    buf: Vec<u8>,
+}
+
+impl Visitor for Unpack<'_> {
+    type Error = Stop;
+
+    fn manifest(&mut self, manifest: &Manifest) -> Result<(), Stop> {
+        let version = &manifest.version;
+        self.version = Some(version.clone());
+        let refuse = |reason: String| AgentError::Refused {
+            version: version.clone(),
+            reason,
+        };
+        if let Some(present) = read_release_manifest(self.root, version)? {
+            if present.payload_digest == manifest.payload_digest {
+                return Err(Stop::AlreadyPresent(Box::new(present)));
+            }
+            return Err(refuse(format!(
+                "release {version} is already on this host with different content (payload {} here, {} in the artifact)",
+                present.payload_digest, manifest.payload_digest
+            ))
+            .into());
+        }
+        check_symlinks(manifest).map_err(refuse)?;
+        let need = manifest
+            .unpacked_size
+            .saturating_add(manifest.entry_count.saturating_mul(PER_ENTRY))
+            .saturating_add(DISK_MARGIN);
+        let free = fsutil::free_bytes(self.root.path())
+            .map_err(|e| AgentError::io("cannot measure free space on", self.root.path(), e))?;
+        if need > free {
+            return Err(refuse(format!(
+                "not enough disk space on {}: the release needs {} (with margin), {} is free",
+                self.root.path().display(),
+                human_bytes(need),
+                human_bytes(free)
+            ))
+            .into());
+        }
+        let staging = self.root.staging(version, &layout::nonce());
+        fs::create_dir(&staging).map_err(|e| AgentError::io("cannot create", &staging, e))?;
+        self.staging = Some(staging);
+        self.out.say(format!(
+            "receiving {} {version}: {} entries, {}",
+            manifest.name,
+            manifest.entry_count,
+            human_bytes(manifest.unpacked_size)
+        ));
+        checkpoint("receive:staging");
+        Ok(())
+    }
+
+    fn entry(&mut self, entry: &Entry, content: &mut dyn Read) -> Result<(), Stop> {
+        let staging = self.staging.as_ref().expect("staged before entries");
+        let path = staging.join(entry.path.as_str());
+        let fail = |action, e| AgentError::io(action, &path, e);
+        match &entry.kind {
+            EntryKind::Dir => {
+                fs::create_dir(&path).map_err(|e| fail("cannot create", e))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode.bits()))
+                    .map_err(|e| fail("cannot set the mode of", e))?;
+            }
+            EntryKind::Symlink { target } => {
+                std::os::unix::fs::symlink(target, &path).map_err(|e| fail("cannot create", e))?;
+            }
+            EntryKind::File { .. } => {
+                // O_EXCL and O_NOFOLLOW: never write through anything already there.
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc_flags::O_NOFOLLOW)
+                    .open(&path)
+                    .map_err(|e| fail("cannot create", e))?;
+                let written = copy(content, &mut file, &mut self.buf).map_err(|e| match e {
+                    Copy::Read(e) => AgentError::Artifact(ReadError::Io(e)),
+                    Copy::Write(e) => fail("cannot write", e),
+                })?;
+                file.set_permissions(fs::Permissions::from_mode(entry.mode.bits()))
+                    .map_err(|e| fail("cannot set the mode of", e))?;
+                self.files += 1;
+                self.bytes += written;
+                if self.bytes >= self.next_progress {
+                    self.next_progress = self.bytes + PROGRESS_EVERY;
+                    self.out.event(
+                        "progress",
+                        &serde_json::json!({"files": self.files, "bytes": self.bytes}),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `O_NOFOLLOW` without a libc dependency: the value is fixed by the Linux ABI.
+mod libc_flags {
+    pub const O_NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
+}
+
+enum Copy {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+fn copy(from: &mut dyn Read, to: &mut File, buf: &mut [u8]) -> Result<u64, Copy> {
+    let mut total = 0;
+    loop {
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Copy::Read(e)),
+        };
+        to.write_all(&buf[..n]).map_err(Copy::Write)?;
+        total += n as u64;
+    }
+}
+
+/// Refuses symlinks that are absolute or lead out of the release once the release's
+/// own symlinks are followed.
+fn check_symlinks(manifest: &Manifest) -> Result<(), String> {
+    let links: HashMap<&str, &str> = manifest
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Symlink { target } => Some((e.path.as_str(), target.as_str())),
+            _ => None,
+        })
+        .collect();
+    let mut paths: Vec<&&str> = links.keys().collect();
+    paths.sort();
+    for path in paths {
+        let target = links[*path];
+        let problem = match manifest::resolve(&links, path) {
+            Resolution::Inside(_) => continue,
+            Resolution::Absolute => "is absolute",
+            Resolution::Escapes => "leads outside the release",
+            Resolution::TooManyHops => "never resolves (a loop of symlinks)",
+        };
+        return Err(format!("symlink {path} -> {target} {problem}"));
+    }
+    Ok(())
+}
+
+/// The manifest of the release `version` on this host, if it is here.
+pub fn read_release_manifest(
+    root: &AppRoot,
+    version: &Version,
+) -> Result<Option<Manifest>, AgentError> {
+    let path = root.release_manifest(version);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(AgentError::io("cannot read", &path, e)),
+    };
+    Manifest::from_json(&bytes).map(Some).map_err(|e| {
+        AgentError::io(
+            "cannot use the manifest",
+            &path,
+            io::Error::new(io::ErrorKind::InvalidData, e),
+        )
+    })
+}
+
+/// The artifact facts of the release `version`, when recorded.
+pub fn read_artifact_facts(root: &AppRoot, version: &Version) -> Option<ArtifactFacts> {
+    let bytes = fs::read(root.release_artifact(version)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}

@@ -1,0 +1,159 @@
+//! `status` and `history`: what is on the host and what happened to it. Both only
+//! read; neither takes the lock.
+
+use manifests::{Sha256, Timestamp, Version};
+use serde::Serialize;
+
+use crate::error::AgentError;
+use crate::journal::{self, Outcome, Record};
+use crate::layout::AppRoot;
+use crate::lock::{self, Holder};
+use crate::output::{Output, human_bytes};
+use crate::{fsutil, receive, releases};
+
+/// The state of an app root.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// The app root.
+    pub root: String,
+    /// The release `current` points at.
+    pub current: Option<Version>,
+    /// The release a rollback would return to.
+    pub previous: Option<Version>,
+    /// Every complete release on the host.
+    pub releases: Vec<ReleaseInfo>,
+    /// Who holds the lock, if anyone (`held` without a holder when it has not said).
+    pub lock: Option<LockInfo>,
+    /// Free bytes on the app root's file system.
+    pub free_bytes: u64,
+    /// The last switch of `current`.
+    pub last_switch: Option<Record>,
+}
+
+/// A release on the host.
+#[derive(Debug, Serialize)]
+pub struct ReleaseInfo {
+    /// Its version.
+    pub version: Version,
+    /// Its payload digest.
+    pub payload_digest: Sha256,
+    /// The sha256 of the artifact it came from.
+    pub artifact_sha256: Option<Sha256>,
+    /// Bytes of files.
+    pub unpacked_size: u64,
+    /// Number of entries.
+    pub entries: u64,
+    /// When it was received.
+    pub received: Option<Timestamp>,
+}
+
+/// The lock's state.
+#[derive(Debug, Serialize)]
+pub struct LockInfo {
+    /// The holder, if it said who it is.
+    pub holder: Option<Holder>,
+}
+
+/// Reads the state of `root`.
+pub fn status(root: &AppRoot) -> Result<Status, AgentError> {
+    let journal = journal::read(&root.journal())?;
+    let present = releases::present(root)?;
+    let current = releases::current(root);
+    let previous = releases::rollback_target(&journal, current.as_ref(), &present);
+    let mut infos = Vec::new();
+    for version in &present {
+        let Some(manifest) = receive::read_release_manifest(root, version)? else {
+            continue;
+        };
+        let facts = receive::read_artifact_facts(root, version);
+        infos.push(ReleaseInfo {
+            version: version.clone(),
+            payload_digest: manifest.payload_digest,
+            artifact_sha256: facts.as_ref().map(|f| f.sha256.clone()),
+            unpacked_size: manifest.unpacked_size,
+            entries: manifest.entry_count,
+            received: facts.map(|f| f.received),
+        });
+    }
+    let free_bytes = fsutil::free_bytes(root.path())
+        .map_err(|e| AgentError::io("cannot measure free space on", root.path(), e))?;
+    Ok(Status {
+        root: root.path().display().to_string(),
+        current,
+        previous,
+        releases: infos,
+        lock: lock::holder(&root.lock()).map(|holder| LockInfo { holder }),
+        free_bytes,
+        last_switch: journal.iter().rev().find(|r| r.is_switch()).cloned(),
+    })
+}
+
+/// Prints a status for people.
+pub fn print(status: &Status, out: Output) {
+    let name = |v: &Option<Version>| v.as_ref().map_or("-".to_owned(), ToString::to_string);
+    out.say(format!("app root  {}", status.root));
+    out.say(format!("current   {}", name(&status.current)));
+    out.say(format!(
+        "previous  {} (rollback target)",
+        name(&status.previous)
+    ));
+    if let Some(last) = &status.last_switch {
+        out.say(format!(
+            "switched  {} by {} ({:?})",
+            last.time, last.user, last.op
+        ));
+    }
+    let lock = match &status.lock {
+        None => "free".to_owned(),
+        Some(LockInfo { holder: Some(h) }) => format!("held by {h}"),
+        Some(LockInfo { holder: None }) => "held".to_owned(),
+    };
+    out.say(format!("lock      {lock}"));
+    out.say(format!("free      {}", human_bytes(status.free_bytes)));
+    out.say(format!("releases  {}", status.releases.len()));
+    for r in &status.releases {
+        let marker = if Some(&r.version) == status.current.as_ref() {
+            "*"
+        } else {
+            " "
+        };
+        out.say(format!(
+            "  {marker} {:<20} {:>10}  {} entries  payload {}",
+            r.version.as_str(),
+            human_bytes(r.unpacked_size),
+            r.entries,
+            &r.payload_digest.as_str()[..16]
+        ));
+    }
+}
+
+/// Prints the journal for people.
+pub fn print_history(records: &[Record], out: Output) {
+    if records.is_empty() {
+        out.say("no history yet");
+    }
+    for r in records {
+        let what = match (&r.from, &r.version) {
+            (Some(from), Some(to)) => format!("{from} -> {to}"),
+            (None, Some(v)) => v.to_string(),
+            _ => String::new(),
+        };
+        let result = match r.result {
+            Outcome::Ok => "ok".to_owned(),
+            Outcome::Unchanged => "unchanged".to_owned(),
+            Outcome::Failed => format!("FAILED: {}", r.reason.as_deref().unwrap_or("")),
+        };
+        let removed = if r.removed.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = r.removed.iter().map(Version::as_str).collect();
+            format!(" removed {}", names.join(", "))
+        };
+        out.say(format!(
+            "{}  {:<10} {:<9} {what}{removed}  {result}",
+            r.time,
+            r.user,
+            format!("{:?}", r.op).to_lowercase()
+        ));
+    }
+}
