@@ -30,7 +30,7 @@ use crate::layout::{self, AppRoot};
 use crate::output::{Output, human_bytes};
 
 /// Room kept free beyond the release itself.
-const DISK_MARGIN: u64 = 64 << 20;
+const DISK_MARGIN: u64 = 16 << 20;
 
 /// Per-entry allowance for inodes and block rounding when estimating disk use.
 const PER_ENTRY: u64 = 4096;
