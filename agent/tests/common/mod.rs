@@ -46,7 +46,7 @@ impl Run {
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["type"] == kind)
-            .last()
+            .next_back()
             .unwrap_or_else(|| panic!("no {kind} event in:\n{}", self.stdout))["data"]
             .clone()
     }
