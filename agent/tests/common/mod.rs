@@ -45,8 +45,7 @@ impl Run {
         self.stdout
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["type"] == kind)
-            .next_back()
+            .rfind(|v| v["type"] == kind)
             .unwrap_or_else(|| panic!("no {kind} event in:\n{}", self.stdout))["data"]
             .clone()
     }
