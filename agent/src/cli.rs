@@ -41,9 +41,14 @@ pub enum Command {
     Receive {
         #[command(flatten)]
         root: RootArg,
-        /// Refuse the artifact unless its sha256 is this.
+        /// Refuse the artifact unless its sha256 is this (hashes the whole artifact).
         #[arg(long, value_name = "SHA256")]
         expect_digest: Option<Sha256>,
+        /// Refuse the artifact unless its release's payload digest is this. Every
+        /// file is checked against the manifest anyway, so this pins the content as
+        /// firmly as --expect-digest, without hashing the compressed bytes.
+        #[arg(long, value_name = "SHA256")]
+        expect_payload: Option<Sha256>,
     },
     /// Point current at releases/<VERSION>, atomically.
     Activate {

@@ -137,6 +137,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
         Command::Receive {
             root,
             expect_digest,
+            expect_payload,
         } => {
             let stdin = std::io::stdin();
             if stdin.is_terminal() {
@@ -152,8 +153,11 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
                 .map_err(|e| AgentError::io("cannot create the app root", app.path(), e))?;
             let _lock = locked(&app, "receive")?;
             prune::clear_leftovers(&app)?;
-            let input = std::io::BufReader::with_capacity(1 << 20, stdin.lock());
-            let received = receive::receive(&app, input, expect_digest.as_ref(), out)?;
+            let expect = receive::Expect {
+                digest: expect_digest,
+                payload: expect_payload,
+            };
+            let received = receive::receive(&app, stdin, &expect, out)?;
             done(out, &received);
         }
         Command::Activate { root, version } => {

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -58,24 +58,39 @@ pub struct Received {
 /// Facts about the artifact a release came from, kept beside its manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArtifactFacts {
-    /// SHA-256 of the artifact file.
-    pub sha256: Sha256,
+    /// SHA-256 of the artifact file, when it was checked.
+    pub sha256: Option<Sha256>,
+    /// The release's payload digest.
+    pub payload_digest: Sha256,
     /// Its size in bytes.
     pub size: u64,
     /// When this host received it.
     pub received: Timestamp,
 }
 
+/// What the received artifact must be.
+#[derive(Debug, Default)]
+pub struct Expect {
+    /// The artifact's sha256 (costs a hash of the compressed bytes).
+    pub digest: Option<Sha256>,
+    /// The release's payload digest: as strong a check of the content, for free.
+    pub payload: Option<Sha256>,
+}
+
 /// Receives the artifact from `input` into `root` (whose lock the caller holds).
 pub fn receive(
     root: &AppRoot,
-    input: impl Read,
-    expect: Option<&Sha256>,
+    input: impl Read + Send + 'static,
+    expect: &Expect,
     out: Output,
 ) -> Result<Received, AgentError> {
     let started = Instant::now();
+    // Entries are created with exactly the manifest's modes (and nothing else
+    // creates files in this process meanwhile).
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let mut unpack = Unpack {
         root,
+        expect_payload: expect.payload.clone(),
         staging: None,
         version: None,
         files: 0,
@@ -84,14 +99,14 @@ pub fn receive(
         out,
         buf: vec![0u8; 1 << 20],
     };
-    let result = packager::read_artifact(input, &mut unpack);
+    let result = packager::read_artifact(input, &mut unpack, expect.digest.is_some());
     let staging = unpack.staging.take();
     let outcome = match result {
         Ok(summary) => finish(root, staging.as_deref(), &summary, expect).map(|()| Received {
             version: summary.manifest.version.clone(),
             outcome: Outcome::Ok,
             payload_digest: summary.manifest.payload_digest.clone(),
-            artifact_sha256: Some(summary.digest.clone()),
+            artifact_sha256: summary.digest.clone(),
             files: unpack.files,
             bytes: unpack.bytes,
         }),
@@ -145,14 +160,14 @@ fn finish(
     root: &AppRoot,
     staging: Option<&Path>,
     summary: &packager::ReadSummary,
-    expect: Option<&Sha256>,
+    expect: &Expect,
 ) -> Result<(), AgentError> {
-    if let Some(expected) = expect
-        && *expected != summary.digest
+    if let (Some(expected), Some(actual)) = (&expect.digest, &summary.digest)
+        && expected != actual
     {
         return Err(AgentError::WrongArtifact {
             expected: expected.clone(),
-            actual: summary.digest.clone(),
+            actual: actual.clone(),
         });
     }
     let staging = staging.expect("a verified artifact was staged");
@@ -161,6 +176,7 @@ fn finish(
     fs::create_dir(&meta).map_err(|e| AgentError::io("cannot create", &meta, e))?;
     let facts = ArtifactFacts {
         sha256: summary.digest.clone(),
+        payload_digest: manifest.payload_digest.clone(),
         size: summary.size,
         received: Timestamp::now(),
     };
@@ -209,6 +225,7 @@ impl From<AgentError> for Stop {
 /// verified entry into the staging directory.
 struct Unpack<'a> {
     root: &'a AppRoot,
+    expect_payload: Option<Sha256>,
     staging: Option<PathBuf>,
     version: Option<Version>,
     files: u64,
@@ -228,6 +245,15 @@ impl Visitor for Unpack<'_> {
             version: version.clone(),
             reason,
         };
+        if let Some(expected) = &self.expect_payload
+            && *expected != manifest.payload_digest
+        {
+            return Err(refuse(format!(
+                "its payload digest is {}, expected {expected}",
+                manifest.payload_digest
+            ))
+            .into());
+        }
         if let Some(present) = read_release_manifest(self.root, version)? {
             if present.payload_digest == manifest.payload_digest {
                 return Err(Stop::AlreadyPresent(Box::new(present)));
@@ -273,19 +299,21 @@ impl Visitor for Unpack<'_> {
         let fail = |action, e| AgentError::io(action, &path, e);
         match &entry.kind {
             EntryKind::Dir => {
-                fs::create_dir(&path).map_err(|e| fail("cannot create", e))?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode.bits()))
-                    .map_err(|e| fail("cannot set the mode of", e))?;
+                fs::DirBuilder::new()
+                    .mode(entry.mode.bits())
+                    .create(&path)
+                    .map_err(|e| fail("cannot create", e))?;
             }
             EntryKind::Symlink { target } => {
                 std::os::unix::fs::symlink(target, &path).map_err(|e| fail("cannot create", e))?;
             }
             EntryKind::File { .. } => {
                 // O_EXCL and O_NOFOLLOW: never write through anything already there.
+                // The mode is exact: `receive` runs with a zero umask.
                 let mut file = OpenOptions::new()
                     .write(true)
                     .create_new(true)
-                    .mode(0o600)
+                    .mode(entry.mode.bits())
                     .custom_flags(libc_flags::O_NOFOLLOW)
                     .open(&path)
                     .map_err(|e| fail("cannot create", e))?;
@@ -293,8 +321,6 @@ impl Visitor for Unpack<'_> {
                     Copy::Read(e) => AgentError::Artifact(ReadError::Io(e)),
                     Copy::Write(e) => fail("cannot write", e),
                 })?;
-                file.set_permissions(fs::Permissions::from_mode(entry.mode.bits()))
-                    .map_err(|e| fail("cannot set the mode of", e))?;
                 self.files += 1;
                 self.bytes += written;
                 if self.bytes >= self.next_progress {
@@ -351,7 +377,8 @@ fn check_symlinks(manifest: &Manifest) -> Result<(), String> {
         let target = links[*path];
         let problem = match manifest::resolve(&links, path) {
             Resolution::Inside(_) => continue,
-            Resolution::Absolute => "is absolute",
+            Resolution::Absolute if target.starts_with('/') => "is absolute",
+            Resolution::Absolute => "leads through an absolute symlink",
             Resolution::Escapes => "leads outside the release",
             Resolution::TooManyHops => "never resolves (a loop of symlinks)",
         };

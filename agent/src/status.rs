@@ -69,7 +69,7 @@ pub fn status(root: &AppRoot) -> Result<Status, AgentError> {
         infos.push(ReleaseInfo {
             version: version.clone(),
             payload_digest: manifest.payload_digest,
-            artifact_sha256: facts.as_ref().map(|f| f.sha256.clone()),
+            artifact_sha256: facts.as_ref().and_then(|f| f.sha256.clone()),
             unpacked_size: manifest.unpacked_size,
             entries: manifest.entry_count,
             received: facts.map(|f| f.received),

@@ -256,6 +256,10 @@ fn absolute_and_escaping_symlinks() {
         "symlink passwd -> /etc/passwd is absolute",
     );
     refused(
+        &consistent(&[link("a", "b"), link("b", "/etc")]),
+        "symlink a -> b leads through an absolute symlink",
+    );
+    refused(
         &consistent(&[dir("a"), link("a/up", "../../x")]),
         "symlink a/up -> ../../x leads outside the release",
     );

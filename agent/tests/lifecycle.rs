@@ -155,6 +155,31 @@ fn the_expected_digest_is_enforced() {
 }
 
 #[test]
+fn the_expected_payload_is_enforced_before_anything_is_written() {
+    let host = Host::new();
+    let (v1, _) = artifact("v1");
+    let (v2, _) = artifact("v2");
+    let payload = host.receive(&v1).expect(0).event("done")["payload_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = host
+        .agent("receive", &["--expect-payload", &payload], Some(&v2))
+        .expect(1);
+    let error = refused.event("failed")["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.starts_with("the artifact for v2 was refused: its payload digest is "),
+        "{error}"
+    );
+    assert!(error.ends_with(&format!("expected {payload}")), "{error}");
+    assert_eq!(host.releases(), ["v1"]);
+    assert!(host.incoming().is_empty());
+}
+
+#[test]
 fn corrupt_artifacts_are_refused_and_leave_no_trace() {
     let host = Host::new();
     host.receive(&artifact("v1").0).expect(0);

@@ -104,7 +104,8 @@ pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, Pa
             .join(artifact_file_name(&options.name, &options.version));
         let (to_writer, from_packer) = mpsc::channel();
         let out_dir = options.out_dir.clone();
-        let writer = scope.spawn(move || write_artifact(from_packer, &out_dir, MEMORY_CAP));
+        let cap = memory_cap();
+        let writer = scope.spawn(move || write_artifact(from_packer, &out_dir, cap));
         let sink = PayloadSink {
             to_writer: to_writer.clone(),
         };
@@ -254,10 +255,20 @@ fn symlinks(entries: &[Entry]) -> HashMap<&str, &str> {
 /// Size of the pieces of compressed payload handed to the artifact writer.
 const SINK_CHUNK: usize = 1 << 20;
 
-/// Compressed payload kept in memory while the manifest is not known yet; beyond
-/// this, it goes to a temporary file. Most artifacts fit, and then the payload is
+/// How much compressed payload is kept in memory while the manifest is not known yet
+/// (beyond it, the payload goes to a temporary file): an eighth of the memory
+/// available, between 64 MiB and 1 GiB. Most artifacts fit, and then the payload is
 /// written to disk once, into the artifact itself.
-const MEMORY_CAP: usize = 256 << 20;
+fn memory_cap() -> usize {
+    const MIN: usize = 64 << 20;
+    const MAX: usize = 1 << 30;
+    let available = fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
+        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib.saturating_mul(1024))
+    });
+    available.map_or(MIN, |bytes| (bytes / 8).clamp(MIN, MAX))
+}
 
 /// What the packer hands the artifact writer, in order.
 enum Piece {

@@ -11,6 +11,7 @@
 //! sizes, modes or targets that differ, and data after the end of the archive.
 
 use std::io::{self, Read};
+use std::sync::mpsc;
 
 use manifests::manifest::{MANIFEST_PATH, MAX_MANIFEST_BYTES};
 use manifests::{Entry, EntryKind, Manifest, Sha256};
@@ -59,28 +60,48 @@ impl Visitor for CheckOnly {
 pub struct ReadSummary {
     /// The artifact's manifest.
     pub manifest: Manifest,
-    /// SHA-256 of the artifact's bytes (compressed, as stored).
-    pub digest: Sha256,
+    /// SHA-256 of the artifact's bytes (compressed, as stored), when asked for.
+    pub digest: Option<Sha256>,
     /// Number of bytes of the artifact.
     pub size: u64,
 }
 
+/// Size of the pieces passed between the reading threads.
+const CHUNK: usize = 1 << 20;
+
+/// Files up to this size are hashed on the parsing thread.
+const INLINE_HASH_MAX: u64 = 256 << 10;
+
 /// Reads the whole artifact from `input`, checking it against its manifest and
-/// showing it to `visitor`.
-pub fn read_artifact<R: Read, V: Visitor>(
+/// showing it to `visitor`; with `hash_artifact`, also computes the artifact's own
+/// sha256.
+///
+/// The work runs in three threads: one decompresses (and hashes the raw bytes),
+/// this one parses the tar stream and runs the visitor, and one hashes file
+/// contents. Every file's digest is checked by the time this returns, not
+/// necessarily before the visitor sees the next entry, so a visitor that stores
+/// content must discard it when the read fails.
+pub fn read_artifact<R, V>(
     input: R,
     visitor: &mut V,
-) -> Result<ReadSummary, V::Error> {
-    let raw = HashingReader {
-        inner: input,
-        hasher: sha2::Sha256::new(),
-        bytes: 0,
-    };
-    let mut decoder = zstd::Decoder::new(raw).map_err(ReadError::Io)?;
-    decoder
-        .window_log_max(WINDOW_LOG_MAX)
-        .map_err(ReadError::Io)?;
-    let mut archive = tar::Archive::new(decoder);
+    hash_artifact: bool,
+) -> Result<ReadSummary, V::Error>
+where
+    R: Read + Send + 'static,
+    V: Visitor,
+{
+    let (chunks, received) = mpsc::sync_channel(8);
+    let (spent, recycled) = mpsc::channel();
+    let decompressor =
+        std::thread::spawn(move || decompress(input, hash_artifact, &chunks, &recycled));
+    let hasher = FileHasher::spawn();
+    let mut archive = tar::Archive::new(ChannelReader {
+        chunks: received,
+        spent,
+        chunk: Vec::new(),
+        pos: 0,
+        failure: None,
+    });
     let manifest = {
         let mut entries = Entries {
             inner: archive.entries().map_err(ReadError::Io)?.raw(true),
@@ -97,13 +118,20 @@ pub fn read_artifact<R: Read, V: Visitor>(
             check_header(&next, expected, &manifest)?;
             match &expected.kind {
                 EntryKind::File { size, sha256 } => {
+                    // Small files are hashed here: handing them to the hashing
+                    // thread would cost more in wake-ups than it saves.
+                    let hashing = if *size <= INLINE_HASH_MAX {
+                        Hashing::Inline(sha2::Sha256::new())
+                    } else {
+                        Hashing::Offloaded(&hasher)
+                    };
                     let mut content = FileContent {
                         inner: &mut next.entry,
-                        hasher: sha2::Sha256::new(),
+                        hashing,
                         left: *size,
                     };
                     visitor.entry(expected, &mut content)?;
-                    io::copy(&mut content, &mut io::sink()).map_err(ReadError::Io)?;
+                    content.drain().map_err(ReadError::Io)?;
                     if content.left > 0 {
                         return Err(ReadError::Io(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -111,14 +139,19 @@ pub fn read_artifact<R: Read, V: Visitor>(
                         ))
                         .into());
                     }
-                    let actual = Sha256::from_hasher(content.hasher);
-                    if actual != *sha256 {
-                        return Err(ReadError::Digest {
-                            path: expected.path.to_string(),
-                            expected: sha256.clone(),
-                            actual,
+                    match content.hashing {
+                        Hashing::Inline(h) => {
+                            let actual = Sha256::from_hasher(h);
+                            if actual != *sha256 {
+                                return Err(ReadError::Digest {
+                                    path: expected.path.to_string(),
+                                    expected: sha256.clone(),
+                                    actual,
+                                }
+                                .into());
+                            }
                         }
-                        .into());
+                        Hashing::Offloaded(hasher) => hasher.end(expected.path.as_str(), sha256)?,
                     }
                 }
                 _ => visitor.entry(expected, &mut io::empty())?,
@@ -129,11 +162,11 @@ pub fn read_artifact<R: Read, V: Visitor>(
         }
         manifest
     };
-    let mut decoder = archive.into_inner();
-    let mut zeros = [0u8; 8192];
+    let mut rest = archive.into_inner();
+    let mut zeros = vec![0u8; 64 << 10];
     let mut trailing = 0u64;
     loop {
-        let n = decoder.read(&mut zeros).map_err(ReadError::Io)?;
+        let n = rest.read(&mut zeros).map_err(ReadError::Io)?;
         if n == 0 {
             break;
         }
@@ -142,16 +175,177 @@ pub fn read_artifact<R: Read, V: Visitor>(
             return Err(ReadError::TrailingData.into());
         }
     }
-    let mut rest = decoder.finish();
-    if io::copy(&mut rest, &mut io::sink()).map_err(ReadError::Io)? != 0 {
-        return Err(ReadError::TrailingData.into());
+    if let Some(e) = rest.failure.take() {
+        return Err(ReadError::Io(e).into());
     }
-    let raw = rest.into_inner();
+    hasher.finish()?;
+    let (digest, size) = decompressor
+        .join()
+        .expect("the decompressor does not panic")
+        .map_err(ReadError::Io)?;
     Ok(ReadSummary {
         manifest,
-        digest: Sha256::from_hasher(raw.hasher),
-        size: raw.bytes,
+        digest,
+        size,
     })
+}
+
+/// The decompressing thread: reads `input` (hashing it when asked), decodes it with
+/// a bounded window and sends the tar stream on in pieces. An error is sent too.
+/// Returns the raw digest and size once the input is exhausted.
+fn decompress<R: Read>(
+    input: R,
+    hash: bool,
+    out: &mpsc::SyncSender<io::Result<Vec<u8>>>,
+    recycled: &mpsc::Receiver<Vec<u8>>,
+) -> io::Result<(Option<Sha256>, u64)> {
+    let raw = HashingReader {
+        inner: input,
+        hasher: hash.then(sha2::Sha256::new),
+        bytes: 0,
+    };
+    let decoder = zstd::Decoder::new(raw).and_then(|mut decoder| {
+        decoder.window_log_max(WINDOW_LOG_MAX)?;
+        Ok(decoder)
+    });
+    let mut decoder = match decoder {
+        Ok(decoder) => decoder,
+        Err(e) => {
+            let _ = out.send(Err(io::Error::new(e.kind(), e.to_string())));
+            return Err(e);
+        }
+    };
+    loop {
+        // Pieces come back once read, so after the first few none is allocated (or
+        // zeroed) again.
+        let mut piece = recycled.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+        piece.resize(CHUNK, 0);
+        let mut filled = 0;
+        while filled < piece.len() {
+            match decoder.read(&mut piece[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = out.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    return Err(e);
+                }
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        piece.truncate(filled);
+        if out.send(Ok(piece)).is_err() {
+            // The reader stopped: nobody needs the rest.
+            return Err(io::Error::other("the reader stopped"));
+        }
+    }
+    let raw = decoder.finish().into_inner();
+    Ok((raw.hasher.map(Sha256::from_hasher), raw.bytes))
+}
+
+/// The tar stream as the decompressing thread sends it.
+struct ChannelReader {
+    chunks: mpsc::Receiver<io::Result<Vec<u8>>>,
+    /// Where read pieces go back to the decompressor for reuse.
+    spent: mpsc::Sender<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    /// An error the tar parser may have swallowed, kept to report at the end.
+    #[allow(clippy::struct_field_names)]
+    failure: Option<io::Error>,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.chunk.len() {
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => {
+                    let spent = std::mem::replace(&mut self.chunk, chunk);
+                    if spent.capacity() >= CHUNK {
+                        let _ = self.spent.send(spent);
+                    }
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.failure = Some(io::Error::new(e.kind(), e.to_string()));
+                    return Err(e);
+                }
+                Err(mpsc::RecvError) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// What the file-hashing thread is told.
+enum HashJob {
+    /// More of the current file.
+    Data(Vec<u8>),
+    /// The current file ended; compare with its manifest digest.
+    End { path: String, expected: Sha256 },
+}
+
+/// The file-hashing thread: hashes each file's bytes as they are read and keeps the
+/// first mismatch.
+struct FileHasher {
+    jobs: mpsc::SyncSender<HashJob>,
+    thread: std::thread::JoinHandle<Option<ReadError>>,
+}
+
+impl FileHasher {
+    fn spawn() -> FileHasher {
+        let (jobs, received) = mpsc::sync_channel::<HashJob>(16);
+        let thread = std::thread::spawn(move || {
+            let mut hasher = sha2::Sha256::new();
+            let mut failure = None;
+            for job in received {
+                match job {
+                    HashJob::Data(bytes) => hasher.update(&bytes),
+                    HashJob::End { path, expected } => {
+                        let actual = Sha256::from_hasher(std::mem::take(&mut hasher));
+                        if actual != expected && failure.is_none() {
+                            failure = Some(ReadError::Digest {
+                                path,
+                                expected,
+                                actual,
+                            });
+                        }
+                    }
+                }
+            }
+            failure
+        });
+        FileHasher { jobs, thread }
+    }
+
+    fn data(&self, bytes: Vec<u8>) -> io::Result<()> {
+        self.jobs
+            .send(HashJob::Data(bytes))
+            .map_err(|_| io::Error::other("the file hasher stopped"))
+    }
+
+    fn end(&self, path: &str, expected: &Sha256) -> Result<(), ReadError> {
+        self.jobs
+            .send(HashJob::End {
+                path: path.to_owned(),
+                expected: expected.clone(),
+            })
+            .map_err(|_| ReadError::Io(io::Error::other("the file hasher stopped")))
+    }
+
+    /// Waits for every file to be hashed; the first mismatch, if any.
+    fn finish(self) -> Result<(), ReadError> {
+        drop(self.jobs);
+        match self.thread.join().expect("the file hasher does not panic") {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One archive entry, with its PAX overrides applied.
@@ -336,11 +530,40 @@ fn check_header<R: Read>(
     Ok(())
 }
 
-/// A file's content as the visitor reads it: hashed, and cut at the manifest's size.
+/// How a file's bytes are hashed.
+enum Hashing<'h> {
+    /// Here, as they are read.
+    Inline(sha2::Sha256),
+    /// By the hashing thread.
+    Offloaded(&'h FileHasher),
+}
+
+/// A file's content as the visitor reads it: cut at the manifest's size, and hashed.
 struct FileContent<'e, R: Read> {
     inner: &'e mut R,
-    hasher: sha2::Sha256,
+    hashing: Hashing<'e>,
     left: u64,
+}
+
+impl<R: Read> FileContent<'_, R> {
+    /// Reads (and hashes) what the visitor left unread.
+    fn drain(&mut self) -> io::Result<()> {
+        let mut piece = Vec::new();
+        while self.left > 0 {
+            piece.resize(CHUNK.min(usize::try_from(self.left).unwrap_or(CHUNK)), 0);
+            let n = self.inner.read(&mut piece)?;
+            if n == 0 {
+                return Ok(());
+            }
+            piece.truncate(n);
+            self.left -= n as u64;
+            match &mut self.hashing {
+                Hashing::Inline(h) => h.update(&piece),
+                Hashing::Offloaded(hasher) => hasher.data(std::mem::take(&mut piece))?,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<R: Read> Read for FileContent<'_, R> {
@@ -352,23 +575,29 @@ impl<R: Read> Read for FileContent<'_, R> {
             return Ok(0);
         }
         let n = self.inner.read(&mut buf[..want])?;
-        self.hasher.update(&buf[..n]);
         self.left -= n as u64;
+        match &mut self.hashing {
+            Hashing::Inline(h) => h.update(&buf[..n]),
+            Hashing::Offloaded(hasher) if n > 0 => hasher.data(buf[..n].to_vec())?,
+            Hashing::Offloaded(_) => {}
+        }
         Ok(n)
     }
 }
 
-/// Counts and hashes the raw artifact bytes as the decoder pulls them.
+/// Counts (and, when asked, hashes) the raw artifact bytes as the decoder pulls them.
 struct HashingReader<R> {
     inner: R,
-    hasher: sha2::Sha256,
+    hasher: Option<sha2::Sha256>,
     bytes: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }
@@ -495,7 +724,7 @@ mod tests {
     }
 
     fn read(bytes: &[u8]) -> Result<ReadSummary, ReadError> {
-        read_artifact(bytes, &mut CheckOnly)
+        read_artifact(io::Cursor::new(bytes.to_vec()), &mut CheckOnly, true)
     }
 
     fn raw_header(path: &str, entry_type: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -523,7 +752,7 @@ mod tests {
         let bytes = compress(&tar_with(&m, &items).finish().unwrap());
         let summary = read(&bytes).unwrap();
         assert_eq!(summary.manifest, m);
-        assert_eq!(summary.digest, Sha256::of(&bytes));
+        assert_eq!(summary.digest, Some(Sha256::of(&bytes)));
         assert_eq!(summary.size, bytes.len() as u64);
     }
 
@@ -547,7 +776,7 @@ mod tests {
         let m = manifest_for(&items);
         let bytes = compress(&tar_with(&m, &items).finish().unwrap());
         let mut record = Record(Vec::new());
-        read_artifact(&bytes[..], &mut record).unwrap();
+        read_artifact(io::Cursor::new(bytes), &mut record, false).unwrap();
         assert_eq!(
             record.0,
             [

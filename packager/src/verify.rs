@@ -83,11 +83,19 @@ pub fn verify_file(path: &Path, expected: &Expected) -> Result<ReadSummary, Veri
         path: path.to_owned(),
         source,
     })?;
-    let summary = read::read_artifact(BufReader::with_capacity(1 << 20, file), &mut CheckOnly)?;
-    if summary.digest != expected {
+    let summary = read::read_artifact(
+        BufReader::with_capacity(1 << 20, file),
+        &mut CheckOnly,
+        true,
+    )?;
+    let actual = summary
+        .digest
+        .clone()
+        .expect("the artifact digest was asked for");
+    if actual != expected {
         return Err(VerifyError::Digest {
             expected,
-            actual: summary.digest,
+            actual,
             origin,
         });
     }

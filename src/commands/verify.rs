@@ -38,7 +38,7 @@ pub fn run(artifact: &Path, digest: Option<Sha256>, json: bool) -> Result<(), Cl
             "verified",
             &Verified {
                 artifact,
-                sha256: &summary.digest,
+                sha256: summary.digest.as_ref().expect("verify computes the digest"),
                 name: &manifest.name,
                 version: &manifest.version,
                 entries: manifest.entry_count,
@@ -52,7 +52,7 @@ pub fn run(artifact: &Path, digest: Option<Sha256>, json: bool) -> Result<(), Cl
             manifest.name,
             manifest.version,
             manifest.entry_count,
-            summary.digest
+            summary.digest.as_ref().expect("verify computes the digest")
         );
     }
     Ok(())
