@@ -452,6 +452,13 @@ fn relocatability_findings_are_warnings_and_strict_makes_them_errors() {
         "{}",
         human.stderr
     );
+    assert!(
+        human
+            .stderr
+            .contains("warning: ship-agent refuses to unpack absolute or escaping symlinks"),
+        "{}",
+        human.stderr
+    );
     let inspect = ship_in(tmp.path(), &["inspect", "dist/shop-v2.tar.zst"]).expect(0);
     assert!(
         inspect.stdout.contains("relocatable  no, 4 finding(s):"),

@@ -257,11 +257,11 @@ const SINK_CHUNK: usize = 1 << 20;
 
 /// How much compressed payload is kept in memory while the manifest is not known yet
 /// (beyond it, the payload goes to a temporary file): an eighth of the memory
-/// available, between 64 MiB and 1 GiB. Most artifacts fit, and then the payload is
-/// written to disk once, into the artifact itself.
+/// available, between 64 MiB and 256 MiB. Most artifacts fit, and then the payload
+/// is written to disk once, into the artifact itself.
 fn memory_cap() -> usize {
     const MIN: usize = 64 << 20;
-    const MAX: usize = 1 << 30;
+    const MAX: usize = 256 << 20;
     let available = fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
         let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
         let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;

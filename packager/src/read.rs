@@ -90,7 +90,7 @@ where
     R: Read + Send + 'static,
     V: Visitor,
 {
-    let (chunks, received) = mpsc::sync_channel(8);
+    let (chunks, received) = mpsc::sync_channel(4);
     let (spent, recycled) = mpsc::channel();
     let decompressor =
         std::thread::spawn(move || decompress(input, hash_artifact, &chunks, &recycled));
@@ -299,7 +299,7 @@ struct FileHasher {
 
 impl FileHasher {
     fn spawn() -> FileHasher {
-        let (jobs, received) = mpsc::sync_channel::<HashJob>(16);
+        let (jobs, received) = mpsc::sync_channel::<HashJob>(4);
         let thread = std::thread::spawn(move || {
             let mut hasher = sha2::Sha256::new();
             let mut failure = None;

@@ -1,6 +1,7 @@
 //! `ship pack`: builds the artifact, reports findings, prints the digest.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use manifests::FindingKind;
 use serde::Serialize;
 
 use crate::error::CliError;
@@ -66,6 +67,17 @@ pub fn run(settings: PackSettings) -> Result<(), CliError> {
     }
     for finding in &manifest.relocatability {
         output::warn(format_args!("not relocatable: {finding}"));
+    }
+    let refused_by_agent = manifest.relocatability.iter().any(|f| {
+        matches!(
+            f.kind,
+            FindingKind::AbsoluteSymlink | FindingKind::EscapingSymlink
+        )
+    });
+    if refused_by_agent {
+        output::warn(
+            "ship-agent refuses to unpack absolute or escaping symlinks: this artifact cannot be deployed as it is",
+        );
     }
     output::note(format_args!(
         "packed {} {}: {} entries, {} → {} in {:.1}s",
