@@ -32,6 +32,19 @@ pub enum Op {
     Unknown,
 }
 
+impl Op {
+    /// The name the journal uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Receive => "receive",
+            Op::Activate => "activate",
+            Op::Rollback => "rollback",
+            Op::Prune => "prune",
+            Op::Unknown => "unknown",
+        }
+    }
+}
+
 /// How it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

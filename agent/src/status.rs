@@ -99,8 +99,10 @@ pub fn print(status: &Status, out: Output) {
     ));
     if let Some(last) = &status.last_switch {
         out.say(format!(
-            "switched  {} by {} ({:?})",
-            last.time, last.user, last.op
+            "switched  {} by {} ({})",
+            last.time,
+            last.user,
+            last.op.name()
         ));
     }
     let lock = match &status.lock {
@@ -153,7 +155,7 @@ pub fn print_history(records: &[Record], out: Output) {
             "{}  {:<10} {:<9} {what}{removed}  {result}",
             r.time,
             r.user,
-            format!("{:?}", r.op).to_lowercase()
+            r.op.name()
         ));
     }
 }
