@@ -823,3 +823,46 @@ fn the_example_app_packs_relocatably() {
     assert_eq!(out["name"], "shop");
     ship_in(tmp.path(), &["verify", "dist/shop-v1.tar.zst"]).expect(0);
 }
+
+#[test]
+fn a_full_output_disk_is_reported_and_leaves_nothing_behind() {
+    if !common::is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = sample_app(tmp.path().join("build"));
+    tree.file("data/noise.bin", common::incompressible(3 << 20));
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let _mount = common::Tmpfs::mount(&out, "size=1m");
+    let run = ship_in(
+        tmp.path(),
+        &[
+            "pack",
+            "build",
+            "--name",
+            "shop",
+            "--version",
+            "v1",
+            "--out",
+            "out",
+        ],
+    )
+    .expect(1);
+    assert!(
+        run.stderr.contains("cannot write out/shop-v1.tar.zst"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("No space left on device"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        fs::read_dir(&out).unwrap().count(),
+        0,
+        "leftovers in the output"
+    );
+}

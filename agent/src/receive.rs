@@ -10,7 +10,6 @@
 //! `--expect-digest`), the file system is flushed and the staging directory is renamed
 //! into `releases/`: a release directory only ever appears complete.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -363,14 +362,7 @@ fn copy(from: &mut dyn Read, to: &mut File, buf: &mut [u8]) -> Result<u64, Copy>
 /// Refuses symlinks that are absolute or lead out of the release once the release's
 /// own symlinks are followed.
 fn check_symlinks(manifest: &Manifest) -> Result<(), String> {
-    let links: HashMap<&str, &str> = manifest
-        .entries
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EntryKind::Symlink { target } => Some((e.path.as_str(), target.as_str())),
-            _ => None,
-        })
-        .collect();
+    let links = manifest::symlinks(&manifest.entries);
     let mut paths: Vec<&&str> = links.keys().collect();
     paths.sort();
     for path in paths {

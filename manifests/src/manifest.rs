@@ -440,16 +440,19 @@ impl Manifest {
     /// Follows the symlink at `path` through the tree's own symlinks and says where
     /// it leads. `path` must be a symlink entry of this manifest.
     pub fn resolve_symlink(&self, path: &EntryPath) -> Resolution {
-        let links: HashMap<&str, &str> = self
-            .entries
-            .iter()
-            .filter_map(|e| match &e.kind {
-                EntryKind::Symlink { target } => Some((e.path.as_str(), target.as_str())),
-                _ => None,
-            })
-            .collect();
-        resolve(&links, path.as_str())
+        resolve(&symlinks(&self.entries), path.as_str())
     }
+}
+
+/// The symlinks among `entries`: path to target, as [`resolve`] takes them.
+pub fn symlinks(entries: &[Entry]) -> HashMap<&str, &str> {
+    entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Symlink { target } => Some((e.path.as_str(), target.as_str())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Resolves `link` (a key of `links`) lexically inside the tree, following the other

@@ -62,6 +62,15 @@ pub enum PackError {
         /// Every finding.
         findings: Vec<Finding>,
     },
+    /// An entry could not be added to the artifact being written.
+    #[error("cannot add {} to the artifact", path.display())]
+    Add {
+        /// The file or directory being added.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// The artifact or its sidecar could not be written.
     #[error("cannot write {}", path.display())]
     Write {

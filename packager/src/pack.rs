@@ -9,7 +9,6 @@
 //! reader. Each input file is read exactly once, and the artifact is hashed by its
 //! own thread while it is written.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -112,10 +111,25 @@ pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, Pa
         let encoder = encoder(BufWriter::with_capacity(SINK_CHUNK, sink), options)
             .map_err(write_err(&artifact))?;
         let mut tar = TarWriter::new(encoder, options.mtime);
-        let (entries, mut findings) = archive(options, &build_paths, skip, &mut tar, progress)?;
+        let (entries, mut findings) = match archive(options, &build_paths, skip, &mut tar, progress)
+        {
+            Ok(archived) => archived,
+            Err(e) => {
+                // When the artifact writer failed (a full disk, say), its error is
+                // the cause; the packer only saw it stop.
+                drop((tar, to_writer));
+                let written = writer.join().expect("the artifact writer does not panic");
+                return Err(match written {
+                    Err(cause) if cause.kind() != io::ErrorKind::Other => {
+                        write_err(&artifact)(cause)
+                    }
+                    _ => e,
+                });
+            }
+        };
         tracing::debug!(entries = entries.len(), elapsed = ?started.elapsed(), "tree read");
 
-        findings.extend(scan::symlink_findings(&symlinks(&entries)));
+        findings.extend(scan::symlink_findings(&manifest::symlinks(&entries)));
         findings.sort_by(|a, b| a.path.cmp(&b.path));
         if options.strict && !findings.is_empty() {
             return Err(PackError::NotRelocatable { findings });
@@ -154,8 +168,11 @@ pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, Pa
             .and_then(|out| out.into_inner().map_err(io::IntoInnerError::into_error))
             .map(drop); // closes the channel: the writer finishes the artifact
         let written = writer.join().expect("the artifact writer does not panic");
-        finished.map_err(write_err(&artifact))?;
-        let (tmp, digest, size) = written.map_err(write_err(&artifact))?;
+        // The writer's error, if any, is the cause: the encoder only saw it stop.
+        let (tmp, digest, size) = match (written, finished) {
+            (Ok(written), Ok(())) => written,
+            (Err(cause), _) | (Ok(_), Err(cause)) => return Err(write_err(&artifact)(cause)),
+        };
         tmp.persist(&artifact).map_err(|e| PackError::Write {
             path: artifact.clone(),
             source: e.error,
@@ -177,6 +194,11 @@ pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, Pa
             manifest,
         })
     })
+}
+
+fn add_err(path: &Path) -> impl FnOnce(io::Error) -> PackError + use<> {
+    let path = path.to_owned();
+    move |source| PackError::Add { path, source }
 }
 
 fn write_err(path: &Path) -> impl FnOnce(io::Error) -> PackError + use<> {
@@ -204,12 +226,12 @@ fn archive<W: Write>(
         let (mode, kind) = match item.kind {
             FoundKind::Dir => {
                 tar.header(path, Mode::EXECUTABLE, Kind::Dir)
-                    .map_err(write_err(&abs))?;
+                    .map_err(add_err(&abs))?;
                 (Mode::EXECUTABLE, EntryKind::Dir)
             }
             FoundKind::Symlink { target } => {
                 tar.header(path, Mode::SYMLINK, Kind::Symlink { target: &target })
-                    .map_err(write_err(&abs))?;
+                    .map_err(add_err(&abs))?;
                 (Mode::SYMLINK, EntryKind::Symlink { target })
             }
             FoundKind::File { size, executable } => {
@@ -219,13 +241,13 @@ fn archive<W: Write>(
                     Mode::REGULAR
                 };
                 tar.header(path, mode, Kind::File { size })
-                    .map_err(write_err(&abs))?;
+                    .map_err(add_err(&abs))?;
                 let mut scan = ContentScan::new(build_paths);
                 let sha256 = copy_file(&abs, size, &mut buf, tar, |chunk, eof| {
                     findings.extend(scan.feed(chunk, eof, path));
                     progress.advance(chunk.len() as u64);
                 })?;
-                tar.pad(size).map_err(write_err(&abs))?;
+                tar.pad(size).map_err(add_err(&abs))?;
                 if scan.is_elf() {
                     findings.extend(scan::elf_findings(&abs, path, build_paths));
                 }
@@ -239,17 +261,6 @@ fn archive<W: Write>(
         });
     }
     Ok((entries, findings))
-}
-
-/// The symlinks among `entries`, path to target.
-fn symlinks(entries: &[Entry]) -> HashMap<&str, &str> {
-    entries
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EntryKind::Symlink { target } => Some((e.path.as_str(), target.as_str())),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Size of the pieces of compressed payload handed to the artifact writer.
@@ -342,12 +353,7 @@ fn copy_file<W: Write>(
         let chunk = &buf[..n];
         hasher.update(chunk);
         inspect(chunk, left == 0);
-        tar.get_mut()
-            .write_all(chunk)
-            .map_err(|source| PackError::Write {
-                path: abs.to_owned(),
-                source,
-            })?;
+        tar.get_mut().write_all(chunk).map_err(add_err(abs))?;
     }
     if file.read(&mut buf[..1]).map_err(read_err)? != 0 {
         return Err(PackError::Changed {
