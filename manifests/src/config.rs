@@ -1,13 +1,17 @@
-//! `ship.toml`: the app's own config, read from the packed directory by `ship pack`.
+//! `ship.toml`: the app (`[app]`), read from the packed directory by `ship pack`,
+//! and the fleet (`[ssh]`, `[hosts.*]`, `[groups]`), read by the commands that
+//! reach hosts.
 //!
 //! User config is strict: an unknown key is an error that names the key, so a typo
 //! never silently changes what gets deployed.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::ids::{AppName, Version};
+use crate::ids::{AppName, HostName, Version};
 
 /// The file name ship looks for.
 pub const FILE_NAME: &str = "ship.toml";
@@ -19,6 +23,69 @@ pub struct ShipToml {
     /// The `[app]` table.
     #[serde(default)]
     pub app: AppTable,
+    /// The `[ssh]` table: defaults for every SSH host.
+    #[serde(default)]
+    pub ssh: SshTable,
+    /// The `[hosts.<name>]` tables.
+    #[serde(default)]
+    pub hosts: BTreeMap<HostName, HostTable>,
+    /// The `[groups]` table: group name to host names.
+    #[serde(default)]
+    pub groups: BTreeMap<HostName, Vec<HostName>>,
+}
+
+/// The `[ssh]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshTable {
+    /// Login user (default: from `~/.ssh/config`, else the local user).
+    pub user: Option<String>,
+    /// Private key file; ssh-agent is tried first.
+    pub identity: Option<PathBuf>,
+    /// known_hosts file (default `~/.ssh/known_hosts`).
+    pub known_hosts: Option<PathBuf>,
+    /// Port (default 22).
+    pub port: Option<u16>,
+    /// Connect and I/O timeout, like `10s` (default 10s).
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+}
+
+/// How `ship` reaches a host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// Over SSH.
+    #[default]
+    Ssh,
+    /// No SSH: the agent runs on this machine.
+    Local,
+}
+
+/// A `[hosts.<name>]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostTable {
+    /// Address to connect to (default: the host's name, through `~/.ssh/config`).
+    pub address: Option<String>,
+    /// Port (overrides `[ssh] port`).
+    pub port: Option<u16>,
+    /// Login user (overrides `[ssh] user`).
+    pub user: Option<String>,
+    /// Private key file (overrides `[ssh] identity`).
+    pub identity: Option<PathBuf>,
+    /// App root on this host (overrides `[app] root`).
+    pub root: Option<String>,
+    /// `ssh` (default) or `local`.
+    #[serde(default)]
+    pub transport: TransportKind,
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
 }
 
 /// The `[app]` table.
@@ -29,6 +96,13 @@ pub struct AppTable {
     pub name: Option<AppName>,
     /// The version to pack, when the build does not pass `--version`.
     pub version: Option<Version>,
+    /// The app root on every host, unless a host overrides it.
+    pub root: Option<String>,
+    /// Releases kept per host (default 5).
+    pub keep: Option<u32>,
+    /// Where `ship deploy <VERSION>` finds `<name>-<VERSION>.tar.zst` (default
+    /// `dist`, relative to the config file).
+    pub artifacts: Option<PathBuf>,
 }
 
 /// Why `ship.toml` could not be used.
@@ -43,6 +117,14 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The file parses but does not make sense.
+    #[error("invalid config {}: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        reason: String,
+    },
     /// The file is not valid TOML of the expected shape.
     #[error("invalid config {}", path.display())]
     Parse {
@@ -55,12 +137,68 @@ pub enum ConfigError {
 }
 
 impl ShipToml {
-    /// Parses `text`, naming `path` in errors.
+    /// Parses and checks `text`, naming `path` in errors.
     pub fn parse(text: &str, path: &Path) -> Result<ShipToml, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let toml: ShipToml = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
-        })
+        })?;
+        toml.check().map_err(|reason| ConfigError::Invalid {
+            path: path.to_owned(),
+            reason,
+        })?;
+        Ok(toml)
+    }
+
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<ShipToml, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        ShipToml::parse(&text, path)
+    }
+
+    /// What serde cannot check: references between tables and values that must fit
+    /// together.
+    fn check(&self) -> Result<(), String> {
+        if self.app.keep == Some(0) {
+            return Err("[app] keep must be at least 1".into());
+        }
+        for (group, members) in &self.groups {
+            if self.hosts.contains_key(group) {
+                return Err(format!("[groups] {group} has the name of a host"));
+            }
+            if let Some(unknown) = members.iter().find(|m| !self.hosts.contains_key(*m)) {
+                return Err(format!(
+                    "[groups] {group} names {unknown}, which is not under [hosts]"
+                ));
+            }
+        }
+        for (name, host) in &self.hosts {
+            let root = host.root.as_ref().or(self.app.root.as_ref());
+            match (root, host.transport) {
+                (None, _) => {
+                    return Err(format!(
+                        "[hosts.{name}] has no root: set root there or under [app]"
+                    ));
+                }
+                (Some(root), TransportKind::Ssh) if !root.starts_with('/') => {
+                    return Err(format!(
+                        "[hosts.{name}] root {root:?} must be an absolute path on the host"
+                    ));
+                }
+                _ => {}
+            }
+            if host.transport == TransportKind::Local
+                && (host.address.is_some() || host.port.is_some() || host.user.is_some())
+            {
+                return Err(format!(
+                    "[hosts.{name}] is local: address, port and user do not apply"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Reads `dir/ship.toml` if it exists; `Ok(None)` if it does not.
@@ -95,6 +233,80 @@ mod tests {
         let cause = err.source().unwrap().to_string();
         assert!(cause.contains("unknown field `nmae`"), "{cause}");
         assert!(cause.contains("line 2"), "{cause}");
+    }
+
+    #[test]
+    fn reads_the_fleet() {
+        let text = r#"
+[app]
+name = "shop"
+root = "/srv/shop"
+keep = 5
+artifacts = "dist"
+
+[ssh]
+user = "deploy"
+identity = "~/.ssh/id_ed25519"
+known_hosts = "~/.ssh/known_hosts"
+timeout = "5s"
+
+[hosts.web1]
+address = "10.0.0.11"
+[hosts.web2]
+address = "10.0.0.12"
+port = 2222
+root = "/opt/shop"
+[hosts.dev]
+transport = "local"
+root = "./fleet/dev"
+
+[groups]
+web = ["web1", "web2"]
+"#;
+        let t = ShipToml::parse(text, Path::new("ship.toml")).unwrap();
+        assert_eq!(t.app.keep, Some(5));
+        assert_eq!(t.ssh.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(t.hosts.len(), 3);
+        assert_eq!(t.hosts[&"web2".parse().unwrap()].port, Some(2222));
+        assert_eq!(
+            t.hosts[&"dev".parse().unwrap()].transport,
+            TransportKind::Local
+        );
+        assert_eq!(t.groups[&"web".parse().unwrap()].len(), 2);
+    }
+
+    #[test]
+    fn fleet_mistakes_are_named() {
+        let cases = [
+            ("[hosts.a]\nadress = \"x\"\n", "unknown field `adress`"),
+            (
+                "[hosts.a]\nroot = \"/r\"\n[groups]\nweb = [\"a\", \"b\"]\n",
+                "[groups] web names b, which is not under [hosts]",
+            ),
+            ("[hosts.a]\naddress = \"x\"\n", "[hosts.a] has no root"),
+            (
+                "[hosts.a]\nroot = \"srv\"\n",
+                "must be an absolute path on the host",
+            ),
+            ("[app]\nkeep = 0\n", "keep must be at least 1"),
+            ("[ssh]\ntimeout = \"soon\"\n", "invalid duration \"soon\""),
+            (
+                "[hosts.\"a b\"]\nroot = \"/r\"\n",
+                "invalid host name \"a b\"",
+            ),
+            (
+                "[hosts.a]\ntransport = \"local\"\nroot = \"r\"\naddress = \"x\"\n",
+                "is local: address, port and user do not apply",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = ShipToml::parse(text, Path::new("ship.toml")).unwrap_err();
+            let full = format!(
+                "{err}: {}",
+                err.source().map(|s| s.to_string()).unwrap_or_default()
+            );
+            assert!(full.contains(expected), "{text:?}: {full}");
+        }
     }
 
     #[test]

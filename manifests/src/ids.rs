@@ -141,6 +141,13 @@ string_id!(
 );
 
 string_id!(
+    /// A host or group name in the fleet inventory: `web1`, `db.eu-1`.
+    HostName,
+    "host name",
+    |s| check_name("host name", s, 253, "._-").map(|()| s.to_owned())
+);
+
+string_id!(
     /// A SHA-256 digest as 64 lowercase hex digits (upper case is accepted and
     /// normalised).
     Sha256,

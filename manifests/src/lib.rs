@@ -10,6 +10,6 @@ pub mod ids;
 pub mod manifest;
 pub mod time;
 
-pub use ids::{AppName, IdError, Sha256, Version};
+pub use ids::{AppName, HostName, IdError, Sha256, Version};
 pub use manifest::{Entry, EntryKind, EntryPath, Finding, FindingKind, Manifest, Mode, Source};
 pub use time::Timestamp;
