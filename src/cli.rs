@@ -51,6 +51,77 @@ pub enum Command {
     /// Check an artifact: its sha256 against the sidecar, and every file against the
     /// manifest. Exits 1 naming the first thing that does not hold.
     Verify(VerifyArgs),
+    /// Deploy a release to hosts: stage it on every host (transfer and verify), then
+    /// switch them all.
+    ///
+    /// Every selected host is staged first, in parallel: connect, check the agent,
+    /// preflight (lock free, enough disk), and stream the artifact into the agent,
+    /// which verifies every file before the release appears on the host. Hosts that
+    /// already have this exact release skip the transfer. Only then are the staged
+    /// hosts activated (an atomic symlink switch) and old releases pruned. A host
+    /// that fails is reported and left on its release; the others go on, unless
+    /// --all-or-nothing.
+    Deploy(DeployArgs),
+    /// Switch hosts back to the release before the current one (or --to VERSION). No
+    /// artifact moves: it works with the build system and artifact store down.
+    Rollback(RollbackArgs),
+    /// A table of what every host runs; hosts that differ from the fleet stand out.
+    Status(StatusArgs),
+    /// Every host's journal: who deployed or rolled back what, and when.
+    History(StatusArgs),
+}
+
+/// Where the fleet is described.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// The fleet's ship.toml [default: ./ship.toml]
+    #[arg(long, env = "SHIP_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Hosts to work on at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub parallel: u32,
+    /// Record the host key of hosts not yet in known_hosts instead of refusing them.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Print JSON Lines events on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// A version (the artifact is <artifacts>/<name>-<VERSION>.tar.zst) or the path
+    /// of an artifact.
+    pub release: String,
+    /// Hosts: names, globs (web*) and groups (@web), comma-separated.
+    #[arg(long)]
+    pub hosts: String,
+    /// Activate no host unless every host staged.
+    #[arg(long)]
+    pub all_or_nothing: bool,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Hosts: names, globs (web*) and groups (@web), comma-separated.
+    #[arg(long)]
+    pub hosts: String,
+    /// Switch to this release instead of the previous one.
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<Version>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Hosts: names, globs (web*) and groups (@web), comma-separated.
+    #[arg(long, default_value = "*")]
+    pub hosts: String,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 #[derive(Debug, Args)]

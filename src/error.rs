@@ -55,6 +55,16 @@ impl CliError {
         }
     }
 
+    /// One or more hosts failed (exit 1); the table above says which and why.
+    pub fn failed_hosts(message: impl Into<String>) -> Self {
+        CliError {
+            status: ExitStatus::Failure,
+            context: Some(message.into()),
+            cause: None,
+            hints: Vec::new(),
+        }
+    }
+
     /// A usage or config problem (exit 2) explained by `cause`.
     pub fn config(
         context: impl Into<String>,
@@ -96,4 +106,15 @@ impl CliError {
         }
         out
     }
+}
+
+/// An error and its causes on one line, `a: b: c`.
+pub fn chain(e: &(dyn Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(cause) = next {
+        parts.push(cause.to_string());
+        next = cause.source();
+    }
+    parts.join(": ")
 }

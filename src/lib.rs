@@ -7,8 +7,14 @@
 mod cli;
 mod commands;
 mod error;
+mod fleet;
+mod inventory;
 mod output;
+mod quote;
+mod remote;
+mod report;
 mod settings;
+mod transport;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -18,7 +24,7 @@ use clap::Parser;
 pub use error::{CliError, ExitStatus};
 
 use cli::{Cli, Command};
-use settings::{Env, PackSettings};
+use settings::{Env, FleetSettings, PackSettings};
 
 /// Runs `ship` with `args` (the first being the program name).
 pub fn run<I, T>(args: I) -> ExitCode
@@ -38,6 +44,12 @@ where
         }
     };
     init_logging(cli.global.verbose);
+    // Ctrl-C: start no new host; hosts in flight finish their step (the agents run in
+    // their own process groups, so the terminal's signal does not reach them).
+    let _ = ctrlc::set_handler(|| {
+        fleet::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+        eprintln!("interrupted: finishing the hosts in flight, starting no new ones");
+    });
     match dispatch(cli) {
         Ok(()) => ExitStatus::Success.into(),
         Err(e) => {
@@ -58,6 +70,25 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
             &settings::artifact_path(args.artifact)?,
             args.digest,
             args.json,
+        ),
+        Command::Deploy(args) => commands::fleet::deploy(
+            FleetSettings::resolve(args.fleet, &cli.global)?,
+            &args.release,
+            &args.hosts,
+            args.all_or_nothing,
+        ),
+        Command::Rollback(args) => commands::fleet::rollback(
+            FleetSettings::resolve(args.fleet, &cli.global)?,
+            &args.hosts,
+            args.to.as_ref(),
+        ),
+        Command::Status(args) => commands::fleet::status(
+            FleetSettings::resolve(args.fleet, &cli.global)?,
+            &args.hosts,
+        ),
+        Command::History(args) => commands::fleet::history(
+            FleetSettings::resolve(args.fleet, &cli.global)?,
+            &args.hosts,
         ),
     }
 }

@@ -90,3 +90,37 @@ pub fn artifact_path(path: PathBuf) -> Result<PathBuf, CliError> {
     }
     Ok(path)
 }
+
+/// The fleet a command works on, and how.
+pub struct FleetSettings {
+    pub fleet: crate::inventory::Fleet,
+    pub options: crate::fleet::Options,
+    pub json: bool,
+    pub progress: bool,
+}
+
+impl FleetSettings {
+    pub fn resolve(args: crate::cli::FleetArgs, global: &GlobalArgs) -> Result<Self, CliError> {
+        let path = args
+            .config
+            .unwrap_or_else(|| PathBuf::from(config::FILE_NAME));
+        if !path.is_file() {
+            return Err(
+                CliError::usage(format!("no fleet config at {}", path.display()))
+                    .hint("run from the directory holding ship.toml, or pass --config PATH"),
+            );
+        }
+        let toml = ShipToml::load(&path)
+            .map_err(|e| CliError::config("cannot use the fleet config", e))?;
+        let fleet = crate::inventory::Fleet::resolve(toml, &path).map_err(CliError::usage)?;
+        Ok(FleetSettings {
+            fleet,
+            options: crate::fleet::Options {
+                parallel: args.parallel as usize,
+                accept_new_keys: args.accept_new_host_keys,
+            },
+            json: args.json,
+            progress: !args.json && crate::output::progress_allowed(global.no_progress),
+        })
+    }
+}

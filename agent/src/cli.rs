@@ -65,6 +65,12 @@ pub enum Command {
         #[arg(long, value_name = "VERSION")]
         to: Option<Version>,
     },
+    /// The protocol's first exchange: agent version and protocol, and the app root's
+    /// status (null when nothing was received there yet).
+    Hello {
+        #[command(flatten)]
+        root: RootArg,
+    },
     /// Show the current release, the kept ones, the lock and free disk.
     Status {
         #[command(flatten)]

@@ -33,7 +33,8 @@ use serde::Serialize;
 use cli::{Cli, Command};
 pub use error::AgentError;
 use layout::AppRoot;
-use output::{Output, PROTOCOL};
+use output::Output;
+pub use output::PROTOCOL;
 
 /// Runs `ship-agent` with `args` (the first being the program name). Exit status: 0
 /// done, 1 refused or failed, 2 usage.
@@ -169,6 +170,32 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             let app = existing(&root)?;
             let _lock = locked(&app, "rollback")?;
             done(out, &switch::rollback(&app, to.as_ref(), out)?);
+        }
+        Command::Hello { root } => {
+            let app = AppRoot::new(&root.root)
+                .map_err(|e| AgentError::io("cannot use", &root.root, e))?;
+            let status = if app.exists() {
+                Some(status::status(&app)?)
+            } else {
+                None
+            };
+            out.say(format!(
+                "ship-agent {} (protocol {PROTOCOL}); {}",
+                env!("CARGO_PKG_VERSION"),
+                if status.is_some() {
+                    "an app root"
+                } else {
+                    "not an app root yet"
+                }
+            ));
+            done(
+                out,
+                &serde_json::json!({
+                    "agent": env!("CARGO_PKG_VERSION"),
+                    "protocol": PROTOCOL,
+                    "status": status,
+                }),
+            );
         }
         Command::Status { root } => {
             let app = existing(&root)?;

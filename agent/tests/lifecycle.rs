@@ -259,6 +259,19 @@ fn verify_names_what_changed_on_disk() {
 }
 
 #[test]
+fn hello_answers_on_fresh_and_used_roots() {
+    let host = Host::new();
+    let fresh = host.agent("hello", &[], None).expect(0).event("done");
+    assert_eq!(fresh["protocol"], 1);
+    assert!(fresh["status"].is_null());
+    assert!(!host.root().exists(), "hello changes nothing");
+    host.receive(&artifact("v1").0).expect(0);
+    let used = host.agent("hello", &[], None).expect(0).event("done");
+    assert_eq!(used["status"]["releases"][0]["version"], "v1");
+    assert!(used["status"]["current"].is_null());
+}
+
+#[test]
 fn commands_explain_bad_input() {
     let host = Host::new();
     let out = run(&["status", "--root", &host.root_str()], None).expect(1);

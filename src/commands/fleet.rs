@@ -1,0 +1,376 @@
+//! `ship deploy`, `ship rollback`, `ship status`, `ship history`: select hosts, run
+//! the fleet operation, print a table (or JSON Lines), exit 1 when any host failed.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use manifests::Version;
+use serde_json::{Value, json};
+
+use crate::error::CliError;
+use crate::fleet::{self, Artifact, HostResult};
+use crate::output;
+use crate::report::Reporter;
+use crate::settings::FleetSettings;
+
+/// Finds the artifact `release` names and reads its manifest.
+fn artifact(settings: &FleetSettings, release: &str) -> Result<Artifact, CliError> {
+    let fleet = &settings.fleet;
+    let path = if release.contains('/') || release.ends_with(".tar.zst") {
+        PathBuf::from(release)
+    } else {
+        let version: Version = release
+            .parse()
+            .map_err(|e: manifests::IdError| CliError::usage(e.to_string()))?;
+        fleet
+            .artifacts
+            .join(packager::artifact_file_name(&fleet.app, &version))
+    };
+    let file = File::open(&path).map_err(|e| {
+        CliError::failure(format!("cannot open the artifact {}", path.display()), e)
+            .hint("pack it first with `ship pack`, or name the artifact's path")
+    })?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let manifest = packager::read::read_manifest(BufReader::new(file)).map_err(|e| {
+        CliError::failure(format!("cannot read the artifact {}", path.display()), e)
+    })?;
+    if manifest.name != fleet.app {
+        return Err(CliError::usage(format!(
+            "{} is an artifact of {}, but this fleet deploys {}",
+            path.display(),
+            manifest.name,
+            fleet.app
+        )));
+    }
+    Ok(Artifact {
+        path,
+        manifest,
+        size,
+    })
+}
+
+/// Checks the artifact once here, so a damaged one reaches no host.
+fn verify_locally(artifact: &Artifact) -> Result<(), CliError> {
+    let sidecar = packager::sidecar_path(&artifact.path);
+    let expected = if sidecar.is_file() {
+        packager::Expected::Sidecar
+    } else {
+        // Without a sidecar, the content is still checked against its manifest.
+        let file = File::open(&artifact.path).map_err(|e| {
+            CliError::failure(format!("cannot open {}", artifact.path.display()), e)
+        })?;
+        return packager::read_artifact(file, &mut packager::read::CheckOnly, false)
+            .map(drop)
+            .map_err(|e| {
+                CliError::failure(
+                    format!("artifact {} did not verify", artifact.path.display()),
+                    e,
+                )
+            });
+    };
+    packager::verify_file(&artifact.path, &expected)
+        .map(drop)
+        .map_err(|e| {
+            CliError::failure(
+                format!("artifact {} did not verify", artifact.path.display()),
+                e,
+            )
+        })
+}
+
+pub fn deploy(
+    settings: FleetSettings,
+    release: &str,
+    hosts: &str,
+    all_or_nothing: bool,
+) -> Result<(), CliError> {
+    let artifact = artifact(&settings, release)?;
+    let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
+    verify_locally(&artifact)?;
+    let reporter = Reporter::new(settings.json, !settings.progress);
+    let version = artifact.manifest.version.clone();
+    reporter.note(&format!(
+        "deploying {} {version} ({}) to {} host(s)",
+        artifact.manifest.name,
+        output::human_bytes(artifact.size),
+        selected.len()
+    ));
+    let results = fleet::deploy(
+        &selected,
+        &artifact,
+        settings.fleet.keep,
+        all_or_nothing,
+        &settings.options,
+        &reporter,
+    );
+    finish(
+        &settings,
+        &results,
+        &format!("deployed {} {version}", artifact.manifest.name),
+    )
+}
+
+pub fn rollback(
+    settings: FleetSettings,
+    hosts: &str,
+    to: Option<&Version>,
+) -> Result<(), CliError> {
+    let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
+    let reporter = Reporter::new(settings.json, !settings.progress);
+    let results = fleet::rollback(&selected, to, &settings.options, &reporter);
+    finish(&settings, &results, "rolled back")
+}
+
+/// The final table and verdict; exit 1 when a host failed.
+fn finish(settings: &FleetSettings, results: &[HostResult], what: &str) -> Result<(), CliError> {
+    let failed = results.iter().filter(|r| !r.ok).count();
+    if settings.json {
+        for result in results {
+            output::json_event("result", result);
+        }
+        output::json_event(
+            "summary",
+            &json!({"hosts": results.len(), "failed": failed}),
+        );
+    } else {
+        let rows: Vec<Vec<String>> = results
+            .iter()
+            .map(|r| {
+                vec![
+                    r.host.clone(),
+                    if r.ok { "ok".into() } else { "FAILED".into() },
+                    r.from.clone().unwrap_or_else(|| "-".into()),
+                    r.to.clone().unwrap_or_else(|| "-".into()),
+                    if r.transferred > 0 {
+                        output::human_bytes(r.transferred)
+                    } else {
+                        "-".into()
+                    },
+                    format!("{:.1}s", r.seconds),
+                    r.detail.clone(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                &["HOST", "RESULT", "FROM", "TO", "SENT", "TIME", "DETAIL"],
+                &rows
+            )
+        );
+    }
+    let ok = results.len() - failed;
+    let verdict = format!("{what} on {ok} of {} host(s)", results.len());
+    if failed == 0 {
+        output::note(verdict);
+        Ok(())
+    } else {
+        Err(CliError::failed_hosts(format!(
+            "{verdict}; {failed} failed"
+        )))
+    }
+}
+
+pub fn status(settings: FleetSettings, hosts: &str) -> Result<(), CliError> {
+    let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
+    let statuses = fleet::status(&selected, &settings.options);
+    // The fleet's version: the most common current release among reachable hosts.
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, status) in &statuses {
+        if let Ok(s) = status
+            && let Some(current) = s["current"].as_str()
+        {
+            *counts.entry(current).or_default() += 1;
+        }
+    }
+    let majority = counts
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(v, n)| (*v, *n));
+    let unreachable = statuses.iter().filter(|(_, s)| s.is_err()).count();
+    let mut rows = Vec::new();
+    for (host, status) in &statuses {
+        let (row, state) = match status {
+            Err(reason) => (
+                vec!["-".into(), "-".into(), "-".into(), "-".into()],
+                format!("unreachable: {reason}"),
+            ),
+            Ok(s) => {
+                let current = s["current"].as_str();
+                let last = &s["last_switch"];
+                let last = if last.is_null() {
+                    "-".to_owned()
+                } else {
+                    format!(
+                        "{} by {}",
+                        last["time"].as_str().unwrap_or("?"),
+                        last["user"].as_str().unwrap_or("?")
+                    )
+                };
+                let state = match (current, majority) {
+                    (None, _) => "no release".to_owned(),
+                    (Some(c), Some((m, n))) if c != m => {
+                        format!("DIFFERS: the fleet runs {m} ({n} of {})", statuses.len())
+                    }
+                    _ if s["lock"].is_object() => "ok, busy (locked)".to_owned(),
+                    _ => "ok".to_owned(),
+                };
+                let releases = s["releases"].as_array().map_or(0, Vec::len);
+                (
+                    vec![
+                        current.unwrap_or("-").to_owned(),
+                        s["previous"].as_str().unwrap_or("-").to_owned(),
+                        releases.to_string(),
+                        last,
+                    ],
+                    state,
+                )
+            }
+        };
+        if settings.json {
+            output::json_event(
+                "status",
+                &json!({"host": host, "status": status.as_ref().ok(), "error": status.as_ref().err(), "state": state}),
+            );
+        }
+        let mut full = vec![host.clone()];
+        full.extend(row);
+        full.push(state);
+        rows.push(full);
+    }
+    if !settings.json {
+        print!(
+            "{}",
+            table(
+                &[
+                    "HOST",
+                    "CURRENT",
+                    "PREVIOUS",
+                    "RELEASES",
+                    "LAST SWITCH",
+                    "STATE"
+                ],
+                &rows
+            )
+        );
+    }
+    if unreachable > 0 {
+        return Err(CliError::failed_hosts(format!(
+            "{unreachable} of {} host(s) unreachable",
+            statuses.len()
+        )));
+    }
+    Ok(())
+}
+
+pub fn history(settings: FleetSettings, hosts: &str) -> Result<(), CliError> {
+    let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
+    let histories = fleet::history(&selected, &settings.options);
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let mut failed = 0;
+    for (host, records) in histories {
+        match records {
+            Err(reason) => {
+                failed += 1;
+                output::warn(format_args!("{host}: {reason}"));
+            }
+            Ok(records) => {
+                for record in records {
+                    if settings.json {
+                        output::json_event("record", &json!({"host": host, "record": record}));
+                    }
+                    rows.push((
+                        record["time"].as_str().unwrap_or("").to_owned(),
+                        history_row(&host, &record),
+                    ));
+                }
+            }
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    if !settings.json {
+        let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, row)| row).collect();
+        print!(
+            "{}",
+            table(
+                &["TIME", "HOST", "USER", "OP", "FROM", "TO", "RESULT"],
+                &rows
+            )
+        );
+    }
+    if failed > 0 {
+        return Err(CliError::failed_hosts(format!(
+            "{failed} host(s) unreachable"
+        )));
+    }
+    Ok(())
+}
+
+fn history_row(host: &str, r: &Value) -> Vec<String> {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let result = match r["result"].as_str() {
+        Some("failed") => format!("failed: {}", r["reason"].as_str().unwrap_or("")),
+        other => other.unwrap_or("-").to_owned(),
+    };
+    vec![
+        text(&r["time"]),
+        host.to_owned(),
+        text(&r["user"]),
+        text(&r["op"]),
+        text(&r["from"]),
+        text(&r["version"]),
+        result,
+    ]
+}
+
+/// A plain text table: columns padded to their widest cell, the last one free.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut push = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let line: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    (*c).to_owned()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    };
+    push(header.to_vec());
+    for row in rows {
+        push(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_pad_all_but_the_last_column() {
+        let t = super::table(
+            &["HOST", "RESULT", "DETAIL"],
+            &[
+                vec!["web1".into(), "ok".into(), "v1 -> v2".into()],
+                vec!["web10".into(), "FAILED".into(), "connect: refused".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "HOST   RESULT  DETAIL\nweb1   ok      v1 -> v2\nweb10  FAILED  connect: refused\n"
+        );
+    }
+}

@@ -1,0 +1,303 @@
+//! The fleet as `ship` uses it: `ship.toml` resolved into hosts with their transport,
+//! address and app root, and the selection of hosts by `--hosts` patterns.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use manifests::config::{ShipToml, TransportKind};
+use manifests::{AppName, HostName};
+
+/// Default SSH connect and I/O timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default number of releases kept per host.
+const DEFAULT_KEEP: u32 = 5;
+
+/// The app and its hosts.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// The app's name.
+    pub app: AppName,
+    /// Releases kept per host.
+    pub keep: u32,
+    /// Where artifacts are found by version.
+    pub artifacts: PathBuf,
+    /// Every host, sorted by name.
+    pub hosts: Vec<Host>,
+    groups: BTreeMap<HostName, Vec<HostName>>,
+}
+
+/// One host.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Its name in the inventory.
+    pub name: HostName,
+    /// The app root on it.
+    pub root: String,
+    /// How it is reached.
+    pub reach: Reach,
+}
+
+/// How a host is reached.
+#[derive(Debug, Clone)]
+pub enum Reach {
+    /// The agent runs on this machine.
+    Local,
+    /// Over SSH.
+    Ssh(SshTarget),
+}
+
+/// Where and how to connect over SSH.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    /// Address (or a name for `~/.ssh/config` to resolve).
+    pub address: String,
+    /// Port, when set in the inventory.
+    pub port: Option<u16>,
+    /// Login user, when set in the inventory.
+    pub user: Option<String>,
+    /// Private key file, when set in the inventory.
+    pub identity: Option<PathBuf>,
+    /// known_hosts file.
+    pub known_hosts: PathBuf,
+    /// Connect and I/O timeout.
+    pub timeout: Duration,
+}
+
+impl Fleet {
+    /// Resolves `toml`, read from `config` (relative paths are relative to its
+    /// directory). Fails when the file names no app or no host.
+    pub fn resolve(toml: ShipToml, config: &Path) -> Result<Fleet, String> {
+        let base = config.parent().unwrap_or(Path::new("."));
+        let app = toml
+            .app
+            .name
+            .clone()
+            .ok_or_else(|| format!("{} has no [app] name", config.display()))?;
+        if toml.hosts.is_empty() {
+            return Err(format!("{} has no [hosts.<name>] table", config.display()));
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let expand = |p: &Path| -> PathBuf {
+            match (p.strip_prefix("~"), &home) {
+                (Ok(rest), Some(home)) => home.join(rest),
+                _ if p.is_relative() => base.join(p),
+                _ => p.to_owned(),
+            }
+        };
+        let known_hosts = toml
+            .ssh
+            .known_hosts
+            .as_deref()
+            .map_or_else(|| expand(Path::new("~/.ssh/known_hosts")), &expand);
+        let hosts = toml
+            .hosts
+            .iter()
+            .map(|(name, table)| {
+                let root = table
+                    .root
+                    .clone()
+                    .or_else(|| toml.app.root.clone())
+                    .expect("checked when the config was read");
+                let (root, reach) = match table.transport {
+                    TransportKind::Local => (
+                        expand(Path::new(&root)).to_string_lossy().into_owned(),
+                        Reach::Local,
+                    ),
+                    TransportKind::Ssh => (
+                        root,
+                        Reach::Ssh(SshTarget {
+                            address: table.address.clone().unwrap_or_else(|| name.to_string()),
+                            port: table.port.or(toml.ssh.port),
+                            user: table.user.clone().or_else(|| toml.ssh.user.clone()),
+                            identity: table
+                                .identity
+                                .as_deref()
+                                .or(toml.ssh.identity.as_deref())
+                                .map(expand),
+                            known_hosts: known_hosts.clone(),
+                            timeout: toml.ssh.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                        }),
+                    ),
+                };
+                Host {
+                    name: name.clone(),
+                    root,
+                    reach,
+                }
+            })
+            .collect();
+        Ok(Fleet {
+            app,
+            keep: toml.app.keep.unwrap_or(DEFAULT_KEEP),
+            artifacts: expand(toml.app.artifacts.as_deref().unwrap_or(Path::new("dist"))),
+            hosts,
+            groups: toml.groups,
+        })
+    }
+
+    /// The hosts `patterns` selects, in inventory order: comma-separated host names,
+    /// globs (`web*`, `db?`) and groups (`@web`). Each pattern must match something.
+    pub fn select(&self, patterns: &str) -> Result<Vec<&Host>, String> {
+        let mut chosen = vec![false; self.hosts.len()];
+        for pattern in patterns.split(',').map(str::trim) {
+            if pattern.is_empty() {
+                return Err(format!("--hosts {patterns:?} has an empty pattern"));
+            }
+            let mut matched = false;
+            if let Some(group) = pattern.strip_prefix('@') {
+                let members = self
+                    .groups
+                    .iter()
+                    .find(|(name, _)| name.as_str() == group)
+                    .map(|(_, members)| members)
+                    .ok_or_else(|| {
+                        let groups: Vec<&str> = self.groups.keys().map(HostName::as_str).collect();
+                        format!(
+                            "--hosts: there is no group {group:?} (groups: {})",
+                            if groups.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                groups.join(", ")
+                            }
+                        )
+                    })?;
+                for (i, host) in self.hosts.iter().enumerate() {
+                    if members.contains(&host.name) {
+                        chosen[i] = true;
+                        matched = true;
+                    }
+                }
+            } else {
+                for (i, host) in self.hosts.iter().enumerate() {
+                    if glob_match(pattern, host.name.as_str()) {
+                        chosen[i] = true;
+                        matched = true;
+                    }
+                }
+            }
+            if !matched {
+                let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+                return Err(format!(
+                    "--hosts: {pattern:?} matches no host (hosts: {})",
+                    names.join(", ")
+                ));
+            }
+        }
+        Ok(self
+            .hosts
+            .iter()
+            .zip(chosen)
+            .filter_map(|(host, chosen)| chosen.then_some(host))
+            .collect())
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters and `?`
+/// any one character.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // Classic two-pointer matching with backtracking to the last `*`.
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet() -> Fleet {
+        let text = r#"
+[app]
+name = "shop"
+root = "/srv/shop"
+[hosts.web1]
+[hosts.web2]
+port = 2222
+root = "/opt/shop"
+[hosts.web10]
+[hosts.db1]
+[hosts.dev]
+transport = "local"
+root = "fleet/dev"
+[groups]
+web = ["web1", "web2"]
+"#;
+        let path = Path::new("/etc/ship/ship.toml");
+        Fleet::resolve(ShipToml::parse(text, path).unwrap(), path).unwrap()
+    }
+
+    fn names(hosts: Vec<&Host>) -> Vec<&str> {
+        hosts.into_iter().map(|h| h.name.as_str()).collect()
+    }
+
+    #[test]
+    fn selects_by_name_glob_and_group() {
+        let f = fleet();
+        assert_eq!(names(f.select("web*").unwrap()), ["web1", "web10", "web2"]);
+        assert_eq!(names(f.select("web?").unwrap()), ["web1", "web2"]);
+        assert_eq!(names(f.select("@web").unwrap()), ["web1", "web2"]);
+        assert_eq!(
+            names(f.select("db1, @web,web1").unwrap()),
+            ["db1", "web1", "web2"]
+        );
+        assert_eq!(names(f.select("*").unwrap()).len(), 5);
+    }
+
+    #[test]
+    fn patterns_that_match_nothing_are_errors() {
+        let f = fleet();
+        assert_eq!(
+            f.select("cache*").unwrap_err(),
+            "--hosts: \"cache*\" matches no host (hosts: db1, dev, web1, web10, web2)"
+        );
+        assert_eq!(
+            f.select("@db").unwrap_err(),
+            "--hosts: there is no group \"db\" (groups: web)"
+        );
+        assert!(f.select("web1,").is_err());
+    }
+
+    #[test]
+    fn hosts_inherit_and_override() {
+        let f = fleet();
+        let web2 = f.hosts.iter().find(|h| h.name.as_str() == "web2").unwrap();
+        assert_eq!(web2.root, "/opt/shop");
+        let Reach::Ssh(target) = &web2.reach else {
+            panic!("ssh")
+        };
+        assert_eq!((target.address.as_str(), target.port), ("web2", Some(2222)));
+        let dev = f.hosts.iter().find(|h| h.name.as_str() == "dev").unwrap();
+        assert_eq!(dev.root, "/etc/ship/fleet/dev");
+        assert!(matches!(dev.reach, Reach::Local));
+        assert_eq!(f.keep, 5);
+        assert_eq!(f.artifacts, Path::new("/etc/ship/dist"));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("a*c", "abbbc"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b", "ac"));
+        assert!(glob_match("?b", "ab"));
+        assert!(!glob_match("?", ""));
+    }
+}

@@ -1,0 +1,248 @@
+//! `ship-agent` on one host, as `ship` talks to it: finding (or installing) the agent,
+//! the protocol (JSON events on its stdout), and one typed call per agent command.
+//! Every call goes through the host's [`Transport`], built from an argv of validated
+//! values.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use manifests::{Sha256, Version};
+use serde_json::Value;
+
+use crate::inventory::{Host, Reach};
+use crate::transport::local::Local;
+use crate::transport::ssh::Ssh;
+use crate::transport::{Transport, TransportError};
+
+/// Why a call to the agent did not give a result.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The transport failed (connection, host key, auth, session).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The agent refused or failed; the host is as it was.
+    #[error("{message}")]
+    Refused {
+        /// The agent's error and its causes, on one line.
+        message: String,
+    },
+    /// No usable agent on the host and none could be installed.
+    #[error("no usable ship-agent on the host: {0}")]
+    NoAgent(String),
+    /// The agent's answer made no sense.
+    #[error("ship-agent answered without a result (exit {code}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    NoResult {
+        /// Its exit status.
+        code: i32,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+}
+
+/// The agent on one host.
+pub struct RemoteAgent {
+    transport: Box<dyn Transport>,
+    root: String,
+    /// The agent's command on the host, once found.
+    program: Option<String>,
+    local: bool,
+}
+
+/// Who is deploying: `SHIP_USER`, else the local user name.
+fn operator() -> String {
+    ["SHIP_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The local `ship-agent` binary: `SHIP_AGENT`, else the one beside `ship`.
+pub fn local_agent_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SHIP_AGENT") {
+        return PathBuf::from(path);
+    }
+    std::env::current_exe()
+        .map(|exe| exe.with_file_name("ship-agent"))
+        .unwrap_or_else(|_| PathBuf::from("ship-agent"))
+}
+
+impl RemoteAgent {
+    /// Connects to `host` (over SSH, or not at all for a local host).
+    pub fn connect(host: &Host, accept_new_keys: bool) -> Result<RemoteAgent, CallError> {
+        let (transport, local): (Box<dyn Transport>, bool) = match &host.reach {
+            Reach::Local => (Box::new(Local), true),
+            Reach::Ssh(target) => (Box::new(Ssh::connect(target, accept_new_keys)?), false),
+        };
+        Ok(RemoteAgent {
+            transport,
+            root: host.root.clone(),
+            program: None,
+            local,
+        })
+    }
+
+    /// The first exchange: finds a usable agent (installing ship's own where the host
+    /// has none, or one that speaks another protocol) and returns its hello.
+    pub fn hello(&mut self) -> Result<Value, CallError> {
+        let candidates = if self.local {
+            vec![local_agent_binary().display().to_string()]
+        } else {
+            vec![
+                format!("{}/.ship/bin/ship-agent", self.root.trim_end_matches('/')),
+                "ship-agent".to_owned(),
+            ]
+        };
+        let mut last = String::new();
+        for program in &candidates {
+            self.program = Some(program.clone());
+            match self.call("hello", &[], None, &mut |_| {}) {
+                Ok(hello) => return Ok(hello),
+                Err(CallError::NoAgent(why)) => last = why,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.local {
+            return Err(CallError::NoAgent(last));
+        }
+        let binary = local_agent_binary();
+        let bytes = std::fs::read(&binary).map_err(|e| {
+            CallError::NoAgent(format!(
+                "{last}; and ship's own agent cannot be read from {}: {e}",
+                binary.display()
+            ))
+        })?;
+        let installed = candidates[0].clone();
+        self.transport.install(&bytes, &installed)?;
+        self.program = Some(installed);
+        self.call("hello", &[], None, &mut |_| {})
+    }
+
+    /// Streams `artifact` into `receive`, requiring the release's payload digest.
+    pub fn receive(
+        &mut self,
+        artifact: &mut (dyn Read + Send),
+        payload: &Sha256,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Value, CallError> {
+        let payload = payload.to_string();
+        self.call(
+            "receive",
+            &["--expect-payload", &payload],
+            Some(artifact),
+            progress,
+        )
+    }
+
+    /// Activates `version`.
+    pub fn activate(&mut self, version: &Version) -> Result<Value, CallError> {
+        self.call("activate", &[version.as_str()], None, &mut |_| {})
+    }
+
+    /// Rolls back, to `to` or the previous release.
+    pub fn rollback(&mut self, to: Option<&Version>) -> Result<Value, CallError> {
+        match to {
+            Some(v) => self.call("rollback", &["--to", v.as_str()], None, &mut |_| {}),
+            None => self.call("rollback", &[], None, &mut |_| {}),
+        }
+    }
+
+    /// Prunes to `keep` releases.
+    pub fn prune(&mut self, keep: u32) -> Result<Value, CallError> {
+        let keep = keep.to_string();
+        self.call("prune", &["--keep", &keep], None, &mut |_| {})
+    }
+
+    /// The journal's records.
+    pub fn history(&mut self) -> Result<Vec<Value>, CallError> {
+        let mut records = Vec::new();
+        self.call_with_events("history", &[], None, &mut |kind, data| {
+            if kind == "record" {
+                records.push(data.clone());
+            }
+        })?;
+        Ok(records)
+    }
+
+    fn call(
+        &mut self,
+        command: &str,
+        args: &[&str],
+        stdin: Option<&mut (dyn Read + Send)>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Value, CallError> {
+        self.call_with_events(command, args, stdin, &mut |kind, data| {
+            if kind == "progress" {
+                progress(data["bytes"].as_u64().unwrap_or(0));
+            }
+        })
+    }
+
+    /// Runs `ship-agent --json --protocol N <command> --root ROOT <args>`; every event
+    /// goes to `on_event`; returns the `done` event's data.
+    fn call_with_events(
+        &mut self,
+        command: &str,
+        args: &[&str],
+        stdin: Option<&mut (dyn Read + Send)>,
+        on_event: &mut dyn FnMut(&str, &Value),
+    ) -> Result<Value, CallError> {
+        let program = self.program.clone().expect("hello finds the agent first");
+        // The operator's name goes into the host's journal; `env` carries it without
+        // needing the SSH server to accept environment variables.
+        let mut argv = vec![
+            "env".to_owned(),
+            format!("SHIP_USER={}", operator()),
+            program.clone(),
+            "--json".to_owned(),
+            "--protocol".to_owned(),
+            agent::PROTOCOL.to_string(),
+            command.to_owned(),
+            "--root".to_owned(),
+            self.root.clone(),
+        ];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        let mut done = None;
+        let mut failed = None;
+        let mut spoke = false;
+        let finished = self.transport.run(&argv, stdin, &mut |line| {
+            let Ok(event) = serde_json::from_str::<Value>(line) else {
+                return;
+            };
+            let kind = event["type"].as_str().unwrap_or("");
+            let data = &event["data"];
+            match kind {
+                "agent" => spoke = true,
+                "done" => done = Some(data.clone()),
+                "failed" => failed = Some(data.clone()),
+                _ => {}
+            }
+            on_event(kind, data);
+        })?;
+        if let Some(data) = done.filter(|_| finished.code == 0) {
+            return Ok(data);
+        }
+        if let Some(data) = failed {
+            let mut message = data["error"].as_str().unwrap_or("failed").to_owned();
+            for cause in data["causes"].as_array().into_iter().flatten() {
+                message.push_str(": ");
+                message.push_str(cause.as_str().unwrap_or(""));
+            }
+            if message.starts_with("protocol mismatch") {
+                return Err(CallError::NoAgent(format!("{program}: {message}")));
+            }
+            return Err(CallError::Refused { message });
+        }
+        let stderr = finished.stderr.trim().to_owned();
+        if finished.code == 127 || (!spoke && finished.code == 2) {
+            // Not installed, or too old to know the protocol's flags.
+            return Err(CallError::NoAgent(format!(
+                "{program}: {}",
+                stderr.lines().last().unwrap_or("not found")
+            )));
+        }
+        Err(CallError::NoResult {
+            code: finished.code,
+            stderr,
+        })
+    }
+}
