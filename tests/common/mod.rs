@@ -187,3 +187,123 @@ pub fn incompressible(len: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// A fleet of local hosts (the `local` transport) in a temporary directory, with
+/// the example app packed as v1 and v2.
+pub struct LocalFleet {
+    pub dir: tempfile::TempDir,
+    pub hosts: Vec<String>,
+}
+
+impl LocalFleet {
+    pub fn new(hosts: &[&str]) -> LocalFleet {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = String::from("[app]\nname = \"shop\"\nroot = \"/unused\"\nkeep = 2\n");
+        for host in hosts {
+            toml.push_str(&format!(
+                "[hosts.{host}]\ntransport = \"local\"\nroot = \"hosts/{host}\"\n"
+            ));
+        }
+        toml.push_str("[groups]\nfirst = [\"");
+        toml.push_str(hosts[0]);
+        toml.push_str("\"]\n");
+        fs::write(dir.path().join("ship.toml"), toml).unwrap();
+        let fleet = LocalFleet {
+            dir,
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        };
+        for version in ["v1", "v2", "v3"] {
+            fleet.pack(version);
+        }
+        fleet
+    }
+
+    /// Packs the example app as `version`, with a page naming the version.
+    pub fn pack(&self, version: &str) {
+        let tree = self.dir.path().join(format!("build-{version}"));
+        copy_tree(&example_app(), &tree);
+        fs::write(tree.join("public/version.txt"), format!("{version}\n")).unwrap();
+        ship_in(
+            self.dir.path(),
+            &["pack", tree.to_str().unwrap(), "--version", version],
+        )
+        .expect(0);
+    }
+
+    /// Runs `ship` in the fleet's directory (with this test's agent binary).
+    pub fn ship(&self, args: &[&str]) -> Run {
+        run(&mut self.command(args))
+    }
+
+    /// The `ship` command [`LocalFleet::ship`] runs, to adjust before running.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = ship();
+        cmd.current_dir(self.dir.path())
+            .env("SHIP_AGENT", agent_binary())
+            .env("SHIP_USER", "tester")
+            .args(args);
+        cmd
+    }
+
+    pub fn root(&self, host: &str) -> PathBuf {
+        self.dir.path().join("hosts").join(host)
+    }
+
+    /// Where `current` points on `host`.
+    pub fn current(&self, host: &str) -> Option<String> {
+        fs::read_link(self.root(host).join("current"))
+            .ok()
+            .map(|p| p.to_str().unwrap().to_owned())
+    }
+
+    /// The releases on `host`.
+    pub fn releases(&self, host: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.root(host).join("releases"))
+            .map(|items| {
+                items
+                    .map(|i| i.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+/// The `ship-agent` built with this workspace (`cargo test --workspace` builds it).
+pub fn agent_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_ship")).with_file_name("ship-agent");
+    assert!(
+        path.is_file(),
+        "{} is not built: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// Copies a directory tree (files, directories and symlinks).
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for item in fs::read_dir(from).unwrap() {
+        let item = item.unwrap();
+        let target = to.join(item.file_name());
+        let kind = item.file_type().unwrap();
+        if kind.is_dir() {
+            copy_tree(&item.path(), &target);
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(item.path()).unwrap(), target).unwrap();
+        } else {
+            fs::copy(item.path(), target).unwrap();
+        }
+    }
+}
+
+/// The JSON events a run printed, with their `type`.
+pub fn events(run: &Run, kind: &str) -> Vec<serde_json::Value> {
+    run.stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == kind)
+        .map(|v| v["data"].clone())
+        .collect()
+}

@@ -1,0 +1,255 @@
+//! `ship deploy`, `rollback`, `status` and `history` across a fleet of local hosts
+//! (the `local` transport: the same orchestration, agents as subprocesses).
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::{LocalFleet, events, run};
+
+#[test]
+fn deploy_then_rollback_across_the_fleet() {
+    let fleet = LocalFleet::new(&["web1", "web2", "web3"]);
+    let first = fleet.ship(&["deploy", "v1", "--hosts", "web*"]).expect(0);
+    assert!(
+        first.stdout.starts_with("HOST  RESULT  FROM  TO  SENT"),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first.stderr.contains("deployed shop v1 on 3 of 3 host(s)"),
+        "{}",
+        first.stderr
+    );
+    fleet.ship(&["deploy", "v2", "--hosts", "web*"]).expect(0);
+    for host in &fleet.hosts {
+        assert_eq!(
+            fleet.current(host).as_deref(),
+            Some("releases/v2"),
+            "{host}"
+        );
+        let page = fs::read_to_string(fleet.root(host).join("current/public/version.txt")).unwrap();
+        assert_eq!(page, "v2\n");
+    }
+    let status = fleet.ship(&["status", "--json"]).expect(0);
+    let rows = events(&status, "status");
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        assert_eq!(row["status"]["current"], "v2");
+        assert_eq!(row["status"]["previous"], "v1");
+        assert_eq!(row["state"], "ok");
+    }
+
+    let back = fleet
+        .ship(&["rollback", "--hosts", "web*", "--json"])
+        .expect(0);
+    let results = events(&back, "result");
+    assert!(
+        results.iter().all(|r| r["from"] == "v2" && r["to"] == "v1"),
+        "{results:?}"
+    );
+    for host in &fleet.hosts {
+        assert_eq!(
+            fleet.current(host).as_deref(),
+            Some("releases/v1"),
+            "{host}"
+        );
+    }
+    let table = fleet.ship(&["status"]).expect(0).stdout;
+    assert_eq!(
+        table.lines().filter(|l| l.contains("  v1  ")).count(),
+        3,
+        "{table}"
+    );
+
+    let history = fleet.ship(&["history", "--hosts", "web2"]).expect(0).stdout;
+    let ops: Vec<&str> = history
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(3).unwrap())
+        .collect();
+    assert_eq!(
+        ops,
+        ["receive", "activate", "receive", "activate", "rollback"],
+        "{history}"
+    );
+    assert!(
+        history.contains(" tester "),
+        "the operator is named: {history}"
+    );
+}
+
+#[test]
+fn redeploying_the_same_release_transfers_nothing() {
+    let fleet = LocalFleet::new(&["a", "b"]);
+    let first = fleet
+        .ship(&["deploy", "v1", "--hosts", "*", "--json"])
+        .expect(0);
+    assert!(
+        events(&first, "result")
+            .iter()
+            .all(|r| r["transferred"].as_u64() > Some(0))
+    );
+    let again = fleet
+        .ship(&["deploy", "v1", "--hosts", "*", "--json"])
+        .expect(0);
+    for result in events(&again, "result") {
+        assert_eq!(result["transferred"], 0, "{result}");
+        assert_eq!(result["detail"], "v1 was already current");
+    }
+    let phases = events(&again, "phase");
+    assert!(
+        phases
+            .iter()
+            .any(|p| p["phase"] == "transfer" && p["detail"] == "skipped: already there")
+    );
+}
+
+#[test]
+fn a_failing_host_is_reported_and_the_others_deploy() {
+    let fleet = LocalFleet::new(&["good1", "bad", "good2"]);
+    // The bad host's app root cannot be created: a file is in the way.
+    fs::create_dir_all(fleet.dir.path().join("hosts")).unwrap();
+    fs::write(fleet.root("bad"), "not a directory").unwrap();
+    let out = fleet.ship(&["deploy", "v1", "--hosts", "*"]).expect(1);
+    let bad_row = out.stdout.lines().find(|l| l.starts_with("bad ")).unwrap();
+    assert!(bad_row.contains("FAILED"), "{bad_row}");
+    assert!(
+        bad_row.contains("transfer: cannot create the app root"),
+        "{bad_row}"
+    );
+    assert!(
+        out.stderr
+            .contains("deployed shop v1 on 2 of 3 host(s); 1 failed"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(fleet.current("good1").as_deref(), Some("releases/v1"));
+    assert_eq!(fleet.current("good2").as_deref(), Some("releases/v1"));
+
+    // All or nothing: the good hosts stage, none is switched.
+    let strict = fleet
+        .ship(&["deploy", "v2", "--hosts", "*", "--all-or-nothing"])
+        .expect(1);
+    assert!(
+        strict
+            .stdout
+            .contains("staged but not activated: 1 host(s) failed staging"),
+        "{}",
+        strict.stdout
+    );
+    assert_eq!(fleet.current("good1").as_deref(), Some("releases/v1"));
+    assert_eq!(fleet.releases("good1"), ["v1", "v2"]);
+}
+
+#[test]
+fn a_second_deploy_is_told_who_holds_the_hosts_and_the_first_completes() {
+    let fleet = LocalFleet::new(&["a", "b"]);
+    let go = fleet.dir.path().join("go");
+    let mut first = fleet.command(&["deploy", "v1", "--hosts", "*"]);
+    first
+        .env("SHIP_AGENT_PAUSE_AT", "receive:staging")
+        .env("SHIP_AGENT_RESUME_WHEN", &go)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let first = first.spawn().unwrap();
+    // Wait until both hosts are held by the first deploy's agents.
+    let held = |host: &str| {
+        fs::read_to_string(fleet.root(host).join(".ship/lock"))
+            .is_ok_and(|l| l.contains("ship-agent receive"))
+    };
+    for _ in 0..500 {
+        if held("a") && held("b") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = fleet.ship(&["deploy", "v2", "--hosts", "*"]).expect(1);
+    for host in ["a", "b"] {
+        let row = second
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{host} ")))
+            .unwrap();
+        assert!(row.contains("is busy: locked by pid"), "{row}");
+        assert!(row.contains("(ship-agent receive, since "), "{row}");
+    }
+    fs::write(&go, "").unwrap();
+    let first = first.wait_with_output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(fleet.current("a").as_deref(), Some("releases/v1"));
+    assert_eq!(fleet.current("b").as_deref(), Some("releases/v1"));
+}
+
+#[test]
+fn host_patterns_and_config_mistakes_are_usage_errors() {
+    let fleet = LocalFleet::new(&["web1", "db1"]);
+    let out = fleet.ship(&["deploy", "v1", "--hosts", "cache*"]).expect(2);
+    assert!(
+        out.stderr
+            .contains("\"cache*\" matches no host (hosts: db1, web1)"),
+        "{}",
+        out.stderr
+    );
+    let out = fleet.ship(&["deploy", "v9", "--hosts", "*"]).expect(1);
+    assert!(
+        out.stderr
+            .contains("cannot open the artifact dist/shop-v9.tar.zst"),
+        "{}",
+        out.stderr
+    );
+    let out = fleet.ship(&["deploy", "v1/../x", "--hosts", "*"]).expect(1);
+    assert!(
+        out.stderr.contains("cannot open the artifact"),
+        "{}",
+        out.stderr
+    );
+    let out = fleet
+        .ship(&["rollback", "--hosts", "@first", "--to", "v1;id"])
+        .expect(2);
+    assert!(out.stderr.contains("invalid version"), "{}", out.stderr);
+    fs::write(
+        fleet.dir.path().join("ship.toml"),
+        "[app]\nname = \"shop\"\n[hosts.a]\nroot = \"/r\"\nadress = \"x\"\n",
+    )
+    .unwrap();
+    let out = fleet.ship(&["status"]).expect(2);
+    assert!(
+        out.stderr.contains("unknown field `adress`"),
+        "{}",
+        out.stderr
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = run(common::ship()
+        .current_dir(elsewhere.path())
+        .args(["status"]))
+    .expect(2);
+    assert!(
+        out.stderr.contains("no fleet config at ship.toml"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_damaged_artifact_reaches_no_host() {
+    let fleet = LocalFleet::new(&["a"]);
+    let artifact = fleet.dir.path().join("dist/shop-v2.tar.zst");
+    let mut bytes = fs::read(&artifact).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    fs::write(&artifact, bytes).unwrap();
+    let out = fleet.ship(&["deploy", "v2", "--hosts", "a"]).expect(1);
+    assert!(
+        out.stderr
+            .contains("artifact dist/shop-v2.tar.zst did not verify"),
+        "{}",
+        out.stderr
+    );
+    assert!(!fleet.root("a").exists(), "nothing may reach the host");
+}
