@@ -48,11 +48,15 @@ pub struct RemoteAgent {
     local: bool,
 }
 
-/// Who is deploying: `SHIP_USER`, else the local user name.
+/// Who is deploying: `SHIP_USER`, else the local user's name.
 fn operator() -> String {
     ["SHIP_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .or_else(|| {
+            let uid = nix::unistd::getuid();
+            nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name)
+        })
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
