@@ -55,7 +55,10 @@ fn operator() -> String {
         .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
         .or_else(|| {
             let uid = nix::unistd::getuid();
-            nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name)
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map(|u| u.name)
         })
         .unwrap_or_else(|| "unknown".to_owned())
 }

@@ -307,3 +307,106 @@ pub fn events(run: &Run, kind: &str) -> Vec<serde_json::Value> {
         .map(|v| v["data"].clone())
         .collect()
 }
+
+/// A fleet of real sshd hosts on loopback, started with `scripts/fleet` and stopped
+/// (by PID) when dropped, even when the test fails. Each fleet gets its own port,
+/// so tests can run side by side.
+pub struct SshFleet {
+    pub dir: tempfile::TempDir,
+    pub size: usize,
+    pub port: u16,
+}
+
+impl SshFleet {
+    /// Starts `size` hosts; `setenv` goes into every sshd_config as `SetEnv`.
+    pub fn start(size: usize, setenv: Option<&str>) -> SshFleet {
+        use std::sync::atomic::{AtomicU16, Ordering};
+        static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+        let port = 22300
+            + (std::process::id() % 200) as u16 * 10
+            + NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = SshFleet { dir, size, port };
+        let mut cmd = Command::new(fleet.script());
+        cmd.args(["start", &size.to_string(), fleet.path()])
+            .env("FLEET_PORT", port.to_string());
+        if let Some(env) = setenv {
+            cmd.env("FLEET_SETENV", env);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/fleet start failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fleet
+    }
+
+    fn script(&self) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fleet")
+    }
+
+    pub fn path(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    /// Runs `scripts/fleet <what> DIR <host>`.
+    pub fn host_op(&self, what: &str, host: &str) {
+        let out = Command::new(self.script())
+            .args([what, self.path(), host])
+            .env("FLEET_PORT", self.port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The app root of `host`, as seen from outside its mount namespace.
+    pub fn root(&self, host: &str) -> PathBuf {
+        self.dir.path().join("hosts").join(host).join("srv/shop")
+    }
+
+    pub fn current(&self, host: &str) -> Option<String> {
+        fs::read_link(self.root(host).join("current"))
+            .ok()
+            .map(|p| p.to_str().unwrap().to_owned())
+    }
+
+    pub fn hosts(&self) -> Vec<String> {
+        (1..=self.size).map(|i| format!("h{i}")).collect()
+    }
+
+    /// Points the fleet's `[app] artifacts` at `dir`.
+    pub fn artifacts_in(&self, dir: &Path) {
+        let path = self.dir.path().join("ship.toml");
+        let toml = fs::read_to_string(&path).unwrap().replacen(
+            "[app]\n",
+            &format!("[app]\nartifacts = \"{}\"\n", dir.display()),
+            1,
+        );
+        fs::write(path, toml).unwrap();
+    }
+
+    /// Runs `ship` against this fleet, from `cwd`.
+    pub fn ship(&self, cwd: &Path, args: &[&str]) -> Run {
+        let config = self.dir.path().join("ship.toml");
+        run(ship()
+            .current_dir(cwd)
+            .env("SHIP_AGENT", agent_binary())
+            .env("SHIP_USER", "tester")
+            .env("SHIP_CONFIG", &config)
+            .env_remove("SSH_AUTH_SOCK")
+            .args(args))
+    }
+}
+
+impl Drop for SshFleet {
+    fn drop(&mut self) {
+        let _ = Command::new(self.script())
+            .args(["stop", self.path()])
+            .status();
+    }
+}

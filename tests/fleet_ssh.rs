@@ -1,0 +1,262 @@
+//! Fleet commands over SSH, against real OpenSSH servers started on loopback by
+//! `scripts/fleet` (each with its own host key and its own /srv). Needs root and
+//! openssh-server; without them the tests say so and do nothing.
+
+mod common;
+
+use std::fs;
+use std::time::Instant;
+
+use common::{LocalFleet, SshFleet, events};
+
+fn can_run() -> bool {
+    if !common::is_root() || !std::path::Path::new("/usr/sbin/sshd").exists() {
+        eprintln!("skipped: needs root and /usr/sbin/sshd (scripts/test installs it)");
+        return false;
+    }
+    true
+}
+
+/// Artifacts v1..v3 of the example app, packed in a directory of their own, and
+/// `fleet` told where they are.
+fn artifacts(fleet: &SshFleet) -> LocalFleet {
+    let build = LocalFleet::new(&["unused"]);
+    fleet.artifacts_in(&build.dir.path().join("dist"));
+    build
+}
+
+#[test]
+fn deploy_status_and_rollback_over_ssh() {
+    if !can_run() {
+        return;
+    }
+    let fleet = SshFleet::start(5, None);
+    let build = artifacts(&fleet);
+    let cwd = build.dir.path();
+    let first = fleet.ship(cwd, &["deploy", "v1", "--hosts", "*"]).expect(0);
+    assert!(
+        first.stderr.contains("deployed shop v1 on 5 of 5 host(s)"),
+        "{}",
+        first.stderr
+    );
+    // The hosts had no agent: ship installed its own.
+    assert!(fleet.root("h3").join(".ship/bin/ship-agent").is_file());
+    fleet
+        .ship(cwd, &["deploy", "v2", "--hosts", "h*"])
+        .expect(0);
+    for host in fleet.hosts() {
+        assert_eq!(
+            fleet.current(&host).as_deref(),
+            Some("releases/v2"),
+            "{host}"
+        );
+    }
+    let status = fleet.ship(cwd, &["status", "--json"]).expect(0);
+    let rows = events(&status, "status");
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"]["current"] == "v2" && r["state"] == "ok"),
+        "{rows:?}"
+    );
+
+    fleet.ship(cwd, &["rollback", "--hosts", "*"]).expect(0);
+    for host in fleet.hosts() {
+        assert_eq!(
+            fleet.current(&host).as_deref(),
+            Some("releases/v1"),
+            "{host}"
+        );
+    }
+    let table = fleet.ship(cwd, &["status"]).expect(0).stdout;
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.contains("  v1  ") && l.ends_with("ok"))
+            .count(),
+        5,
+        "{table}"
+    );
+    // Only one host goes forward again: it stands out.
+    fleet
+        .ship(cwd, &["deploy", "v2", "--hosts", "h2"])
+        .expect(0);
+    let table = fleet.ship(cwd, &["status"]).expect(0).stdout;
+    let h2 = table.lines().find(|l| l.starts_with("h2 ")).unwrap();
+    assert!(
+        h2.contains("DIFFERS: the fleet runs v1 (4 of 5)"),
+        "{table}"
+    );
+    let history = fleet
+        .ship(cwd, &["history", "--hosts", "h2"])
+        .expect(0)
+        .stdout;
+    assert!(history.contains(" tester "), "{history}");
+}
+
+#[test]
+fn an_unreachable_host_is_reported_and_the_others_deploy() {
+    if !can_run() {
+        return;
+    }
+    let fleet = SshFleet::start(3, None);
+    let build = artifacts(&fleet);
+    fleet.host_op("stop-host", "h2");
+    let started = Instant::now();
+    let out = fleet
+        .ship(build.dir.path(), &["deploy", "v1", "--hosts", "*"])
+        .expect(1);
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "took {:?}",
+        started.elapsed()
+    );
+    let h2 = out.stdout.lines().find(|l| l.starts_with("h2 ")).unwrap();
+    assert!(
+        h2.contains("FAILED") && h2.contains("connect: cannot connect to 127.0.0.12:"),
+        "{h2}"
+    );
+    assert!(
+        out.stderr
+            .contains("deployed shop v1 on 2 of 3 host(s); 1 failed"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(fleet.current("h1").as_deref(), Some("releases/v1"));
+    assert_eq!(fleet.current("h3").as_deref(), Some("releases/v1"));
+    let status = fleet.ship(build.dir.path(), &["status"]).expect(1);
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("h2 ") && l.contains("unreachable: connect")),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn a_changed_host_key_is_refused_and_nothing_is_sent() {
+    if !can_run() {
+        return;
+    }
+    let fleet = SshFleet::start(2, None);
+    let build = artifacts(&fleet);
+    fleet
+        .ship(build.dir.path(), &["deploy", "v1", "--hosts", "*"])
+        .expect(0);
+    fleet.host_op("rekey", "h1");
+    let out = fleet
+        .ship(build.dir.path(), &["deploy", "v2", "--hosts", "*"])
+        .expect(1);
+    let h1 = out.stdout.lines().find(|l| l.starts_with("h1 ")).unwrap();
+    assert!(h1.contains("the host key of 127.0.0.11:"), "{h1}");
+    assert!(h1.contains("CHANGED (now SHA256:"), "{h1}");
+    assert!(
+        !fleet.root("h1").join("releases/v2").exists(),
+        "nothing may be sent to h1"
+    );
+    assert_eq!(fleet.current("h2").as_deref(), Some("releases/v2"));
+    // Even --accept-new-host-keys does not accept a changed key.
+    fleet
+        .ship(
+            build.dir.path(),
+            &["deploy", "v2", "--hosts", "h1", "--accept-new-host-keys"],
+        )
+        .expect(1);
+}
+
+#[test]
+fn unknown_host_keys_are_refused_unless_accepted() {
+    if !can_run() {
+        return;
+    }
+    let fleet = SshFleet::start(1, None);
+    let build = artifacts(&fleet);
+    let known_hosts = fleet.dir.path().join("known_hosts");
+    fs::write(&known_hosts, "").unwrap();
+    let out = fleet
+        .ship(build.dir.path(), &["deploy", "v1", "--hosts", "h1"])
+        .expect(1);
+    assert!(out.stdout.contains("is not in"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("pass --accept-new-host-keys"),
+        "{}",
+        out.stdout
+    );
+    assert!(!fleet.root("h1").exists());
+    fleet
+        .ship(
+            build.dir.path(),
+            &["deploy", "v1", "--hosts", "h1", "--accept-new-host-keys"],
+        )
+        .expect(0);
+    assert!(
+        fs::read_to_string(&known_hosts)
+            .unwrap()
+            .contains("127.0.0.11")
+    );
+    fleet.ship(build.dir.path(), &["status"]).expect(0);
+}
+
+#[test]
+fn redeploying_transfers_nothing_and_concurrent_deploys_are_told_the_holder() {
+    if !can_run() {
+        return;
+    }
+    let go_dir = tempfile::tempdir().unwrap();
+    let go = go_dir.path().join("go");
+    let setenv = format!(
+        "SHIP_AGENT_PAUSE_AT=receive:staging SHIP_AGENT_RESUME_WHEN={}",
+        go.display()
+    );
+    let fleet = SshFleet::start(2, Some(&setenv));
+    let build = artifacts(&fleet);
+    let cwd = build.dir.path().to_owned();
+    let config = fleet.dir.path().join("ship.toml");
+    let first = std::process::Command::new(env!("CARGO_BIN_EXE_ship"))
+        .current_dir(&cwd)
+        .env("SHIP_AGENT", common::agent_binary())
+        .env("SHIP_CONFIG", &config)
+        .env_remove("SSH_AUTH_SOCK")
+        .args(["deploy", "v1", "--hosts", "*", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let held = |host: &str| {
+        fs::read_to_string(fleet.root(host).join(".ship/lock")).is_ok_and(|l| l.contains("receive"))
+    };
+    for _ in 0..1500 {
+        if held("h1") && held("h2") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = fleet
+        .ship(&cwd, &["deploy", "v2", "--hosts", "*"])
+        .expect(1);
+    for host in ["h1", "h2"] {
+        let row = second
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{host} ")))
+            .unwrap();
+        assert!(row.contains("/srv/shop is busy: locked by pid"), "{row}");
+        assert!(row.contains("ship-agent receive"), "{row}");
+    }
+    fs::write(&go, "").unwrap();
+    let first = first.wait_with_output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+
+    let again = fleet
+        .ship(&cwd, &["deploy", "v1", "--hosts", "*", "--json"])
+        .expect(0);
+    for result in events(&again, "result") {
+        assert_eq!(result["transferred"], 0, "{result}");
+    }
+}
