@@ -61,6 +61,8 @@ pub struct SshTarget {
     pub identity: Option<PathBuf>,
     /// known_hosts file.
     pub known_hosts: PathBuf,
+    /// ssh_config file to read instead of OpenSSH's default ones.
+    pub ssh_config: Option<PathBuf>,
     /// Connect and I/O timeout.
     pub timeout: Duration,
 }
@@ -117,6 +119,7 @@ impl Fleet {
                                 .or(toml.ssh.identity.as_deref())
                                 .map(expand),
                             known_hosts: known_hosts.clone(),
+                            ssh_config: toml.ssh.config.as_deref().map(&expand),
                             timeout: toml.ssh.timeout.unwrap_or(DEFAULT_TIMEOUT),
                         }),
                     ),

@@ -253,3 +253,44 @@ fn a_damaged_artifact_reaches_no_host() {
     );
     assert!(!fleet.root("a").exists(), "nothing may reach the host");
 }
+
+#[test]
+fn ctrl_c_lets_hosts_in_flight_finish_and_starts_no_new_ones() {
+    let fleet = LocalFleet::new(&["a", "b"]);
+    let go = fleet.dir.path().join("go");
+    let mut cmd = fleet.command(&["deploy", "v1", "--hosts", "*", "--parallel", "1"]);
+    cmd.env("SHIP_AGENT_PAUSE_AT", "receive:staging")
+        .env("SHIP_AGENT_RESUME_WHEN", &go)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let lock = fleet.root("a").join(".ship/lock");
+    for _ in 0..500 {
+        if fs::read_to_string(&lock).is_ok_and(|l| l.contains("receive")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let a = stdout.lines().find(|l| l.starts_with("a ")).unwrap();
+    let b = stdout.lines().find(|l| l.starts_with("b ")).unwrap();
+    // a was receiving: it finished that step (the release is complete) but was not
+    // switched; b was never started.
+    assert!(
+        a.contains("staged but not activated: interrupted"),
+        "{stdout}"
+    );
+    assert!(b.contains("not started: interrupted"), "{stdout}");
+    assert_eq!(fleet.releases("a"), ["v1"]);
+    assert_eq!(fleet.current("a"), None);
+    assert!(!fleet.root("b").exists());
+}

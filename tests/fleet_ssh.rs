@@ -260,3 +260,47 @@ fn redeploying_transfers_nothing_and_concurrent_deploys_are_told_the_holder() {
         assert_eq!(result["transferred"], 0, "{result}");
     }
 }
+
+#[test]
+fn hosts_can_be_described_in_an_ssh_config() {
+    if !can_run() {
+        return;
+    }
+    let fleet = SshFleet::start(1, None);
+    let build = artifacts(&fleet);
+    // A host named only in an ssh_config: address, port, user and key come from there.
+    let home = tempfile::tempdir().unwrap();
+    fs::create_dir(home.path().join(".ssh")).unwrap();
+    fs::write(
+        home.path().join(".ssh/config"),
+        format!(
+            "Host shop-web\n  HostName 127.0.0.11\n  Port {}\n  User root\n  IdentityFile {}/id_ed25519\n",
+            fleet.port,
+            fleet.path()
+        ),
+    )
+    .unwrap();
+    let config = home.path().join("ship.toml");
+    fs::write(
+        &config,
+        format!(
+            "[app]\nname = \"shop\"\nroot = \"/srv/shop\"\nartifacts = \"{}/dist\"\n[ssh]\nknown_hosts = \"{}/known_hosts\"\nconfig = \"{}/.ssh/config\"\n[hosts.shop-web]\n",
+            build.dir.path().display(),
+            fleet.path(),
+            home.path().display()
+        ),
+    )
+    .unwrap();
+    let out = common::run(
+        common::ship()
+            .current_dir(build.dir.path())
+            .env("HOME", home.path())
+            .env("SHIP_AGENT", common::agent_binary())
+            .env_remove("SSH_AUTH_SOCK")
+            .args(["deploy", "v1", "--hosts", "shop-web", "--config"])
+            .arg(&config),
+    )
+    .expect(0);
+    assert!(out.stdout.contains("shop-web  ok"), "{}", out.stdout);
+    assert_eq!(fleet.current("h1").as_deref(), Some("releases/v1"));
+}

@@ -44,6 +44,9 @@ pub struct SshTable {
     pub identity: Option<PathBuf>,
     /// known_hosts file (default `~/.ssh/known_hosts`).
     pub known_hosts: Option<PathBuf>,
+    /// ssh_config file that fills in what a host leaves out (default: OpenSSH's own,
+    /// `~/.ssh/config` and `/etc/ssh/ssh_config`).
+    pub config: Option<PathBuf>,
     /// Port (default 22).
     pub port: Option<u16>,
     /// Connect and I/O timeout, like `10s` (default 10s).

@@ -3,8 +3,8 @@
 //! Host keys are checked against known_hosts and an unknown or changed key refuses
 //! the host (with its fingerprint) unless new keys are explicitly accepted. Auth is by
 //! ssh-agent, then identity files. Settings the inventory leaves out (user, port,
-//! address, identity) come from `ssh -G`, which reads `~/.ssh/config`, where the
-//! OpenSSH client is installed.
+//! address, identity) come from `ssh -G`, which reads `~/.ssh/config` (or the file
+//! `[ssh] config` names), where the OpenSSH client is installed.
 //!
 //! libssh2 is blocking with one lock per session, so a blocking read would stop the
 //! artifact from being written meanwhile; commands therefore run non-blocking in one
@@ -54,7 +54,11 @@ fn resolve(target: &SshTarget) -> Resolved {
         user: target.user.clone().unwrap_or_else(local_user),
         identities: target.identity.iter().cloned().collect(),
     };
-    let Ok(out) = std::process::Command::new("ssh")
+    let mut ssh = std::process::Command::new("ssh");
+    if let Some(config) = &target.ssh_config {
+        ssh.arg("-F").arg(config);
+    }
+    let Ok(out) = ssh
         .args(["-G", &target.address])
         .stderr(std::process::Stdio::null())
         .output()
