@@ -354,20 +354,21 @@ pub fn rollback(
         let started = Instant::now();
         let mut result = HostResult::new(host);
         let name = host.name.as_str();
-        let outcome = open(host, options, reporter).and_then(|(mut agent, hello)| {
-            result.from = current_of(&hello);
-            if hello["status"].is_null() {
-                return Err(format!("nothing was ever deployed to {}", host.root));
-            }
-            reporter.phase(name, "rollback", to.map_or("", Version::as_str));
-            agent
-                .rollback(to)
-                .map_err(|e| format!("rollback: {}", crate::error::chain(&e)))
-        });
+        // No hello: a rollback is one round trip to the agent (which knows the rest).
+        reporter.phase(name, "connect", "");
+        let outcome = RemoteAgent::connect(host, options.accept_new_keys)
+            .map_err(|e| format!("connect: {}", crate::error::chain(&e)))
+            .and_then(|mut agent| {
+                reporter.phase(name, "rollback", to.map_or("", Version::as_str));
+                agent
+                    .rollback(to)
+                    .map_err(|e| format!("rollback: {}", crate::error::chain(&e)))
+            });
         result.seconds = started.elapsed().as_secs_f64();
         match outcome {
             Ok(switched) => {
                 result.ok = true;
+                result.from = switched["from"].as_str().map(str::to_owned);
                 result.to = switched["to"].as_str().map(str::to_owned);
                 result.detail = format!(
                     "{} -> {}",

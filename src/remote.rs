@@ -43,8 +43,10 @@ pub enum CallError {
 pub struct RemoteAgent {
     transport: Box<dyn Transport>,
     root: String,
-    /// The agent's command on the host, once found.
+    /// The agent's command on the host: a guess until `hello` has found it.
     program: Option<String>,
+    /// Whether `hello` has found (or installed) the agent.
+    found: bool,
     local: bool,
 }
 
@@ -84,26 +86,35 @@ impl RemoteAgent {
             transport,
             root: host.root.clone(),
             program: None,
+            found: false,
             local,
         })
     }
 
-    /// The first exchange: finds a usable agent (installing ship's own where the host
-    /// has none, or one that speaks another protocol) and returns its hello.
-    pub fn hello(&mut self) -> Result<Value, CallError> {
-        let candidates = if self.local {
+    /// Where the agent is looked for, most likely first.
+    fn candidates(&self) -> Vec<String> {
+        if self.local {
             vec![local_agent_binary().display().to_string()]
         } else {
             vec![
                 format!("{}/.ship/bin/ship-agent", self.root.trim_end_matches('/')),
                 "ship-agent".to_owned(),
             ]
-        };
+        }
+    }
+
+    /// The first exchange: finds a usable agent (installing ship's own where the host
+    /// has none, or one that speaks another protocol) and returns its hello.
+    pub fn hello(&mut self) -> Result<Value, CallError> {
+        let candidates = self.candidates();
         let mut last = String::new();
         for program in &candidates {
             self.program = Some(program.clone());
-            match self.call("hello", &[], None, &mut |_| {}) {
-                Ok(hello) => return Ok(hello),
+            match self.run_agent("hello", &[], None, &mut |_, _| {}) {
+                Ok(hello) => {
+                    self.found = true;
+                    return Ok(hello);
+                }
                 Err(CallError::NoAgent(why)) => last = why,
                 Err(e) => return Err(e),
             }
@@ -121,7 +132,9 @@ impl RemoteAgent {
         let installed = candidates[0].clone();
         self.transport.install(&bytes, &installed)?;
         self.program = Some(installed);
-        self.call("hello", &[], None, &mut |_| {})
+        let hello = self.run_agent("hello", &[], None, &mut |_, _| {})?;
+        self.found = true;
+        Ok(hello)
     }
 
     /// Streams `artifact` into `receive`, requiring the release's payload digest.
@@ -184,8 +197,9 @@ impl RemoteAgent {
         })
     }
 
-    /// Runs `ship-agent --json --protocol N <command> --root ROOT <args>`; every event
-    /// goes to `on_event`; returns the `done` event's data.
+    /// Runs an agent command. Without a `hello` first, the agent is tried where it
+    /// usually is; only if it is not there does `hello` look further (and install
+    /// it), so a rollback costs one round trip.
     fn call_with_events(
         &mut self,
         command: &str,
@@ -193,7 +207,33 @@ impl RemoteAgent {
         stdin: Option<&mut (dyn Read + Send)>,
         on_event: &mut dyn FnMut(&str, &Value),
     ) -> Result<Value, CallError> {
-        let program = self.program.clone().expect("hello finds the agent first");
+        if self.program.is_none() {
+            self.program = self.candidates().into_iter().next();
+        }
+        // A command fed on stdin is not retried: part of the input may be gone.
+        // (Deploys say hello before they transfer.)
+        if stdin.is_some() {
+            return self.run_agent(command, args, stdin, on_event);
+        }
+        match self.run_agent(command, args, None, on_event) {
+            Err(CallError::NoAgent(_)) if !self.found => {
+                self.hello()?;
+                self.run_agent(command, args, None, on_event)
+            }
+            other => other,
+        }
+    }
+
+    /// Runs `ship-agent --json --protocol N <command> --root ROOT <args>`; every event
+    /// goes to `on_event`; returns the `done` event's data.
+    fn run_agent(
+        &mut self,
+        command: &str,
+        args: &[&str],
+        stdin: Option<&mut (dyn Read + Send)>,
+        on_event: &mut dyn FnMut(&str, &Value),
+    ) -> Result<Value, CallError> {
+        let program = self.program.clone().expect("a candidate is set");
         // The operator's name goes into the host's journal; `env` carries it without
         // needing the SSH server to accept environment variables.
         let mut argv = vec![

@@ -294,3 +294,21 @@ fn ctrl_c_lets_hosts_in_flight_finish_and_starts_no_new_ones() {
     assert_eq!(fleet.current("a"), None);
     assert!(!fleet.root("b").exists());
 }
+
+#[test]
+fn rolling_back_a_host_that_never_received_anything_says_so() {
+    let fleet = LocalFleet::new(&["a", "b"]);
+    fleet.ship(&["deploy", "v1", "--hosts", "a"]).expect(0);
+    let out = fleet.ship(&["rollback", "--hosts", "*"]).expect(1);
+    let a = out.stdout.lines().find(|l| l.starts_with("a ")).unwrap();
+    let b = out.stdout.lines().find(|l| l.starts_with("b ")).unwrap();
+    assert!(
+        a.contains("there is no earlier release to roll back to from v1"),
+        "{a}"
+    );
+    assert!(
+        b.contains("is not an app root (it has no .ship directory)"),
+        "{b}"
+    );
+    assert_eq!(fleet.current("a").as_deref(), Some("releases/v1"));
+}
