@@ -304,3 +304,32 @@ fn hosts_can_be_described_in_an_ssh_config() {
     assert!(out.stdout.contains("shop-web  ok"), "{}", out.stdout);
     assert_eq!(fleet.current("h1").as_deref(), Some("releases/v1"));
 }
+
+#[test]
+fn an_agent_of_another_protocol_is_replaced_by_ships_own() {
+    if !can_run() {
+        return;
+    }
+    let fleet = SshFleet::start(1, None);
+    let build = artifacts(&fleet);
+    // An old agent that knows nothing of --protocol, as clap would answer.
+    let bin = fleet.root("h1").join(".ship/bin");
+    fs::create_dir_all(&bin).unwrap();
+    let old = bin.join("ship-agent");
+    fs::write(
+        &old,
+        "#!/bin/sh\necho \"error: unexpected argument '--protocol' found\" >&2\nexit 2\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+    fleet
+        .ship(build.dir.path(), &["deploy", "v1", "--hosts", "h1"])
+        .expect(0);
+    let installed = fs::read(&old).unwrap();
+    assert!(
+        installed.starts_with(b"\x7fELF"),
+        "the old agent was not replaced"
+    );
+    assert_eq!(fleet.current("h1").as_deref(), Some("releases/v1"));
+}
