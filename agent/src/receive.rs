@@ -54,13 +54,20 @@ pub struct Received {
     pub bytes: u64,
 }
 
-/// Facts about the artifact a release came from, kept beside its manifest.
+/// Facts about a release and the artifact it came from, kept beside its manifest so
+/// that `status` need not parse every manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArtifactFacts {
     /// SHA-256 of the artifact file, when it was checked.
     pub sha256: Option<Sha256>,
     /// The release's payload digest.
     pub payload_digest: Sha256,
+    /// Bytes of files in the release.
+    #[serde(default)]
+    pub unpacked_size: u64,
+    /// Entries in the release.
+    #[serde(default)]
+    pub entries: u64,
     /// Its size in bytes.
     pub size: u64,
     /// When this host received it.
@@ -176,6 +183,8 @@ fn finish(
     let facts = ArtifactFacts {
         sha256: summary.digest.clone(),
         payload_digest: manifest.payload_digest.clone(),
+        unpacked_size: manifest.unpacked_size,
+        entries: manifest.entry_count,
         size: summary.size,
         received: Timestamp::now(),
     };

@@ -62,18 +62,31 @@ pub fn status(root: &AppRoot) -> Result<Status, AgentError> {
     let previous = releases::rollback_target(&journal, current.as_ref(), &present);
     let mut infos = Vec::new();
     for version in &present {
-        let Some(manifest) = receive::read_release_manifest(root, version)? else {
-            continue;
+        // The small facts file when it has the figures; the manifest otherwise.
+        let info = match receive::read_artifact_facts(root, version) {
+            Some(facts) if facts.entries > 0 => ReleaseInfo {
+                version: version.clone(),
+                payload_digest: facts.payload_digest,
+                artifact_sha256: facts.sha256,
+                unpacked_size: facts.unpacked_size,
+                entries: facts.entries,
+                received: Some(facts.received),
+            },
+            facts => {
+                let Some(manifest) = receive::read_release_manifest(root, version)? else {
+                    continue;
+                };
+                ReleaseInfo {
+                    version: version.clone(),
+                    payload_digest: manifest.payload_digest,
+                    artifact_sha256: facts.as_ref().and_then(|f| f.sha256.clone()),
+                    unpacked_size: manifest.unpacked_size,
+                    entries: manifest.entry_count,
+                    received: facts.map(|f| f.received),
+                }
+            }
         };
-        let facts = receive::read_artifact_facts(root, version);
-        infos.push(ReleaseInfo {
-            version: version.clone(),
-            payload_digest: manifest.payload_digest,
-            artifact_sha256: facts.as_ref().and_then(|f| f.sha256.clone()),
-            unpacked_size: manifest.unpacked_size,
-            entries: manifest.entry_count,
-            received: facts.map(|f| f.received),
-        });
+        infos.push(info);
     }
     let free_bytes = fsutil::free_bytes(root.path())
         .map_err(|e| AgentError::io("cannot measure free space on", root.path(), e))?;

@@ -132,3 +132,19 @@ pub fn read_sidecar(sidecar: &Path, artifact: &Path) -> Result<Sha256, VerifyErr
     }
     Ok(digest)
 }
+
+/// The sha256 of the file at `path`.
+pub fn file_digest(path: &Path) -> io::Result<Sha256> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(Sha256::from_hasher(hasher));
+        }
+        hasher.update(&buf[..n]);
+    }
+}

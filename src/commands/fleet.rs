@@ -51,33 +51,37 @@ fn artifact(settings: &FleetSettings, release: &str) -> Result<Artifact, CliErro
     })
 }
 
-/// Checks the artifact once here, so a damaged one reaches no host.
+/// Checks the artifact once here, so a damaged one reaches no host: its sha256
+/// against the sidecar (the file is the one the build produced, so its manifest —
+/// whose payload digest every host must match — can be trusted; each host checks
+/// every file against it). Without a sidecar, every file is checked here.
 fn verify_locally(artifact: &Artifact) -> Result<(), CliError> {
+    let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
+        CliError::failure(
+            format!("artifact {} did not verify", artifact.path.display()),
+            e,
+        )
+    };
     let sidecar = packager::sidecar_path(&artifact.path);
-    let expected = if sidecar.is_file() {
-        packager::Expected::Sidecar
-    } else {
-        // Without a sidecar, the content is still checked against its manifest.
-        let file = File::open(&artifact.path).map_err(|e| {
-            CliError::failure(format!("cannot open {}", artifact.path.display()), e)
-        })?;
+    if !sidecar.is_file() {
+        let file = File::open(&artifact.path).map_err(|e| fail(e.into()))?;
         return packager::read_artifact(file, &mut packager::read::CheckOnly, false)
             .map(drop)
-            .map_err(|e| {
-                CliError::failure(
-                    format!("artifact {} did not verify", artifact.path.display()),
-                    e,
-                )
-            });
-    };
-    packager::verify_file(&artifact.path, &expected)
-        .map(drop)
-        .map_err(|e| {
-            CliError::failure(
-                format!("artifact {} did not verify", artifact.path.display()),
-                e,
+            .map_err(|e| fail(e.into()));
+    }
+    let expected =
+        packager::verify::read_sidecar(&sidecar, &artifact.path).map_err(|e| fail(e.into()))?;
+    let actual = packager::verify::file_digest(&artifact.path).map_err(|e| fail(e.into()))?;
+    if actual != expected {
+        return Err(fail(
+            format!(
+                "its sha256 is {actual}, but {} says {expected}",
+                sidecar.display()
             )
-        })
+            .into(),
+        ));
+    }
+    Ok(())
 }
 
 pub fn deploy(
