@@ -393,28 +393,37 @@ pub fn rollback(
         .collect()
 }
 
+/// Pairs each host's name with its result (`interrupted` where it never started).
+fn by_host<T>(
+    hosts: &[&Host],
+    results: Vec<Option<Result<T, String>>>,
+) -> Vec<(String, Result<T, String>)> {
+    results
+        .into_iter()
+        .zip(hosts)
+        .map(|(r, host)| {
+            (
+                host.name.to_string(),
+                r.unwrap_or_else(|| Err("interrupted".into())),
+            )
+        })
+        .collect()
+}
+
 /// One host's status: its hello's status (null for a fresh host), or why it could
 /// not be had.
 pub fn status(hosts: &[&Host], options: &Options) -> Vec<(String, Result<Value, String>)> {
     let quiet = Reporter::Quiet;
-    parallel(hosts, options.parallel, |_, host| {
+    let results = parallel(hosts, options.parallel, |_, host| {
         open(host, options, &quiet).map(|(_, hello)| hello["status"].clone())
-    })
-    .into_iter()
-    .zip(hosts)
-    .map(|(r, host)| {
-        (
-            host.name.to_string(),
-            r.unwrap_or_else(|| Err("interrupted".into())),
-        )
-    })
-    .collect()
+    });
+    by_host(hosts, results)
 }
 
 /// Every host's journal.
 pub fn history(hosts: &[&Host], options: &Options) -> Vec<(String, Result<Vec<Value>, String>)> {
     let quiet = Reporter::Quiet;
-    parallel(hosts, options.parallel, |_, host| {
+    let results = parallel(hosts, options.parallel, |_, host| {
         let (mut agent, hello) = open(host, options, &quiet)?;
         if hello["status"].is_null() {
             return Ok(Vec::new());
@@ -422,14 +431,6 @@ pub fn history(hosts: &[&Host], options: &Options) -> Vec<(String, Result<Vec<Va
         agent
             .history()
             .map_err(|e| format!("history: {}", crate::error::chain(&e)))
-    })
-    .into_iter()
-    .zip(hosts)
-    .map(|(r, host)| {
-        (
-            host.name.to_string(),
-            r.unwrap_or_else(|| Err("interrupted".into())),
-        )
-    })
-    .collect()
+    });
+    by_host(hosts, results)
 }

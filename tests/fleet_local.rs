@@ -113,7 +113,7 @@ fn a_failing_host_is_reported_and_the_others_deploy() {
     fs::create_dir_all(fleet.dir.path().join("hosts")).unwrap();
     fs::write(fleet.root("bad"), "not a directory").unwrap();
     let out = fleet.ship(&["deploy", "v1", "--hosts", "*"]).expect(1);
-    let bad_row = out.stdout.lines().find(|l| l.starts_with("bad ")).unwrap();
+    let bad_row = out.row("bad");
     assert!(bad_row.contains("FAILED"), "{bad_row}");
     assert!(
         bad_row.contains("transfer: cannot create the app root"),
@@ -159,19 +159,10 @@ fn a_second_deploy_is_told_who_holds_the_hosts_and_the_first_completes() {
         fs::read_to_string(fleet.root(host).join(".ship/lock"))
             .is_ok_and(|l| l.contains("ship-agent receive"))
     };
-    for _ in 0..500 {
-        if held("a") && held("b") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_until("both hosts are locked", || held("a") && held("b"));
     let second = fleet.ship(&["deploy", "v2", "--hosts", "*"]).expect(1);
     for host in ["a", "b"] {
-        let row = second
-            .stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("{host} ")))
-            .unwrap();
+        let row = second.row(host);
         assert!(row.contains("is busy: locked by pid"), "{row}");
         assert!(row.contains("(ship-agent receive, since "), "{row}");
     }
@@ -265,12 +256,9 @@ fn ctrl_c_lets_hosts_in_flight_finish_and_starts_no_new_ones() {
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();
     let lock = fleet.root("a").join(".ship/lock");
-    for _ in 0..500 {
-        if fs::read_to_string(&lock).is_ok_and(|l| l.contains("receive")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_until("a is locked", || {
+        fs::read_to_string(&lock).is_ok_and(|l| l.contains("receive"))
+    });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -300,8 +288,8 @@ fn rolling_back_a_host_that_never_received_anything_says_so() {
     let fleet = LocalFleet::new(&["a", "b"]);
     fleet.ship(&["deploy", "v1", "--hosts", "a"]).expect(0);
     let out = fleet.ship(&["rollback", "--hosts", "*"]).expect(1);
-    let a = out.stdout.lines().find(|l| l.starts_with("a ")).unwrap();
-    let b = out.stdout.lines().find(|l| l.starts_with("b ")).unwrap();
+    let a = out.row("a");
+    let b = out.row("b");
     assert!(
         a.contains("there is no earlier release to roll back to from v1"),
         "{a}"

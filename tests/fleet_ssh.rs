@@ -111,7 +111,7 @@ fn an_unreachable_host_is_reported_and_the_others_deploy() {
         "took {:?}",
         started.elapsed()
     );
-    let h2 = out.stdout.lines().find(|l| l.starts_with("h2 ")).unwrap();
+    let h2 = out.row("h2");
     assert!(
         h2.contains("FAILED") && h2.contains("connect: cannot connect to 127.0.0.12:"),
         "{h2}"
@@ -149,7 +149,7 @@ fn a_changed_host_key_is_refused_and_nothing_is_sent() {
     let out = fleet
         .ship(build.dir.path(), &["deploy", "v2", "--hosts", "*"])
         .expect(1);
-    let h1 = out.stdout.lines().find(|l| l.starts_with("h1 ")).unwrap();
+    let h1 = out.row("h1");
     assert!(h1.contains("the host key of 127.0.0.11:"), "{h1}");
     assert!(h1.contains("CHANGED (now SHA256:"), "{h1}");
     assert!(
@@ -227,21 +227,12 @@ fn redeploying_transfers_nothing_and_concurrent_deploys_are_told_the_holder() {
     let held = |host: &str| {
         fs::read_to_string(fleet.root(host).join(".ship/lock")).is_ok_and(|l| l.contains("receive"))
     };
-    for _ in 0..1500 {
-        if held("h1") && held("h2") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::wait_until("both hosts are locked", || held("h1") && held("h2"));
     let second = fleet
         .ship(&cwd, &["deploy", "v2", "--hosts", "*"])
         .expect(1);
     for host in ["h1", "h2"] {
-        let row = second
-            .stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("{host} ")))
-            .unwrap();
+        let row = second.row(host);
         assert!(row.contains("/srv/shop is busy: locked by pid"), "{row}");
         assert!(row.contains("ship-agent receive"), "{row}");
     }

@@ -42,6 +42,15 @@ impl Run {
         self
     }
 
+    /// The table row of `host` in stdout.
+    #[track_caller]
+    pub fn row(&self, host: &str) -> &str {
+        self.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{host} ")))
+            .unwrap_or_else(|| panic!("no row for {host} in:\n{}", self.stdout))
+    }
+
     /// The stdout's single JSON line.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(self.stdout.trim())
@@ -409,4 +418,16 @@ impl Drop for SshFleet {
             .args(["stop", self.path()])
             .status();
     }
+}
+
+/// Waits (up to 30 s) until `ready` holds.
+#[track_caller]
+pub fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    for _ in 0..1500 {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("gave up waiting until {what}");
 }
