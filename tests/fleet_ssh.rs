@@ -324,3 +324,65 @@ fn an_agent_of_another_protocol_is_replaced_by_ships_own() {
     );
     assert_eq!(fleet.current("h1").as_deref(), Some("releases/v1"));
 }
+
+#[test]
+fn a_rejected_key_and_a_silent_host_fail_fast_with_the_reason() {
+    if !can_run() {
+        return;
+    }
+    let fleet = SshFleet::start(1, None);
+    let build = artifacts(&fleet);
+    // A key the host does not know.
+    let other = tempfile::tempdir().unwrap();
+    let key = other.path().join("id_ed25519");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    let toml_path = fleet.dir.path().join("ship.toml");
+    let toml = fs::read_to_string(&toml_path).unwrap();
+    let wrong_key = toml.replace(
+        &format!("{}/id_ed25519", fleet.path()),
+        key.to_str().unwrap(),
+    );
+    fs::write(&toml_path, &wrong_key).unwrap();
+    let out = fleet.ship(build.dir.path(), &["status"]).expect(1);
+    let h1 = out.row("h1");
+    assert!(h1.contains("authentication as root failed (tried "), "{h1}");
+    assert!(h1.contains(key.to_str().unwrap()), "{h1}");
+    fs::write(&toml_path, &toml).unwrap();
+
+    // A host that accepts the connection and never says a word: the timeout (5s in
+    // the fleet's ship.toml) bounds the wait.
+    let silent = std::net::TcpListener::bind("127.0.0.99:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let holder = std::thread::spawn(move || {
+        // Hold the connection open past the 5s timeout, then let go.
+        let held: Vec<_> = silent.incoming().take(1).collect();
+        std::thread::sleep(std::time::Duration::from_secs(6));
+        drop(held);
+    });
+    fs::write(
+        &toml_path,
+        format!("{toml}[hosts.mute]\naddress = \"127.0.0.99\"\nport = {port}\n"),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = fleet.ship(build.dir.path(), &["status"]).expect(1);
+    assert!(
+        started.elapsed().as_secs() < 8,
+        "took {:?}",
+        started.elapsed()
+    );
+    let mute = out.row("mute");
+    assert!(
+        mute.contains("unreachable: connect: cannot connect to 127.0.0.99:"),
+        "{mute}"
+    );
+    assert!(mute.contains("Timed out"), "{mute}");
+    // The silent host holds up nothing else.
+    assert!(out.row("h1").ends_with("no release"), "{}", out.stdout);
+    holder.join().unwrap();
+}
