@@ -40,6 +40,7 @@ impl PackSettings {
             .map_err(|e| CliError::config("cannot use the app config", e))?
             .unwrap_or_default();
         let config_path = args.dir.join(config::FILE_NAME);
+        let behaviour = toml.behaviour();
         let name = args.name.or(toml.app.name).ok_or_else(|| {
             CliError::usage("no app name").hint(format!(
                 "pass --name, or set `name` under [app] in {}",
@@ -73,6 +74,7 @@ impl PackSettings {
                 mtime,
                 strict: args.strict,
                 threads,
+                behaviour,
             },
             json: args.json,
             progress: !args.json && crate::output::progress_allowed(global.no_progress),

@@ -211,7 +211,7 @@ fn host_patterns_and_config_mistakes_are_usage_errors() {
     .unwrap();
     let out = fleet.ship(&["status"]).expect(2);
     assert!(
-        out.stderr.contains("unknown field `adress`"),
+        out.stderr.contains("unknown key `hosts.a.adress`"),
         "{}",
         out.stderr
     );

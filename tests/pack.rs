@@ -337,7 +337,7 @@ fn name_and_version_come_from_ship_toml_and_flags_win() {
     );
     let bad = ship_in(tmp.path(), &["pack", "build"]).expect(2);
     assert!(
-        bad.stderr.contains("unknown field `verison`"),
+        bad.stderr.contains("unknown key `app.verison`"),
         "{}",
         bad.stderr
     );
@@ -865,4 +865,56 @@ fn a_full_output_disk_is_reported_and_leaves_nothing_behind() {
         0,
         "leftovers in the output"
     );
+}
+
+#[test]
+fn the_apps_behaviour_travels_in_the_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = sample_app(tmp.path().join("build"));
+    tree.file(
+        "ship.toml",
+        r#"[app]
+name = "shop"
+[release]
+shared = ["log/", "config/.env"]
+requires.env = ["DATABASE_URL"]
+[hooks]
+pre_activate = "bin/server"
+timeout = "1m"
+[[service]]
+name = "web"
+restart = { signal = "HUP", pidfile = "shared/web.pid" }
+health = { http = "http://127.0.0.1:8080/health", expect = 200 }
+"#,
+    );
+    let packed = ship_in(tmp.path(), &["pack", "build", "--version", "v1", "--json"])
+        .expect(0)
+        .json();
+    assert_eq!(packed["type"], "packed");
+    let manifest = ship_in(tmp.path(), &["inspect", "dist/shop-v1.tar.zst", "--json"])
+        .expect(0)
+        .json();
+    let behaviour = &manifest["behaviour"];
+    assert_eq!(
+        behaviour["shared"],
+        serde_json::json!(["log/", "config/.env"])
+    );
+    assert_eq!(
+        behaviour["requires"]["env"],
+        serde_json::json!(["DATABASE_URL"])
+    );
+    assert_eq!(behaviour["hooks"]["timeout"], "1m");
+    assert_eq!(behaviour["services"][0]["restart"]["signal"], "HUP");
+    assert_eq!(behaviour["services"][0]["health"]["expect"], 200);
+
+    // A shared path the tree itself contains is an error at pack time.
+    tree.file("log/old.log", "x");
+    let out = ship_in(tmp.path(), &["pack", "build", "--version", "v2"]).expect(1);
+    assert!(
+        out.stderr
+            .contains("shared path \"log\" is also in the artifact (log)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!tmp.path().join("dist/shop-v2.tar.zst").exists());
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::behaviour::{Behaviour, Hooks, Requires, Service};
 use crate::ids::{AppName, HostName, Version};
 
 /// The file name ship looks for.
@@ -18,7 +19,6 @@ pub const FILE_NAME: &str = "ship.toml";
 
 /// A parsed `ship.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ShipToml {
     /// The `[app]` table.
     #[serde(default)]
@@ -32,11 +32,30 @@ pub struct ShipToml {
     /// The `[groups]` table: group name to host names.
     #[serde(default)]
     pub groups: BTreeMap<HostName, Vec<HostName>>,
+    /// The `[release]` table: how releases use the host.
+    #[serde(default)]
+    pub release: ReleaseTable,
+    /// The `[hooks]` table.
+    #[serde(default)]
+    pub hooks: Hooks,
+    /// The `[[service]]` tables.
+    #[serde(default, rename = "service")]
+    pub services: Vec<Service>,
+}
+
+/// The `[release]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ReleaseTable {
+    /// Paths kept in `shared/` and linked into every release.
+    #[serde(default)]
+    pub shared: Vec<String>,
+    /// What must be present on a host.
+    #[serde(default)]
+    pub requires: Requires,
 }
 
 /// The `[ssh]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SshTable {
     /// Login user (default: from `~/.ssh/config`, else the local user).
     pub user: Option<String>,
@@ -67,7 +86,6 @@ pub enum TransportKind {
 
 /// A `[hosts.<name>]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HostTable {
     /// Address to connect to (default: the host's name, through `~/.ssh/config`).
     pub address: Option<String>,
@@ -93,7 +111,6 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
 
 /// The `[app]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AppTable {
     /// The app's name, used in artifact names.
     pub name: Option<AppName>,
@@ -140,17 +157,39 @@ pub enum ConfigError {
 }
 
 impl ShipToml {
-    /// Parses and checks `text`, naming `path` in errors.
+    /// Parses and checks `text`, naming `path` in errors. A key this version does not
+    /// know is an error that names it.
     pub fn parse(text: &str, path: &Path) -> Result<ShipToml, ConfigError> {
-        let toml: ShipToml = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let parse_err = |source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
-        })?;
+        };
+        let deserializer = toml::de::Deserializer::parse(text).map_err(parse_err)?;
+        let mut unknown = Vec::new();
+        let toml: ShipToml =
+            serde_ignored::deserialize(deserializer, |key| unknown.push(key.to_string()))
+                .map_err(parse_err)?;
+        if let Some(key) = unknown.first() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                reason: format!("unknown key `{key}`"),
+            });
+        }
         toml.check().map_err(|reason| ConfigError::Invalid {
             path: path.to_owned(),
             reason,
         })?;
         Ok(toml)
+    }
+
+    /// The app's behaviour on hosts, as the manifest carries it.
+    pub fn behaviour(&self) -> Behaviour {
+        Behaviour {
+            shared: self.release.shared.clone(),
+            requires: self.release.requires.clone(),
+            hooks: self.hooks.clone(),
+            services: self.services.clone(),
+        }
     }
 
     /// Reads and checks the file at `path`.
@@ -165,6 +204,7 @@ impl ShipToml {
     /// What serde cannot check: references between tables and values that must fit
     /// together.
     fn check(&self) -> Result<(), String> {
+        self.behaviour().check()?;
         if self.app.keep == Some(0) {
             return Err("[app] keep must be at least 1".into());
         }
@@ -232,10 +272,10 @@ mod tests {
     fn unknown_keys_are_named() {
         let err =
             ShipToml::parse("[app]\nnmae = \"shop\"\n", Path::new("dir/ship.toml")).unwrap_err();
-        assert_eq!(err.to_string(), "invalid config dir/ship.toml");
-        let cause = err.source().unwrap().to_string();
-        assert!(cause.contains("unknown field `nmae`"), "{cause}");
-        assert!(cause.contains("line 2"), "{cause}");
+        assert_eq!(
+            err.to_string(),
+            "invalid config dir/ship.toml: unknown key `app.nmae`"
+        );
     }
 
     #[test]
@@ -281,7 +321,18 @@ web = ["web1", "web2"]
     #[test]
     fn fleet_mistakes_are_named() {
         let cases = [
-            ("[hosts.a]\nadress = \"x\"\n", "unknown field `adress`"),
+            (
+                "[hosts.a]\nadress = \"x\"\n",
+                "unknown key `hosts.a.adress`",
+            ),
+            (
+                "[[service]]\nname = \"web\"\nrestart = { comand = \"x\" }\n",
+                "did not match any variant of untagged enum Restart",
+            ),
+            (
+                "[release]\nshared = [\"../x\"]\n",
+                "must be a relative path",
+            ),
             (
                 "[hosts.a]\nroot = \"/r\"\n[groups]\nweb = [\"a\", \"b\"]\n",
                 "[groups] web names b, which is not under [hosts]",
@@ -310,6 +361,40 @@ web = ["web1", "web2"]
             );
             assert!(full.contains(expected), "{text:?}: {full}");
         }
+    }
+
+    #[test]
+    fn reads_the_app_behaviour() {
+        let text = r#"
+[release]
+shared = ["log/", "tmp/pids/", "config/.env"]
+requires.env = ["DATABASE_URL", "GOOGLE_PROJECT_API_KEY"]
+requires.files = ["shared/config/.env"]
+
+[hooks]
+pre_activate = "bin/migrate"
+post_activate = "bin/notify-cache"
+
+[[service]]
+name = "web"
+restart = { command = "systemctl restart shop-web" }
+health = { http = "http://127.0.0.1:8080/health", expect = 200, timeout = "30s" }
+
+[[service]]
+name = "worker"
+restart = { signal = "HUP", pidfile = "shared/tmp/pids/worker.pid" }
+health = { tcp = "127.0.0.1:9000" }
+"#;
+        let t = ShipToml::parse(text, Path::new("ship.toml")).unwrap();
+        let b = t.behaviour();
+        assert_eq!(b.shared.len(), 3);
+        assert_eq!(b.requires.env, ["DATABASE_URL", "GOOGLE_PROJECT_API_KEY"]);
+        assert_eq!(b.hooks.pre_activate.as_deref(), Some("bin/migrate"));
+        assert_eq!(b.services.len(), 2);
+        assert!(matches!(
+            b.services[1].restart,
+            Some(crate::behaviour::Restart::Signal { .. })
+        ));
     }
 
     #[test]

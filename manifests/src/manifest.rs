@@ -15,6 +15,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::Digest;
 
+use crate::behaviour::Behaviour;
 use crate::ids::{AppName, Sha256, Version};
 use crate::time::Timestamp;
 
@@ -62,6 +63,10 @@ pub struct Manifest {
     /// Things in the tree that may break when it is unpacked elsewhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relocatability: Vec<Finding>,
+    /// How the app lives on a host (shared paths, hooks, services), from its
+    /// `ship.toml` at pack time.
+    #[serde(default, skip_serializing_if = "Behaviour::is_empty")]
+    pub behaviour: Behaviour,
     /// Every directory, file and symlink, sorted by path (bytewise).
     pub entries: Vec<Entry>,
 }
@@ -427,6 +432,23 @@ impl Manifest {
                 self.unpacked_size
             ));
         }
+        self.behaviour
+            .check()
+            .map_err(|reason| ManifestError::Inconsistent(format!("behaviour: {reason}")))?;
+        for shared in &self.behaviour.shared {
+            let shared = shared.trim_end_matches('/');
+            let inside = format!("{shared}/");
+            if let Some(entry) = self
+                .entries
+                .iter()
+                .find(|e| e.path.as_str() == shared || e.path.as_str().starts_with(&inside))
+            {
+                return bad(format!(
+                    "shared path {shared:?} is also in the artifact ({}): shared paths live in shared/ on each host",
+                    entry.path
+                ));
+            }
+        }
         let digest = payload_digest(&self.entries);
         if self.payload_digest != digest {
             return bad(format!(
@@ -574,6 +596,7 @@ mod tests {
             unpacked_size,
             payload_digest: payload_digest(&entries),
             relocatability: vec![],
+            behaviour: Behaviour::default(),
             entries,
         }
     }
@@ -667,6 +690,18 @@ mod tests {
         dup.entries.push(file("a", b"x"));
         dup.entry_count = 2;
         assert!(dup.check().unwrap_err().to_string().contains("repeated"));
+    }
+
+    #[test]
+    fn shared_paths_may_not_be_in_the_artifact() {
+        let mut m = manifest(vec![file("a", b""), dir("log"), file("log/old.log", b"x")]);
+        m.behaviour.shared = vec!["tmp/pids/".into(), "config/.env".into()];
+        m.check().unwrap();
+        m.behaviour.shared.push("log/".into());
+        assert_eq!(
+            m.check().unwrap_err().to_string(),
+            "the manifest is inconsistent: shared path \"log\" is also in the artifact (log): shared paths live in shared/ on each host"
+        );
     }
 
     #[test]

@@ -71,6 +71,15 @@ pub enum PackError {
         #[source]
         source: io::Error,
     },
+    /// The tree and its `ship.toml` do not make a valid release.
+    #[error("{} does not make a valid release", dir.display())]
+    Invalid {
+        /// The packed directory.
+        dir: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: ManifestError,
+    },
     /// The artifact or its sidecar could not be written.
     #[error("cannot write {}", path.display())]
     Write {

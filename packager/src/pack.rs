@@ -47,6 +47,8 @@ pub struct PackOptions {
     pub strict: bool,
     /// zstd worker threads (at least 1: the output does not depend on the count).
     pub threads: u32,
+    /// The app's behaviour on hosts, carried in the manifest.
+    pub behaviour: manifests::behaviour::Behaviour,
 }
 
 /// Receives progress while a tree is packed. The total is not known in advance:
@@ -155,8 +157,13 @@ pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, Pa
                 .sum(),
             payload_digest: manifest::payload_digest(&entries),
             relocatability: findings,
+            behaviour: options.behaviour.clone(),
             entries,
         };
+        manifest.check().map_err(|e| PackError::Invalid {
+            dir: dir.clone(),
+            source: e,
+        })?;
         let frame = manifest_frame(&manifest, options).map_err(write_err(&artifact))?;
         // The writer can now start on the artifact while the last payload frames are
         // still being compressed.

@@ -216,6 +216,7 @@ pub fn artifact_with(version: &str, extra: impl FnOnce(&Path)) -> (Vec<u8>, Stri
         mtime: 0,
         strict: false,
         threads: 1,
+        behaviour: Default::default(),
     };
     let packed = packager::pack(&options, &()).unwrap();
     (
