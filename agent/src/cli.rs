@@ -27,6 +27,42 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What the fleet file says for this host; `ship` passes it on each call.
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// The environment file, relative to the app root (overrides the release's
+    /// `env_file`; default shared/.env).
+    #[arg(long, value_name = "PATH", value_parser = relative_path)]
+    pub env_file: Option<String>,
+    /// Set a variable for hooks, restarts and health checks, winning over the
+    /// environment file (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::env::parse_assignment)]
+    pub set: Vec<(String, String)>,
+}
+
+impl HostArgs {
+    /// As the environment module takes them.
+    pub fn settings(self) -> crate::env::HostSettings {
+        crate::env::HostSettings {
+            env_file: self.env_file,
+            set: self.set,
+        }
+    }
+}
+
+fn relative_path(text: &str) -> Result<String, String> {
+    manifests::behaviour::check_relative("path", text)?;
+    Ok(text.to_owned())
+}
+
+fn env_name(text: &str) -> Result<String, String> {
+    if manifests::behaviour::is_env_name(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?} is not an environment variable name"))
+    }
+}
+
 /// Where the app lives.
 #[derive(Debug, Args)]
 pub struct RootArg {
@@ -50,20 +86,47 @@ pub enum Command {
         #[arg(long, value_name = "SHA256")]
         expect_payload: Option<Sha256>,
     },
-    /// Point current at releases/<VERSION>, atomically.
+    /// Make releases/<VERSION> live: preflight, shared paths, the pre_activate hook,
+    /// the atomic switch of current, restarts and health checks, then the
+    /// post_activate hook. A release that does not come up healthy is switched back
+    /// to the one before (restarted and checked in turn) and marked bad.
     Activate {
         #[command(flatten)]
         root: RootArg,
         /// The release to activate.
         version: Version,
+        #[command(flatten)]
+        host: HostArgs,
     },
-    /// Switch back to the release that was live before the current one.
+    /// Switch back to the release that was live before the current one (never one
+    /// that failed its health check), then restart and check it as activate does.
     Rollback {
         #[command(flatten)]
         root: RootArg,
         /// Switch to this release instead.
         #[arg(long, value_name = "VERSION")]
         to: Option<Version>,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Preflight alone: the lock is free, there is room for the release, and what it
+    /// requires is here. Changes nothing; names everything that is missing.
+    Check {
+        #[command(flatten)]
+        root: RootArg,
+        /// A release on this host whose requirements to check as well.
+        version: Option<Version>,
+        /// An environment variable that must be set (repeatable).
+        #[arg(long = "need-env", value_name = "NAME", value_parser = env_name)]
+        need_env: Vec<String>,
+        /// A file that must exist, relative to the app root (repeatable).
+        #[arg(long = "need-file", value_name = "PATH", value_parser = relative_path)]
+        need_file: Vec<String>,
+        /// Bytes the release needs on disk (a margin is added).
+        #[arg(long = "need-bytes", value_name = "BYTES")]
+        need_bytes: Option<u64>,
+        #[command(flatten)]
+        host: HostArgs,
     },
     /// The protocol's first exchange: agent version and protocol, and the app root's
     /// status (null when nothing was received there yet).

@@ -48,7 +48,17 @@ pub fn verify(root: &AppRoot, version: &Version) -> Result<Drift, AgentError> {
         version: Some(version.clone()),
         ..Drift::default()
     };
-    let listed: HashSet<&str> = manifest.entries.iter().map(|e| e.path.as_str()).collect();
+    let mut listed: HashSet<&str> = manifest.entries.iter().map(|e| e.path.as_str()).collect();
+    // The shared paths' links, and the directories made to hold them, are the
+    // agent's own additions.
+    for shared in &manifest.behaviour.shared {
+        let mut path = shared.trim_end_matches('/');
+        listed.insert(path);
+        while let Some((parent, _)) = path.rsplit_once('/') {
+            listed.insert(parent);
+            path = parent;
+        }
+    }
     for entry in &manifest.entries {
         let path = dir.join(entry.path.as_str());
         let name = entry.path.to_string();

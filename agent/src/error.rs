@@ -70,6 +70,50 @@ pub enum AgentError {
         /// The current release, if any.
         current: Option<Version>,
     },
+    /// The environment file does not parse.
+    #[error("{}:{line}: {reason}", path.display())]
+    EnvFile {
+        /// The file.
+        path: PathBuf,
+        /// The line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// What the release needs is not on this host; nothing was changed.
+    #[error("preflight failed{}: {}", version.as_ref().map_or(String::new(), |v| format!(" for {v}")), problems.join("; "))]
+    Preflight {
+        /// The release, when one was named.
+        version: Option<Version>,
+        /// What is missing, one phrase each (`DATABASE_URL is not set`).
+        problems: Vec<String>,
+    },
+    /// A hook failed; before the switch, nothing else was changed.
+    #[error("the {stage} hook {hook} of {version} failed")]
+    Hook {
+        /// `pre_activate` or `post_activate`.
+        stage: String,
+        /// The hook's path in the release.
+        hook: String,
+        /// The release.
+        version: Version,
+        /// How it failed.
+        #[source]
+        source: crate::run::RunError,
+    },
+    /// A release was switched to but did not come up healthy.
+    #[error("{}", unhealthy_message(.version, .failure, .reverted, *.rollback))]
+    Unhealthy {
+        /// The release that failed.
+        version: Version,
+        /// Which service and what its check saw.
+        failure: String,
+        /// For deploys: the release switched back to, and whether it is healthy
+        /// (`Err` with what its check saw). `None` when there was none.
+        reverted: Option<(Version, Result<(), String>)>,
+        /// Whether this was a rollback (which is never reverted).
+        rollback: bool,
+    },
     /// A release on disk differs from its manifest.
     #[error("release {version} differs from its manifest: {count} problem(s)")]
     Drift {
@@ -89,7 +133,48 @@ fn available(present: &[Version]) -> String {
     }
 }
 
+fn unhealthy_message(
+    version: &Version,
+    failure: &str,
+    reverted: &Option<(Version, Result<(), String>)>,
+    rollback: bool,
+) -> String {
+    if rollback {
+        return format!("rolled back to {version}, but it failed health: {failure}");
+    }
+    let after = match reverted {
+        None => format!("there is no earlier release to revert to; {version} stays current"),
+        Some((to, Ok(()))) => format!("reverted to {to}, healthy"),
+        Some((to, Err(why))) => format!("reverted to {to}, which is unhealthy too: {why}"),
+    };
+    format!("{version} failed health ({failure}); {after}")
+}
+
 impl AgentError {
+    /// Facts a caller can act on, beside the message: the `failed` event carries
+    /// them as `details`.
+    pub fn details(&self) -> serde_json::Value {
+        match self {
+            AgentError::Preflight { version, problems } => {
+                serde_json::json!({"preflight": {"version": version, "problems": problems}})
+            }
+            AgentError::Unhealthy {
+                version,
+                failure,
+                reverted,
+                rollback,
+            } => serde_json::json!({"unhealthy": {
+                "version": version,
+                "failure": failure,
+                "rollback": rollback,
+                "reverted_to": reverted.as_ref().map(|(to, _)| to),
+                "reverted_healthy": reverted.as_ref().map(|(_, h)| h.is_ok()),
+                "reverted_failure": reverted.as_ref().and_then(|(_, h)| h.as_ref().err()),
+            }}),
+            _ => serde_json::Value::Null,
+        }
+    }
+
     /// A failed file-system step on `path`.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> AgentError {
         AgentError::Io {

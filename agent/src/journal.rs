@@ -27,6 +27,11 @@ pub enum Op {
     Rollback,
     /// Old releases were removed.
     Prune,
+    /// A release's services were checked after a switch: `ok`, or `failed` (the
+    /// release is then bad, and no automatic rollback chooses it).
+    Health,
+    /// `current` was switched back automatically after a failed health check.
+    Revert,
     /// An operation kind this agent does not know (written by a newer one).
     #[serde(other)]
     Unknown,
@@ -40,6 +45,8 @@ impl Op {
             Op::Activate => "activate",
             Op::Rollback => "rollback",
             Op::Prune => "prune",
+            Op::Health => "health",
+            Op::Revert => "revert",
             Op::Unknown => "unknown",
         }
     }
@@ -108,7 +115,7 @@ impl Record {
     /// Whether this record switched `current` (an activation or rollback that
     /// succeeded).
     pub fn is_switch(&self) -> bool {
-        matches!(self.op, Op::Activate | Op::Rollback) && self.result == Outcome::Ok
+        matches!(self.op, Op::Activate | Op::Rollback | Op::Revert) && self.result == Outcome::Ok
     }
 }
 

@@ -10,15 +10,19 @@
 mod cli;
 mod crash;
 mod drift;
+mod env;
 mod error;
 mod fsutil;
+mod health;
 mod journal;
 mod layout;
+mod lifecycle;
 mod lock;
 mod output;
 mod prune;
 mod receive;
 mod releases;
+mod run;
 mod status;
 mod switch;
 
@@ -62,24 +66,24 @@ where
             "protocol mismatch: the caller speaks protocol {theirs}, this ship-agent {} speaks {PROTOCOL}",
             env!("CARGO_PKG_VERSION")
         );
-        report_failure(out, &message, &[]);
+        report_failure(out, &message, &[], serde_json::Value::Null);
         return ExitCode::from(2);
     }
     match dispatch(cli.command, out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let causes = causes(&e);
-            report_failure(out, &e.to_string(), &causes);
+            report_failure(out, &e.to_string(), &causes, e.details());
             ExitCode::from(1)
         }
     }
 }
 
-fn report_failure(out: Output, message: &str, causes: &[String]) {
+fn report_failure(out: Output, message: &str, causes: &[String], details: serde_json::Value) {
     if out.is_json() {
         out.event(
             "failed",
-            &serde_json::json!({"error": message, "causes": causes}),
+            &serde_json::json!({"error": message, "causes": causes, "details": details}),
         );
     } else {
         eprintln!("error: {message}");
@@ -161,15 +165,52 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             let received = receive::receive(&app, stdin, &expect, out)?;
             done(out, &received);
         }
-        Command::Activate { root, version } => {
+        Command::Activate {
+            root,
+            version,
+            host,
+        } => {
             let app = existing(&root)?;
             let _lock = locked(&app, "activate")?;
-            done(out, &switch::activate(&app, &version, out)?);
+            done(
+                out,
+                &switch::activate(&app, &version, &host.settings(), out)?,
+            );
         }
-        Command::Rollback { root, to } => {
+        Command::Rollback { root, to, host } => {
             let app = existing(&root)?;
             let _lock = locked(&app, "rollback")?;
-            done(out, &switch::rollback(&app, to.as_ref(), out)?);
+            done(
+                out,
+                &switch::rollback(&app, to.as_ref(), &host.settings(), out)?,
+            );
+        }
+        Command::Check {
+            root,
+            version,
+            need_env,
+            need_file,
+            need_bytes,
+            host,
+        } => {
+            let app = AppRoot::new(&root.root)
+                .map_err(|e| AgentError::io("cannot use", &root.root, e))?;
+            let mut behaviour = match &version {
+                Some(version) => {
+                    receive::read_release_manifest(&app, version)?
+                        .ok_or_else(|| AgentError::NoRelease {
+                            version: version.clone(),
+                            present: releases::present(&app).unwrap_or_default(),
+                        })?
+                        .behaviour
+                }
+                None => manifests::behaviour::Behaviour::default(),
+            };
+            behaviour.requires.env.extend(need_env);
+            behaviour.requires.files.extend(need_file);
+            let checked = lifecycle::preflight(&app, &behaviour, &host.settings(), need_bytes)?;
+            out.say(format!("{}: preflight passed", app.path().display()));
+            done(out, &checked);
         }
         Command::Hello { root } => {
             let app = AppRoot::new(&root.root)

@@ -12,12 +12,22 @@ pub const PROTOCOL: u32 = 1;
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
     json: bool,
+    quiet: bool,
 }
 
 impl Output {
     /// JSON events on stdout when `json`, human text on stderr otherwise.
     pub fn new(json: bool) -> Output {
-        Output { json }
+        Output { json, quiet: false }
+    }
+
+    /// The same, saying nothing at all (for output that would only repeat itself,
+    /// such as a health command retried every second).
+    pub fn quiet(self) -> Output {
+        Output {
+            quiet: true,
+            ..self
+        }
     }
 
     /// Whether events are JSON.
@@ -27,7 +37,7 @@ impl Output {
 
     /// Emits a protocol event (JSON mode only).
     pub fn event(self, kind: &str, data: &impl Serialize) {
-        if self.json {
+        if self.json && !self.quiet {
             #[derive(Serialize)]
             struct Event<'a, T> {
                 r#type: &'a str,
@@ -44,7 +54,7 @@ impl Output {
 
     /// Tells a person (human mode only).
     pub fn say(self, message: impl std::fmt::Display) {
-        if !self.json {
+        if !self.json && !self.quiet {
             let _ = writeln!(std::io::stderr(), "{message}");
         }
     }

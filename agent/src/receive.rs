@@ -29,7 +29,7 @@ use crate::layout::{self, AppRoot};
 use crate::output::{Output, human_bytes};
 
 /// Room kept free beyond the release itself.
-const DISK_MARGIN: u64 = 16 << 20;
+pub const DISK_MARGIN: u64 = 16 << 20;
 
 /// Per-entry allowance for inodes and block rounding when estimating disk use.
 const PER_ENTRY: u64 = 4096;
@@ -197,6 +197,8 @@ fn finish(
         serde_json::to_vec_pretty(&facts).expect("facts serialize"),
     )
     .map_err(|e| AgentError::io("cannot write", &facts_path, e))?;
+    crate::lifecycle::link_shared(staging, &manifest.behaviour)
+        .map_err(|e| AgentError::io("cannot link the shared paths into", staging, e))?;
     checkpoint("receive:written");
     fsutil::sync_filesystem(staging).map_err(|e| AgentError::io("cannot flush", staging, e))?;
     checkpoint("receive:synced");

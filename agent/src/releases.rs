@@ -48,6 +48,34 @@ pub fn current(root: &AppRoot) -> Option<Version> {
     parts.next().is_none().then_some(version)
 }
 
+/// The releases whose last health check failed: no automatic rollback chooses them
+/// (until a later deploy of the same release passes).
+pub fn bad(journal: &[Record]) -> Vec<Version> {
+    let mut last: std::collections::BTreeMap<&Version, Outcome> = Default::default();
+    for record in journal.iter().filter(|r| r.op == Op::Health) {
+        if let Some(version) = &record.version {
+            last.insert(version, record.result);
+        }
+    }
+    last.into_iter()
+        .filter(|(_, result)| *result == Outcome::Failed)
+        .map(|(version, _)| version.clone())
+        .collect()
+}
+
+/// The release a rollback from `current` returns to, among the releases present
+/// that are not bad.
+pub fn previous(
+    root: &AppRoot,
+    journal: &[Record],
+    current: Option<&Version>,
+) -> Result<Option<Version>, AgentError> {
+    let bad = bad(journal);
+    let mut present = present(root)?;
+    present.retain(|v| !bad.contains(v));
+    Ok(rollback_target(journal, current, &present))
+}
+
 /// The release a rollback from `current` returns to: the release that was current
 /// when `current` was last activated by a deploy, skipping releases that are no
 /// longer present (following their own activations further back). Rollbacks do not
@@ -128,6 +156,23 @@ mod tests {
             Some(v("v1"))
         );
         assert_eq!(rollback_target(&journal, None, &[v("v1")]), None);
+    }
+
+    #[test]
+    fn a_release_is_bad_while_its_last_health_check_failed() {
+        let health = |v: &str, result| {
+            let mut r = Record::new(Op::Health, result);
+            r.version = Some(v.parse().unwrap());
+            r
+        };
+        let mut journal = vec![
+            health("v1", Outcome::Ok),
+            health("v2", Outcome::Failed),
+            health("v3", Outcome::Failed),
+        ];
+        assert_eq!(bad(&journal), [v("v2"), v("v3")]);
+        journal.push(health("v2", Outcome::Ok));
+        assert_eq!(bad(&journal), [v("v3")]);
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct ReleaseInfo {
     pub entries: u64,
     /// When it was received.
     pub received: Option<Timestamp>,
+    /// Whether its last health check failed (no automatic rollback chooses it).
+    pub bad: bool,
 }
 
 /// The lock's state.
@@ -59,7 +61,8 @@ pub fn status(root: &AppRoot) -> Result<Status, AgentError> {
     let journal = journal::read(&root.journal())?;
     let present = releases::present(root)?;
     let current = releases::current(root);
-    let previous = releases::rollback_target(&journal, current.as_ref(), &present);
+    let previous = releases::previous(root, &journal, current.as_ref())?;
+    let bad = releases::bad(&journal);
     let mut infos = Vec::new();
     for version in &present {
         // The small facts file when it has the figures; the manifest otherwise.
@@ -71,6 +74,7 @@ pub fn status(root: &AppRoot) -> Result<Status, AgentError> {
                 unpacked_size: facts.unpacked_size,
                 entries: facts.entries,
                 received: Some(facts.received),
+                bad: bad.contains(version),
             },
             facts => {
                 let Some(manifest) = receive::read_release_manifest(root, version)? else {
@@ -83,6 +87,7 @@ pub fn status(root: &AppRoot) -> Result<Status, AgentError> {
                     unpacked_size: manifest.unpacked_size,
                     entries: manifest.entry_count,
                     received: facts.map(|f| f.received),
+                    bad: bad.contains(version),
                 }
             }
         };
@@ -133,11 +138,12 @@ pub fn print(status: &Status, out: Output) {
             " "
         };
         out.say(format!(
-            "  {marker} {:<20} {:>10}  {} entries  payload {}",
+            "  {marker} {:<20} {:>10}  {} entries  payload {}{}",
             r.version.as_str(),
             human_bytes(r.unpacked_size),
             r.entries,
-            &r.payload_digest.as_str()[..16]
+            &r.payload_digest.as_str()[..16],
+            if r.bad { "  BAD: failed health" } else { "" }
         ));
     }
 }

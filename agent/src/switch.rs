@@ -1,16 +1,20 @@
-//! `activate` and `rollback`: point `current` at a release, atomically, and record
-//! the switch in the journal.
+//! `activate` and `rollback`: point `current` at a release, atomically, record the
+//! switch in the journal, and bring the release up (restarts and health checks, see
+//! `lifecycle`), switching back when a deployed release does not come up healthy.
 
 use serde::Serialize;
 
-use manifests::Version;
+use manifests::{Manifest, Version};
 
 use crate::crash::checkpoint;
+use crate::env::{Environment, HostSettings};
 use crate::error::AgentError;
 use crate::fsutil;
 use crate::journal::{self, Op, Outcome, Record};
 use crate::layout::{self, AppRoot};
+use crate::lifecycle::{self, Context};
 use crate::output::Output;
+use crate::receive;
 use crate::releases;
 
 /// What a switch did.
@@ -22,40 +26,212 @@ pub struct Switched {
     pub to: Version,
     /// `ok`, or `unchanged` when it was already current.
     pub outcome: Outcome,
+    /// What went wrong without undoing the switch (a failed `post_activate` hook).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
-/// Activates `version` (the caller holds the lock).
-pub fn activate(root: &AppRoot, version: &Version, out: Output) -> Result<Switched, AgentError> {
-    journaled(
+/// A release ready to switch to: its manifest and environment, preflight passed.
+struct Ready {
+    manifest: Manifest,
+    env: Environment,
+}
+
+impl Ready {
+    /// Loads release `version` and checks what it requires; nothing is changed.
+    fn load(root: &AppRoot, version: &Version, host: &HostSettings) -> Result<Ready, AgentError> {
+        let Some(manifest) = receive::read_release_manifest(root, version)? else {
+            return Err(AgentError::NoRelease {
+                version: version.clone(),
+                present: releases::present(root)?,
+            });
+        };
+        let env = Environment::load(root, &manifest.behaviour, host)?;
+        let problems = lifecycle::missing(root, &manifest.behaviour, &env);
+        if !problems.is_empty() {
+            return Err(AgentError::Preflight {
+                version: Some(version.clone()),
+                problems,
+            });
+        }
+        Ok(Ready { manifest, env })
+    }
+
+    fn context<'a>(
+        &'a self,
+        root: &'a AppRoot,
+        previous: Option<&'a Version>,
+        out: Output,
+    ) -> Context<'a> {
+        Context {
+            root,
+            app: &self.manifest.name,
+            version: &self.manifest.version,
+            previous,
+            behaviour: &self.manifest.behaviour,
+            env: &self.env,
+            out,
+        }
+    }
+}
+
+/// Activates `version` (the caller holds the lock): preflight, shared paths, the
+/// `pre_activate` hook, the switch, restarts and health checks, then the
+/// `post_activate` hook. A release that does not come up healthy is switched back
+/// to the one before, which is restarted and checked in turn.
+pub fn activate(
+    root: &AppRoot,
+    version: &Version,
+    host: &HostSettings,
+    out: Output,
+) -> Result<Switched, AgentError> {
+    let mut ready = None;
+    let mut switched = journaled(
         root,
         Op::Activate,
         Some(version),
-        |_| Ok(version.clone()),
+        |current| {
+            if current.as_ref() != Some(version) {
+                let release = Ready::load(root, version, host)?;
+                lifecycle::prepare_shared(root, &release.manifest.behaviour)?;
+                release
+                    .context(root, current.as_ref(), out)
+                    .hook("pre_activate")?;
+                ready = Some(release);
+            }
+            Ok(version.clone())
+        },
         out,
-    )
+    )?;
+    let Some(release) = ready.filter(|_| switched.outcome == Outcome::Ok) else {
+        return Ok(switched);
+    };
+    let context = release.context(root, switched.from.as_ref(), out);
+    match go_live(root, &context) {
+        Ok(()) => {
+            switched.warnings = post_activate(&context);
+            Ok(switched)
+        }
+        Err(failure) => Err(AgentError::Unhealthy {
+            version: version.clone(),
+            reverted: switched
+                .from
+                .as_ref()
+                .map(|previous| (previous.clone(), revert(root, previous, version, host, out))),
+            failure,
+            rollback: false,
+        }),
+    }
 }
 
-/// Switches back to `to`, or to the release that was live before the current one
-/// (the caller holds the lock).
-pub fn rollback(root: &AppRoot, to: Option<&Version>, out: Output) -> Result<Switched, AgentError> {
+/// Switches back to `previous` after `failed` did not come up, and brings it up;
+/// `Err` says why it is not healthy either.
+fn revert(
+    root: &AppRoot,
+    previous: &Version,
+    failed: &Version,
+    host: &HostSettings,
+    out: Output,
+) -> Result<(), String> {
+    let mut ready = None;
     journaled(
         root,
-        Op::Rollback,
-        to,
-        |current| match to {
-            Some(v) => Ok(v.clone()),
-            None => {
-                let journal = journal::read(&root.journal())?;
-                let present = releases::present(root)?;
-                releases::rollback_target(&journal, current.as_ref(), &present).ok_or(
-                    AgentError::NoPrevious {
-                        current: current.clone(),
-                    },
-                )
-            }
+        Op::Revert,
+        Some(previous),
+        |_| {
+            ready = Some(Ready::load(root, previous, host)?);
+            Ok(previous.clone())
         },
         out,
     )
+    .map_err(|e| format!("cannot switch back: {}", crate::chain(&e)))?;
+    let release = ready.expect("loaded before the switch");
+    go_live(root, &release.context(root, Some(failed), out))
+}
+
+/// Switches back to `to`, or to the release that was live before the current one
+/// (never one whose health check failed), then restarts and checks it; the caller
+/// holds the lock. A rollback that is not healthy is reported, not reverted.
+pub fn rollback(
+    root: &AppRoot,
+    to: Option<&Version>,
+    host: &HostSettings,
+    out: Output,
+) -> Result<Switched, AgentError> {
+    let mut ready = None;
+    let mut switched = journaled(
+        root,
+        Op::Rollback,
+        to,
+        |current| {
+            let target = match to {
+                Some(v) => v.clone(),
+                None => {
+                    let journal = journal::read(&root.journal())?;
+                    releases::previous(root, &journal, current.as_ref())?.ok_or(
+                        AgentError::NoPrevious {
+                            current: current.clone(),
+                        },
+                    )?
+                }
+            };
+            if current.as_ref() != Some(&target) {
+                ready = Some(Ready::load(root, &target, host)?);
+            }
+            Ok(target)
+        },
+        out,
+    )?;
+    let Some(release) = ready.filter(|_| switched.outcome == Outcome::Ok) else {
+        return Ok(switched);
+    };
+    let context = release.context(root, switched.from.as_ref(), out);
+    go_live(root, &context).map_err(|failure| AgentError::Unhealthy {
+        version: switched.to.clone(),
+        failure,
+        reverted: None,
+        rollback: true,
+    })?;
+    switched.warnings = post_activate(&context);
+    Ok(switched)
+}
+
+/// Restarts and checks the services of the release in `context` (now current), and
+/// journals the health outcome when it has services.
+fn go_live(root: &AppRoot, context: &Context) -> Result<(), String> {
+    let result = context.go_live().map_err(|e| e.to_string());
+    if !context.behaviour.services.is_empty() {
+        let mut record = Record::new(
+            Op::Health,
+            if result.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            },
+        );
+        record.version = Some(context.version.clone());
+        record.reason = result.as_ref().err().cloned();
+        if let Err(e) = journal::append(&root.journal(), &record) {
+            context.out.say(format!("warning: {}", crate::chain(&e)));
+        }
+    }
+    result
+}
+
+/// Runs the `post_activate` hook; its failure is a warning (the release is live and
+/// healthy).
+fn post_activate(context: &Context) -> Vec<String> {
+    match context.hook("post_activate") {
+        Ok(()) => Vec::new(),
+        Err(e) => {
+            let warning = crate::chain(&e);
+            context.out.say(format!("warning: {warning}"));
+            context
+                .out
+                .event("warning", &serde_json::json!({"message": warning}));
+            vec![warning]
+        }
+    }
 }
 
 /// Runs a switch to the release `choose` picks, journaling the outcome either way.
@@ -82,6 +258,10 @@ fn journaled(
                     .as_ref()
                     .map_or("nothing".into(), ToString::to_string);
                 out.say(format!("current: {from} -> {}", switched.to));
+                out.event(
+                    "phase",
+                    &serde_json::json!({"phase": op.name(), "detail": format!("{from} -> {}", switched.to)}),
+                );
             }
         }
         Err(e) => {
@@ -117,6 +297,7 @@ fn switch(
             from: current,
             to: target,
             outcome: Outcome::Unchanged,
+            warnings: Vec::new(),
         });
     }
     let prefix = if op == Op::Rollback {
@@ -137,5 +318,6 @@ fn switch(
         from: current,
         to: target,
         outcome: Outcome::Ok,
+        warnings: Vec::new(),
     })
 }

@@ -17,6 +17,11 @@ pub struct Behaviour {
     /// What must be present before a release is switched to.
     #[serde(default, skip_serializing_if = "Requires::is_empty")]
     pub requires: Requires,
+    /// The environment file, relative to the app root (default `shared/.env`): its
+    /// variables count for `requires.env` and are set for hooks, restarts and
+    /// health commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_file: Option<String>,
     /// Programs run around the switch.
     #[serde(default, skip_serializing_if = "Hooks::is_empty")]
     pub hooks: Hooks,
@@ -37,12 +42,7 @@ impl Behaviour {
             check_relative("[release] shared", path.trim_end_matches('/'))?;
         }
         for var in &self.requires.env {
-            let ok = var
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !ok {
+            if !is_env_name(var) {
                 return Err(format!(
                     "requires.env: {var:?} is not an environment variable name"
                 ));
@@ -50,6 +50,9 @@ impl Behaviour {
         }
         for file in &self.requires.files {
             check_relative("requires.files", file)?;
+        }
+        if let Some(file) = &self.env_file {
+            check_relative("[release] env_file", file)?;
         }
         for hook in [&self.hooks.pre_activate, &self.hooks.post_activate]
             .into_iter()
@@ -76,8 +79,16 @@ impl Behaviour {
     }
 }
 
+/// Whether `name` can be an environment variable's name (`[A-Za-z_][A-Za-z0-9_]*`).
+pub fn is_env_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Checks a path relative to the release or app root: no `..`, not absolute.
-fn check_relative(what: &str, path: &str) -> Result<(), String> {
+pub fn check_relative(what: &str, path: &str) -> Result<(), String> {
     if path.is_empty()
         || path.starts_with('/')
         || path
@@ -163,6 +174,9 @@ pub enum Restart {
     Command {
         /// The command line, run by `sh -c` in the new release.
         command: String,
+        /// How long it may run (default 60s).
+        #[serde(default, with = "duration", skip_serializing_if = "Option::is_none")]
+        timeout: Option<Duration>,
     },
     /// A signal to the pid in a pidfile (servers that re-exec on HUP or USR2).
     Signal {
@@ -238,6 +252,7 @@ mod tests {
                 env: vec!["DATABASE_URL".into()],
                 files: vec!["shared/config/.env".into()],
             },
+            env_file: Some("shared/config/.env".into()),
             hooks: Hooks {
                 pre_activate: Some("bin/migrate".into()),
                 post_activate: None,

@@ -52,6 +52,8 @@ pub struct ReleaseTable {
     /// What must be present on a host.
     #[serde(default)]
     pub requires: Requires,
+    /// The environment file, relative to the app root (default `shared/.env`).
+    pub env_file: Option<String>,
 }
 
 /// The `[ssh]` table.
@@ -100,6 +102,13 @@ pub struct HostTable {
     /// `ssh` (default) or `local`.
     #[serde(default)]
     pub transport: TransportKind,
+    /// Environment variables for this host's hooks, restarts and health checks
+    /// (they win over the environment file; `${NAME}` in health addresses uses them).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// This host's environment file, relative to the app root (overrides
+    /// `[release] env_file`).
+    pub env_file: Option<String>,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -187,6 +196,7 @@ impl ShipToml {
         Behaviour {
             shared: self.release.shared.clone(),
             requires: self.release.requires.clone(),
+            env_file: self.release.env_file.clone(),
             hooks: self.hooks.clone(),
             services: self.services.clone(),
         }
@@ -232,6 +242,14 @@ impl ShipToml {
                     ));
                 }
                 _ => {}
+            }
+            if let Some(bad) = host.env.keys().find(|k| !crate::behaviour::is_env_name(k)) {
+                return Err(format!(
+                    "[hosts.{name}] env: {bad:?} is not an environment variable name"
+                ));
+            }
+            if let Some(file) = &host.env_file {
+                crate::behaviour::check_relative(&format!("[hosts.{name}] env_file"), file)?;
             }
             if host.transport == TransportKind::Local
                 && (host.address.is_some() || host.port.is_some() || host.user.is_some())

@@ -448,6 +448,20 @@ impl Manifest {
                     entry.path
                 ));
             }
+            // The link is made inside the parent directories, which must be real
+            // directories if the artifact has them.
+            let mut parent = shared;
+            while let Some((up, _)) = parent.rsplit_once('/') {
+                parent = up;
+                if let Some(entry) = self.entries.iter().find(|e| e.path.as_str() == parent)
+                    && !matches!(entry.kind, EntryKind::Dir)
+                {
+                    return bad(format!(
+                        "shared path {shared:?} would be linked inside {parent}, which is a {} in the artifact, not a directory",
+                        entry.kind.name()
+                    ));
+                }
+            }
         }
         let digest = payload_digest(&self.entries);
         if self.payload_digest != digest {
@@ -701,6 +715,14 @@ mod tests {
         assert_eq!(
             m.check().unwrap_err().to_string(),
             "the manifest is inconsistent: shared path \"log\" is also in the artifact (log): shared paths live in shared/ on each host"
+        );
+        let mut m = manifest(vec![file("a", b""), file("config", b"")]);
+        m.behaviour.shared = vec!["config/.env".into()];
+        assert!(
+            m.check()
+                .unwrap_err()
+                .to_string()
+                .contains("inside config, which is a file in the artifact")
         );
     }
 
