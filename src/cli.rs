@@ -58,13 +58,30 @@ pub enum Command {
     /// preflight (lock free, enough disk), and stream the artifact into the agent,
     /// which verifies every file before the release appears on the host. Hosts that
     /// already have this exact release skip the transfer. Only then are the staged
-    /// hosts activated (an atomic symlink switch) and old releases pruned. A host
-    /// that fails is reported and left on its release; the others go on, unless
-    /// --all-or-nothing.
+    /// hosts activated and old releases pruned. A host that fails is reported and
+    /// left on its release; the others go on, unless --all-or-nothing.
+    ///
+    /// Activating runs what the release's manifest says: its pre_activate hook (a
+    /// failure stops the host before the switch), the atomic switch of `current`,
+    /// each service's restart and health check, then its post_activate hook. Hook
+    /// output is shown under the host's name. A release that does not come up
+    /// healthy is switched back to the one before, which is restarted and checked
+    /// again; the failed release is marked bad so no rollback chooses it.
     Deploy(DeployArgs),
     /// Switch hosts back to the release before the current one (or --to VERSION). No
     /// artifact moves: it works with the build system and artifact store down.
+    ///
+    /// Releases that failed their health check are skipped. The release switched to
+    /// has its services restarted and checked, as in a deploy.
     Rollback(RollbackArgs),
+    /// Preflight alone, changing nothing: are the hosts ready for a release?
+    ///
+    /// On every host: the lock is free, and what the app requires is there — its
+    /// environment variables (in the agent's environment, the environment file or the
+    /// host's `env` in the fleet file) and its files; with a release, also room on
+    /// disk for it. Without a release, the requirements in ship.toml count. Each
+    /// failing host names everything that is missing.
+    Check(CheckArgs),
     /// A table of what every host runs; hosts that differ from the fleet stand out.
     Status(StatusArgs),
     /// Every host's journal: who deployed or rolled back what, and when.
@@ -111,6 +128,17 @@ pub struct RollbackArgs {
     /// Switch to this release instead of the previous one.
     #[arg(long, value_name = "VERSION")]
     pub to: Option<Version>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A version or the path of an artifact: check what that release requires.
+    pub release: Option<String>,
+    /// Hosts: names, globs (web*) and groups (@web), comma-separated.
+    #[arg(long, default_value = "*")]
+    pub hosts: String,
     #[command(flatten)]
     pub fleet: FleetArgs,
 }

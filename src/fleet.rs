@@ -13,12 +13,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use manifests::behaviour::Behaviour;
 use manifests::{Manifest, Sha256, Version};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::inventory::Host;
-use crate::remote::RemoteAgent;
+use crate::remote::{CallError, RemoteAgent};
 use crate::report::Reporter;
 
 /// Room a host must have beyond the release itself (the agent's own margin).
@@ -137,6 +138,69 @@ fn open(
     Ok((agent, hello))
 }
 
+/// Shows the agent's events for `host` as they come: phases (hooks, restarts, health
+/// checks, reverts) and the app's programs' output.
+fn agent_events<'a>(host: &'a str, reporter: &'a Reporter) -> impl FnMut(&str, &Value) + 'a {
+    move |kind, data| match kind {
+        "phase" => reporter.phase(
+            host,
+            data["phase"].as_str().unwrap_or("?"),
+            data["detail"].as_str().unwrap_or(""),
+        ),
+        "output" => reporter.output(
+            host,
+            data["stage"].as_str().unwrap_or("?"),
+            data["line"].as_str().unwrap_or(""),
+        ),
+        "warning" => reporter.output(host, "warning", data["message"].as_str().unwrap_or("")),
+        _ => {}
+    }
+}
+
+/// Why a call failed, for the host's line: `step: cause`, or for a failed preflight
+/// or health check, a sentence that names the host.
+fn describe(host: &str, step: &str, error: &CallError) -> String {
+    let CallError::Refused { details, .. } = error else {
+        return format!("{step}: {}", crate::error::chain(error));
+    };
+    if let Some(problems) = details["preflight"]["problems"].as_array() {
+        let problems: Vec<&str> = problems.iter().filter_map(Value::as_str).collect();
+        return format!("preflight: {} on {host}", problems.join("; "));
+    }
+    let unhealthy = &details["unhealthy"];
+    if let (Some(version), Some(failure)) =
+        (unhealthy["version"].as_str(), unhealthy["failure"].as_str())
+    {
+        if unhealthy["rollback"].as_bool() == Some(true) {
+            return format!("rolled back to {version} on {host}, but it failed health ({failure})");
+        }
+        let after = match unhealthy["reverted_to"].as_str() {
+            None => format!("there is no earlier release to revert to; {version} stays current"),
+            Some(to) if unhealthy["reverted_healthy"].as_bool() == Some(true) => {
+                format!("reverted to {to}, healthy")
+            }
+            Some(to) => format!(
+                "reverted to {to}, which is unhealthy too ({})",
+                unhealthy["reverted_failure"].as_str().unwrap_or("?")
+            ),
+        };
+        return format!("{version} failed health on {host} ({failure}); {after}");
+    }
+    format!("{step}: {}", crate::error::chain(error))
+}
+
+/// The release current on a host after a failed call, when the failure says.
+fn current_after(error: &CallError) -> Option<String> {
+    let CallError::Refused { details, .. } = error else {
+        return None;
+    };
+    let unhealthy = &details["unhealthy"];
+    unhealthy["reverted_to"]
+        .as_str()
+        .or(unhealthy["version"].as_str())
+        .map(str::to_owned)
+}
+
 fn current_of(hello: &Value) -> Option<String> {
     hello["status"]["current"].as_str().map(str::to_owned)
 }
@@ -196,12 +260,15 @@ pub fn deploy(
         let name = host.name.as_str();
         reporter.phase(name, "activate", version.as_str());
         let outcome = agent
-            .activate(version)
-            .map_err(|e| format!("activate: {}", crate::error::chain(&e)));
+            .activate(version, &mut agent_events(name, reporter))
+            .map_err(|e| (describe(name, "activate", &e), current_after(&e)));
         let outcome = outcome.and_then(|switched| {
             reporter.phase(name, "prune", &format!("keep {keep}"));
             let pruned = agent.prune(keep).map_err(|e| {
-                format!("activated, then prune failed: {}", crate::error::chain(&e))
+                (
+                    format!("activated, then prune failed: {}", crate::error::chain(&e)),
+                    Some(version.to_string()),
+                )
             })?;
             Ok((switched, pruned))
         });
@@ -229,7 +296,7 @@ pub fn deploy(
                     format!(", pruned {removed}")
                 } else {
                     String::new()
-                };
+                } + &warnings(&switched);
                 reporter.finished(
                     name,
                     true,
@@ -237,10 +304,11 @@ pub fn deploy(
                     &serde_json::to_value(&*result).unwrap_or(Value::Null),
                 );
             }
-            Some((Err(reason), seconds)) => {
+            Some((Err((reason, current)), seconds)) => {
                 result.seconds += seconds;
                 result.ok = false;
                 result.detail = reason;
+                result.to = current;
                 reporter.finished(name, false, &result.detail, &Value::Null);
             }
         }
@@ -291,6 +359,12 @@ fn stage(
             "preflight: release {version} is already on the host with different content (payload {})",
             present["payload_digest"].as_str().unwrap_or("?")
         ));
+    }
+    let requires = &artifact.manifest.behaviour.requires;
+    if !requires.env.is_empty() || !requires.files.is_empty() {
+        agent
+            .check(&artifact.manifest.behaviour, None)
+            .map_err(|e| describe(name, "preflight", &e))?;
     }
     if let Some(free) = status["free_bytes"].as_u64() {
         let need = artifact.manifest.unpacked_size + DISK_MARGIN;
@@ -357,12 +431,12 @@ pub fn rollback(
         // No hello: a rollback is one round trip to the agent (which knows the rest).
         reporter.phase(name, "connect", "");
         let outcome = RemoteAgent::connect(host, options.accept_new_keys)
-            .map_err(|e| format!("connect: {}", crate::error::chain(&e)))
+            .map_err(|e| (format!("connect: {}", crate::error::chain(&e)), None))
             .and_then(|mut agent| {
                 reporter.phase(name, "rollback", to.map_or("", Version::as_str));
                 agent
-                    .rollback(to)
-                    .map_err(|e| format!("rollback: {}", crate::error::chain(&e)))
+                    .rollback(to, &mut agent_events(name, reporter))
+                    .map_err(|e| (describe(name, "rollback", &e), current_after(&e)))
             });
         result.seconds = started.elapsed().as_secs_f64();
         match outcome {
@@ -374,9 +448,12 @@ pub fn rollback(
                     "{} -> {}",
                     result.from.as_deref().unwrap_or("nothing"),
                     result.to.as_deref().unwrap_or("?")
-                );
+                ) + &warnings(&switched);
             }
-            Err(reason) => result.detail = reason,
+            Err((reason, current)) => {
+                result.detail = reason;
+                result.to = current;
+            }
         }
         reporter.finished(
             name,
@@ -391,6 +468,35 @@ pub fn rollback(
         .zip(hosts)
         .map(|(r, host)| r.unwrap_or_else(|| interrupted(host)))
         .collect()
+}
+
+/// `; warning: …` for each warning of a switch (a failed `post_activate` hook).
+fn warnings(switched: &Value) -> String {
+    switched["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|w| format!("; warning: {w}"))
+        .collect()
+}
+
+/// Preflight alone on every host: the lock, what `behaviour` requires, and
+/// `need_bytes` of disk when given.
+pub fn check(
+    hosts: &[&Host],
+    behaviour: &Behaviour,
+    need_bytes: Option<u64>,
+    options: &Options,
+) -> Vec<(String, Result<Value, String>)> {
+    let quiet = Reporter::Quiet;
+    let results = parallel(hosts, options.parallel, |_, host| {
+        let (mut agent, _) = open(host, options, &quiet)?;
+        agent
+            .check(behaviour, need_bytes)
+            .map_err(|e| describe(host.name.as_str(), "preflight", &e))
+    });
+    by_host(hosts, results)
 }
 
 /// Pairs each host's name with its result (`interrupted` where it never started).

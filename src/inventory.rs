@@ -25,6 +25,9 @@ pub struct Fleet {
     pub artifacts: PathBuf,
     /// Every host, sorted by name.
     pub hosts: Vec<Host>,
+    /// The app's behaviour as this file declares it (what `ship check` checks
+    /// without a release; deploys use the artifact's own).
+    pub behaviour: manifests::behaviour::Behaviour,
     groups: BTreeMap<HostName, Vec<HostName>>,
 }
 
@@ -37,6 +40,10 @@ pub struct Host {
     pub root: String,
     /// How it is reached.
     pub reach: Reach,
+    /// Its environment file, relative to the app root, when the fleet file sets one.
+    pub env_file: Option<String>,
+    /// Variables the fleet file sets for its hooks, restarts and health checks.
+    pub env: BTreeMap<String, String>,
 }
 
 /// How a host is reached.
@@ -128,10 +135,13 @@ impl Fleet {
                     name: name.clone(),
                     root,
                     reach,
+                    env_file: table.env_file.clone(),
+                    env: table.env.clone(),
                 }
             })
             .collect();
         Ok(Fleet {
+            behaviour: toml.behaviour(),
             app,
             keep: toml.app.keep.unwrap_or(DEFAULT_KEEP),
             artifacts: expand(toml.app.artifacts.as_deref().unwrap_or(Path::new("dist"))),

@@ -82,6 +82,11 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
             &args.hosts,
             args.to.as_ref(),
         ),
+        Command::Check(args) => commands::fleet::check(
+            FleetSettings::resolve(args.fleet, &cli.global)?,
+            args.release.as_deref(),
+            &args.hosts,
+        ),
         Command::Status(args) => commands::fleet::status(
             FleetSettings::resolve(args.fleet, &cli.global)?,
             &args.hosts,

@@ -20,11 +20,13 @@ pub enum CallError {
     /// The transport failed (connection, host key, auth, session).
     #[error(transparent)]
     Transport(#[from] TransportError),
-    /// The agent refused or failed; the host is as it was.
+    /// The agent refused or failed.
     #[error("{message}")]
     Refused {
         /// The agent's error and its causes, on one line.
         message: String,
+        /// Facts beside the message (`preflight`, `unhealthy`), or null.
+        details: Value,
     },
     /// No usable agent on the host and none could be installed.
     #[error("no usable ship-agent on the host: {0}")]
@@ -43,6 +45,8 @@ pub enum CallError {
 pub struct RemoteAgent {
     transport: Box<dyn Transport>,
     root: String,
+    /// `--env-file` and `--set` for the calls that run the app's programs.
+    host_args: Vec<String>,
     /// The agent's command on the host: a guess until `hello` has found it.
     program: Option<String>,
     /// Whether `hello` has found (or installed) the agent.
@@ -82,9 +86,17 @@ impl RemoteAgent {
             Reach::Local => (Box::new(Local), true),
             Reach::Ssh(target) => (Box::new(Ssh::connect(target, accept_new_keys)?), false),
         };
+        let mut host_args = Vec::new();
+        if let Some(file) = &host.env_file {
+            host_args.extend(["--env-file".to_owned(), file.clone()]);
+        }
+        for (name, value) in &host.env {
+            host_args.extend(["--set".to_owned(), format!("{name}={value}")]);
+        }
         Ok(RemoteAgent {
             transport,
             root: host.root.clone(),
+            host_args,
             program: None,
             found: false,
             local,
@@ -147,29 +159,72 @@ impl RemoteAgent {
         let payload = payload.to_string();
         self.call(
             "receive",
-            &["--expect-payload", &payload],
+            &["--expect-payload".to_owned(), payload],
             Some(artifact),
             progress,
         )
     }
 
-    /// Activates `version`.
-    pub fn activate(&mut self, version: &Version) -> Result<Value, CallError> {
-        self.call("activate", &[version.as_str()], None, &mut |_| {})
+    /// Activates `version`; the agent's events (phases, hook output) go to
+    /// `on_event`.
+    pub fn activate(
+        &mut self,
+        version: &Version,
+        on_event: &mut dyn FnMut(&str, &Value),
+    ) -> Result<Value, CallError> {
+        let mut args = vec![version.as_str().to_owned()];
+        args.extend(self.host_args.iter().cloned());
+        self.call_with_events("activate", &args, None, on_event)
     }
 
-    /// Rolls back, to `to` or the previous release.
-    pub fn rollback(&mut self, to: Option<&Version>) -> Result<Value, CallError> {
-        match to {
-            Some(v) => self.call("rollback", &["--to", v.as_str()], None, &mut |_| {}),
-            None => self.call("rollback", &[], None, &mut |_| {}),
+    /// Rolls back, to `to` or the previous release; events as for `activate`.
+    pub fn rollback(
+        &mut self,
+        to: Option<&Version>,
+        on_event: &mut dyn FnMut(&str, &Value),
+    ) -> Result<Value, CallError> {
+        let mut args = Vec::new();
+        if let Some(v) = to {
+            args.extend(["--to".to_owned(), v.to_string()]);
         }
+        args.extend(self.host_args.iter().cloned());
+        self.call_with_events("rollback", &args, None, on_event)
+    }
+
+    /// Preflight alone: the lock, what `behaviour` requires, and `need_bytes` of
+    /// disk when given.
+    pub fn check(
+        &mut self,
+        behaviour: &manifests::behaviour::Behaviour,
+        need_bytes: Option<u64>,
+    ) -> Result<Value, CallError> {
+        let mut args = Vec::new();
+        for name in &behaviour.requires.env {
+            args.extend(["--need-env".to_owned(), name.clone()]);
+        }
+        for file in &behaviour.requires.files {
+            args.extend(["--need-file".to_owned(), file.clone()]);
+        }
+        if let Some(bytes) = need_bytes {
+            args.extend(["--need-bytes".to_owned(), bytes.to_string()]);
+        }
+        if self.host_args.iter().all(|a| a != "--env-file")
+            && let Some(file) = &behaviour.env_file
+        {
+            args.extend(["--env-file".to_owned(), file.clone()]);
+        }
+        args.extend(self.host_args.iter().cloned());
+        self.call_with_events("check", &args, None, &mut |_, _| {})
     }
 
     /// Prunes to `keep` releases.
     pub fn prune(&mut self, keep: u32) -> Result<Value, CallError> {
-        let keep = keep.to_string();
-        self.call("prune", &["--keep", &keep], None, &mut |_| {})
+        self.call(
+            "prune",
+            &["--keep".to_owned(), keep.to_string()],
+            None,
+            &mut |_| {},
+        )
     }
 
     /// The journal's records.
@@ -186,7 +241,7 @@ impl RemoteAgent {
     fn call(
         &mut self,
         command: &str,
-        args: &[&str],
+        args: &[String],
         stdin: Option<&mut (dyn Read + Send)>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Value, CallError> {
@@ -203,7 +258,7 @@ impl RemoteAgent {
     fn call_with_events(
         &mut self,
         command: &str,
-        args: &[&str],
+        args: &[String],
         stdin: Option<&mut (dyn Read + Send)>,
         on_event: &mut dyn FnMut(&str, &Value),
     ) -> Result<Value, CallError> {
@@ -229,7 +284,7 @@ impl RemoteAgent {
     fn run_agent(
         &mut self,
         command: &str,
-        args: &[&str],
+        args: &[String],
         stdin: Option<&mut (dyn Read + Send)>,
         on_event: &mut dyn FnMut(&str, &Value),
     ) -> Result<Value, CallError> {
@@ -247,7 +302,7 @@ impl RemoteAgent {
             "--root".to_owned(),
             self.root.clone(),
         ];
-        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        argv.extend(args.iter().cloned());
         let mut done = None;
         let mut failed = None;
         let mut spoke = false;
@@ -277,7 +332,10 @@ impl RemoteAgent {
             if message.starts_with("protocol mismatch") {
                 return Err(CallError::NoAgent(format!("{program}: {message}")));
             }
-            return Err(CallError::Refused { message });
+            return Err(CallError::Refused {
+                message,
+                details: data["details"].clone(),
+            });
         }
         let stderr = finished.stderr.trim().to_owned();
         if finished.code == 127 || (!spoke && finished.code == 2) {

@@ -72,6 +72,22 @@ impl Reporter {
         }
     }
 
+    /// A line of output from one of the app's programs on `host` (`stage` is the
+    /// hook or service it came from).
+    pub fn output(&self, host: &str, stage: &str, text: &str) {
+        match self {
+            Reporter::Lines => line(host, &format!("[{stage}] {text}")),
+            Reporter::Bars { multi, .. } => {
+                let _ = multi.println(format!("{host} [{stage}] {text}"));
+            }
+            Reporter::Json => crate::output::json_event(
+                "output",
+                &json!({"host": host, "stage": stage, "line": text}),
+            ),
+            Reporter::Quiet => {}
+        }
+    }
+
     /// `host` is done with this run: `ok` and a summary.
     pub fn finished(&self, host: &str, ok: bool, summary: &str, data: &Value) {
         match self {

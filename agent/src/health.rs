@@ -41,7 +41,9 @@ impl std::fmt::Display for Unhealthy {
             f,
             "{} after {}",
             self.last,
-            humantime::format_duration(Duration::from_secs(self.after.as_secs().max(1)))
+            humantime::format_duration(Duration::from_secs(
+                (self.after.as_secs_f64().round() as u64).max(1)
+            ))
         )
     }
 }

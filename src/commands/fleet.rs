@@ -269,6 +269,70 @@ pub fn status(settings: FleetSettings, hosts: &str) -> Result<(), CliError> {
     Ok(())
 }
 
+pub fn check(settings: FleetSettings, release: Option<&str>, hosts: &str) -> Result<(), CliError> {
+    let artifact = release.map(|r| artifact(&settings, r)).transpose()?;
+    let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
+    let (behaviour, need_bytes, what) = match &artifact {
+        Some(a) => (
+            &a.manifest.behaviour,
+            Some(a.manifest.unpacked_size),
+            format!("{} {}", a.manifest.name, a.manifest.version),
+        ),
+        None => (
+            &settings.fleet.behaviour,
+            None,
+            format!("{} (requirements from ship.toml)", settings.fleet.app),
+        ),
+    };
+    let results = fleet::check(&selected, behaviour, need_bytes, &settings.options);
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for (host, result) in &results {
+        let (verdict, detail) = match result {
+            Ok(found) => (
+                "ok",
+                format!(
+                    "{} free; environment file {}{}",
+                    output::human_bytes(found["free_bytes"].as_u64().unwrap_or(0)),
+                    found["env_file"].as_str().unwrap_or("?"),
+                    if found["env_file_found"].as_bool() == Some(true) {
+                        ""
+                    } else {
+                        " (absent)"
+                    }
+                ),
+            ),
+            Err(reason) => {
+                failed += 1;
+                ("FAILED", reason.clone())
+            }
+        };
+        if settings.json {
+            output::json_event(
+                "check",
+                &json!({"host": host, "ok": result.is_ok(), "result": result.as_ref().ok(), "error": result.as_ref().err()}),
+            );
+        }
+        rows.push(vec![host.clone(), verdict.to_owned(), detail]);
+    }
+    if !settings.json {
+        print!("{}", table(&["HOST", "PREFLIGHT", "DETAIL"], &rows));
+    }
+    let verdict = format!(
+        "preflight for {what} passed on {} of {} host(s)",
+        results.len() - failed,
+        results.len()
+    );
+    if failed == 0 {
+        output::note(verdict);
+        Ok(())
+    } else {
+        Err(CliError::failed_hosts(format!(
+            "{verdict}; {failed} failed"
+        )))
+    }
+}
+
 pub fn history(settings: FleetSettings, hosts: &str) -> Result<(), CliError> {
     let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
     let histories = fleet::history(&selected, &settings.options);

@@ -205,7 +205,17 @@ pub struct LocalFleet {
 }
 
 impl LocalFleet {
+    /// A fleet of `hosts` with the example app packed as v1, v2 and v3.
     pub fn new(hosts: &[&str]) -> LocalFleet {
+        let fleet = LocalFleet::bare(hosts);
+        for version in ["v1", "v2", "v3"] {
+            fleet.pack(version);
+        }
+        fleet
+    }
+
+    /// A fleet of `hosts` with nothing packed yet.
+    pub fn bare(hosts: &[&str]) -> LocalFleet {
         let dir = tempfile::tempdir().unwrap();
         let mut toml = String::from("[app]\nname = \"shop\"\nroot = \"/unused\"\nkeep = 2\n");
         for host in hosts {
@@ -217,21 +227,40 @@ impl LocalFleet {
         toml.push_str(hosts[0]);
         toml.push_str("\"]\n");
         fs::write(dir.path().join("ship.toml"), toml).unwrap();
-        let fleet = LocalFleet {
+        LocalFleet {
             dir,
             hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
-        };
-        for version in ["v1", "v2", "v3"] {
-            fleet.pack(version);
         }
-        fleet
     }
 
-    /// Packs the example app as `version`, with a page naming the version.
+    /// Adds `lines` to the `[hosts.<host>]` table of the fleet file.
+    pub fn configure_host(&self, host: &str, lines: &str) {
+        let path = self.dir.path().join("ship.toml");
+        let table = format!("[hosts.{host}]\n");
+        let toml =
+            fs::read_to_string(&path)
+                .unwrap()
+                .replacen(&table, &format!("{table}{lines}\n"), 1);
+        fs::write(path, toml).unwrap();
+    }
+
+    /// Packs the example app as `version`, with a page naming the version, without
+    /// its services (the tests of transfers and switches run no processes).
     pub fn pack(&self, version: &str) {
+        self.pack_with(version, "[app]\nname = \"shop\"\n", |_| {});
+    }
+
+    /// Packs the example app as `version` with `ship_toml` as its config, after
+    /// `change` has had its way with the tree.
+    pub fn pack_with(&self, version: &str, ship_toml: &str, change: impl FnOnce(&Path)) {
         let tree = self.dir.path().join(format!("build-{version}"));
+        if tree.exists() {
+            fs::remove_dir_all(&tree).unwrap();
+        }
         copy_tree(&example_app(), &tree);
+        fs::write(tree.join("ship.toml"), ship_toml).unwrap();
         fs::write(tree.join("public/version.txt"), format!("{version}\n")).unwrap();
+        change(&tree);
         ship_in(
             self.dir.path(),
             &["pack", tree.to_str().unwrap(), "--version", version],

@@ -1,8 +1,16 @@
-"""The example shop: a tiny HTTP app that reports its release on /health."""
+"""The example shop: a tiny HTTP app that reports its release on /health.
+
+SIGHUP makes it re-exec itself through the path it was started by, so a server
+started as <root>/current/bin/shop-web picks up the release `current` now points to,
+keeping its pid (what `restart = { signal = "HUP", pidfile = ... }` expects).
+"""
 import http.server
 import os
+import signal
+import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The release directory this code runs from (through `current`, resolved).
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
 def release():
@@ -25,7 +33,15 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             return
         super().do_GET()
 
+    def log_message(self, format, *args):
+        sys.stderr.write(f"{release()}: {format % args}\n")
+
+
+def reexec(_signum, _frame):
+    os.execv(sys.executable, [sys.executable, os.path.abspath(sys.argv[0])] + sys.argv[1:])
+
 
 def serve(port):
+    signal.signal(signal.SIGHUP, reexec)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.serve_forever()
