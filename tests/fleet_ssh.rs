@@ -386,3 +386,36 @@ fn a_rejected_key_and_a_silent_host_fail_fast_with_the_reason() {
     assert!(out.row("h1").ends_with("no release"), "{}", out.stdout);
     holder.join().unwrap();
 }
+
+#[test]
+fn hook_output_and_a_revert_come_back_over_ssh() {
+    if !can_run() {
+        return;
+    }
+    let fleet = SshFleet::start(2, None);
+    let build = LocalFleet::bare(&["unused"]);
+    fleet.artifacts_in(&build.dir.path().join("dist"));
+    let toml = "[app]\nname = \"shop\"\n[hooks]\npre_activate = \"bin/migrate\"\n\
+                [[service]]\nname = \"web\"\n\
+                health = { command = \"test -f public/ok\", timeout = \"1s\" }\n";
+    build.pack_with("v1", toml, |tree| {
+        fs::write(tree.join("public/ok"), "").unwrap()
+    });
+    build.pack_with("v2", toml, |_| {});
+    let cwd = build.dir.path();
+
+    let first = fleet.ship(cwd, &["deploy", "v1", "--hosts", "*"]).expect(0);
+    for host in fleet.hosts() {
+        let line =
+            format!("{host}: [pre_activate] migrating the shop's data for v1 (live: nothing)");
+        assert!(first.stderr.contains(&line), "{line}:\n{}", first.stderr);
+    }
+    let second = fleet.ship(cwd, &["deploy", "v2", "--hosts", "*"]).expect(1);
+    for host in fleet.hosts() {
+        let detail = format!(
+            "v2 failed health on {host} (web: `test -f public/ok`: it exited with status 1 after 1s); reverted to v1, healthy"
+        );
+        assert!(second.row(&host).contains(&detail), "{}", second.stdout);
+        assert_eq!(fleet.current(&host).as_deref(), Some("releases/v1"));
+    }
+}
