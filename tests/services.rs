@@ -466,6 +466,23 @@ fn a_missing_variable_fails_preflight_on_that_host_by_name() {
         "{}",
         by_hand.stderr
     );
+
+    // The fleet file can point a host at an environment file of its own.
+    fs::write(
+        fleet.root("web2").join("shared/web2.env"),
+        "export GOOGLE_PROJECT_API_KEY='k2'\n",
+    )
+    .unwrap();
+    fleet.configure_host("web2", "env_file = \"shared/web2.env\"");
+    let check = fleet.ship(&["check", "v1", "--hosts", "web2"]).expect(1);
+    assert!(
+        check.row("web2").contains("shared/config/.env is missing"),
+        "the release still requires its file:\n{}",
+        check.stdout
+    );
+    fs::write(fleet.root("web2").join("shared/config/.env"), "").unwrap();
+    fleet.ship(&["deploy", "v1", "--hosts", "web2"]).expect(0);
+    assert_eq!(fleet.current("web2").as_deref(), Some("releases/v1"));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::io::Write;
 use serde::Serialize;
 
 /// The protocol version this agent speaks.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// Where a command reports to.
 #[derive(Debug, Clone, Copy)]

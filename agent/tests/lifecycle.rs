@@ -262,7 +262,7 @@ fn verify_names_what_changed_on_disk() {
 fn hello_answers_on_fresh_and_used_roots() {
     let host = Host::new();
     let fresh = host.agent("hello", &[], None).expect(0).event("done");
-    assert_eq!(fresh["protocol"], 1);
+    assert_eq!(fresh["protocol"], agent::PROTOCOL);
     assert!(fresh["status"].is_null());
     assert!(!host.root().exists(), "hello changes nothing");
     host.receive(&artifact("v1").0).expect(0);
