@@ -527,3 +527,28 @@ fn a_server_that_reloads_on_hup_is_signalled_and_checked() {
     fleet.ship(&["rollback", "--hosts", "web1"]).expect(0);
     assert_eq!(health(port).as_deref(), Some("ok v2"));
 }
+
+#[test]
+fn a_revert_goes_back_even_when_the_old_release_would_fail_preflight_now() {
+    let fleet = LocalFleet::bare(&["web1"]);
+    let check = "[[service]]\nname = \"web\"\nhealth = { command = \"test -f public/ok\", timeout = \"1s\" }\n";
+    let v1 =
+        format!("[app]\nname = \"shop\"\n[release]\nrequires.files = [\"shared/flag\"]\n{check}");
+    fleet.pack_with("v1", &v1, |tree| {
+        fs::write(tree.join("public/ok"), "").unwrap()
+    });
+    fleet.pack_with("v2", &format!("[app]\nname = \"shop\"\n{check}"), |_| {});
+    let flag = fleet.root("web1").join("shared/flag");
+    fs::create_dir_all(flag.parent().unwrap()).unwrap();
+    fs::write(&flag, "").unwrap();
+    fleet.ship(&["deploy", "v1", "--hosts", "web1"]).expect(0);
+    fs::remove_file(&flag).unwrap();
+
+    let failed = fleet.ship(&["deploy", "v2", "--hosts", "web1"]).expect(1);
+    assert!(
+        failed.row("web1").contains("reverted to v1, healthy"),
+        "{}",
+        failed.stdout
+    );
+    assert_eq!(fleet.current("web1").as_deref(), Some("releases/v1"));
+}

@@ -40,6 +40,20 @@ struct Ready {
 impl Ready {
     /// Loads release `version` and checks what it requires; nothing is changed.
     fn load(root: &AppRoot, version: &Version, host: &HostSettings) -> Result<Ready, AgentError> {
+        let ready = Ready::read(root, version, host)?;
+        let problems = lifecycle::missing(root, &ready.manifest.behaviour, &ready.env);
+        if !problems.is_empty() {
+            return Err(AgentError::Preflight {
+                version: Some(version.clone()),
+                problems,
+            });
+        }
+        Ok(ready)
+    }
+
+    /// Loads release `version` without checking its requirements (a revert goes back
+    /// whatever they say: the release was live a moment ago).
+    fn read(root: &AppRoot, version: &Version, host: &HostSettings) -> Result<Ready, AgentError> {
         let Some(manifest) = receive::read_release_manifest(root, version)? else {
             return Err(AgentError::NoRelease {
                 version: version.clone(),
@@ -47,13 +61,6 @@ impl Ready {
             });
         };
         let env = Environment::load(root, &manifest.behaviour, host)?;
-        let problems = lifecycle::missing(root, &manifest.behaviour, &env);
-        if !problems.is_empty() {
-            return Err(AgentError::Preflight {
-                version: Some(version.clone()),
-                problems,
-            });
-        }
         Ok(Ready { manifest, env })
     }
 
@@ -139,7 +146,7 @@ fn revert(
         Op::Revert,
         Some(previous),
         |_| {
-            ready = Some(Ready::load(root, previous, host)?);
+            ready = Some(Ready::read(root, previous, host)?);
             Ok(previous.clone())
         },
         out,
