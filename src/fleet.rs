@@ -174,15 +174,18 @@ fn describe(host: &str, step: &str, error: &CallError) -> String {
         if unhealthy["rollback"].as_bool() == Some(true) {
             return format!("rolled back to {version} on {host}, but it failed health ({failure})");
         }
-        let after = match unhealthy["reverted_to"].as_str() {
-            None => format!("there is no earlier release to revert to; {version} stays current"),
-            Some(to) if unhealthy["reverted_healthy"].as_bool() == Some(true) => {
-                format!("reverted to {to}, healthy")
+        let to = unhealthy["reverted_to"].as_str().unwrap_or("?");
+        let why = unhealthy["revert_failure"].as_str();
+        let after = match (unhealthy["revert"].as_str(), why) {
+            (Some("done"), None) => format!("reverted to {to}, healthy"),
+            (Some("done"), Some(why)) => {
+                format!("reverted to {to}, which is unhealthy too ({why})")
             }
-            Some(to) => format!(
-                "reverted to {to}, which is unhealthy too ({})",
-                unhealthy["reverted_failure"].as_str().unwrap_or("?")
+            (Some("failed"), why) => format!(
+                "could not switch back to {to} ({}); {version} stays current",
+                why.unwrap_or("?")
             ),
+            _ => format!("there is no earlier release to revert to; {version} stays current"),
         };
         return format!("{version} failed health on {host} ({failure}); {after}");
     }
@@ -195,10 +198,11 @@ fn current_after(error: &CallError) -> Option<String> {
         return None;
     };
     let unhealthy = &details["unhealthy"];
-    unhealthy["reverted_to"]
-        .as_str()
-        .or(unhealthy["version"].as_str())
-        .map(str::to_owned)
+    match unhealthy["revert"].as_str() {
+        Some("done") => unhealthy["reverted_to"].as_str(),
+        _ => unhealthy["version"].as_str(),
+    }
+    .map(str::to_owned)
 }
 
 fn current_of(hello: &Value) -> Option<String> {

@@ -552,3 +552,29 @@ fn a_revert_goes_back_even_when_the_old_release_would_fail_preflight_now() {
     );
     assert_eq!(fleet.current("web1").as_deref(), Some("releases/v1"));
 }
+
+#[test]
+fn a_revert_that_cannot_switch_back_says_so_and_names_the_current_release() {
+    let fleet = LocalFleet::bare(&["web1"]);
+    let check = "[[service]]\nname = \"web\"\nhealth = { command = \"test -f public/ok\", timeout = \"1s\" }\n";
+    let v1 = format!("[app]\nname = \"shop\"\n[release]\nenv_file = \"shared/v1.env\"\n{check}");
+    fleet.pack_with("v1", &v1, |tree| {
+        fs::write(tree.join("public/ok"), "").unwrap()
+    });
+    fleet.pack_with("v2", &format!("[app]\nname = \"shop\"\n{check}"), |_| {});
+    fleet.ship(&["deploy", "v1", "--hosts", "web1"]).expect(0);
+    // v1's environment file is damaged after it went live.
+    fs::write(fleet.root("web1").join("shared/v1.env"), "not a line\n").unwrap();
+
+    let failed = fleet.ship(&["deploy", "v2", "--hosts", "web1"]).expect(1);
+    let row = failed.row("web1");
+    assert!(
+        row.contains("could not switch back to v1 (")
+            && row.contains("shared/v1.env:1: expected NAME=VALUE")
+            && row.ends_with("; v2 stays current"),
+        "{}",
+        failed.stdout
+    );
+    assert!(row.contains(" v1    v2 "), "FROM v1, TO v2: {row}");
+    assert_eq!(fleet.current("web1").as_deref(), Some("releases/v2"));
+}

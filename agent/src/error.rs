@@ -108,9 +108,8 @@ pub enum AgentError {
         version: Version,
         /// Which service and what its check saw.
         failure: String,
-        /// For deploys: the release switched back to, and whether it is healthy
-        /// (`Err` with what its check saw). `None` when there was none.
-        reverted: Option<(Version, Result<(), String>)>,
+        /// What became of it.
+        reverted: Revert,
         /// Whether this was a rollback (which is never reverted).
         rollback: bool,
     },
@@ -133,19 +132,52 @@ fn available(present: &[Version]) -> String {
     }
 }
 
+/// What became of a release that did not come up healthy.
+#[derive(Debug)]
+pub enum Revert {
+    /// Nothing: there was no earlier release, or it was a rollback (never reverted).
+    Nothing,
+    /// Switching back failed; the failed release stays current.
+    Failed {
+        /// The release it tried to go back to.
+        to: Version,
+        /// Why it could not.
+        why: String,
+    },
+    /// Switched back; `healthy` is `Err` with what the check saw when that release
+    /// is not healthy either.
+    Done {
+        /// The release now current.
+        to: Version,
+        /// Its health.
+        healthy: Result<(), String>,
+    },
+}
+
 fn unhealthy_message(
     version: &Version,
     failure: &str,
-    reverted: &Option<(Version, Result<(), String>)>,
+    reverted: &Revert,
     rollback: bool,
 ) -> String {
     if rollback {
         return format!("rolled back to {version}, but it failed health: {failure}");
     }
     let after = match reverted {
-        None => format!("there is no earlier release to revert to; {version} stays current"),
-        Some((to, Ok(()))) => format!("reverted to {to}, healthy"),
-        Some((to, Err(why))) => format!("reverted to {to}, which is unhealthy too: {why}"),
+        Revert::Nothing => {
+            format!("there is no earlier release to revert to; {version} stays current")
+        }
+        Revert::Failed { to, why } => {
+            format!("could not switch back to {to} ({why}); {version} stays current")
+        }
+        Revert::Done {
+            to,
+            healthy: Ok(()),
+        } => format!("reverted to {to}, healthy"),
+        Revert::Done {
+            to,
+            healthy: Err(why),
+        } => format!("reverted to {to}, which is unhealthy too: {why}"),
     };
     format!("{version} failed health ({failure}); {after}")
 }
@@ -163,14 +195,21 @@ impl AgentError {
                 failure,
                 reverted,
                 rollback,
-            } => serde_json::json!({"unhealthy": {
-                "version": version,
-                "failure": failure,
-                "rollback": rollback,
-                "reverted_to": reverted.as_ref().map(|(to, _)| to),
-                "reverted_healthy": reverted.as_ref().map(|(_, h)| h.is_ok()),
-                "reverted_failure": reverted.as_ref().and_then(|(_, h)| h.as_ref().err()),
-            }}),
+            } => {
+                let (revert, to, why) = match reverted {
+                    Revert::Nothing => ("none", None, None),
+                    Revert::Failed { to, why } => ("failed", Some(to), Some(why)),
+                    Revert::Done { to, healthy } => ("done", Some(to), healthy.as_ref().err()),
+                };
+                serde_json::json!({"unhealthy": {
+                    "version": version,
+                    "failure": failure,
+                    "rollback": rollback,
+                    "revert": revert,
+                    "reverted_to": to,
+                    "revert_failure": why,
+                }})
+            }
             _ => serde_json::Value::Null,
         }
     }

@@ -8,7 +8,7 @@ use manifests::{Manifest, Version};
 
 use crate::crash::checkpoint;
 use crate::env::{Environment, HostSettings};
-use crate::error::AgentError;
+use crate::error::{AgentError, Revert};
 use crate::fsutil;
 use crate::journal::{self, Op, Outcome, Record};
 use crate::layout::{self, AppRoot};
@@ -121,27 +121,26 @@ pub fn activate(
         }
         Err(failure) => Err(AgentError::Unhealthy {
             version: version.clone(),
-            reverted: switched
-                .from
-                .as_ref()
-                .map(|previous| (previous.clone(), revert(root, previous, version, host, out))),
+            reverted: match &switched.from {
+                Some(previous) => revert(root, previous, version, host, out),
+                None => Revert::Nothing,
+            },
             failure,
             rollback: false,
         }),
     }
 }
 
-/// Switches back to `previous` after `failed` did not come up, and brings it up;
-/// `Err` says why it is not healthy either.
+/// Switches back to `previous` after `failed` did not come up, and brings it up.
 fn revert(
     root: &AppRoot,
     previous: &Version,
     failed: &Version,
     host: &HostSettings,
     out: Output,
-) -> Result<(), String> {
+) -> Revert {
     let mut ready = None;
-    journaled(
+    let switched = journaled(
         root,
         Op::Revert,
         Some(previous),
@@ -150,10 +149,18 @@ fn revert(
             Ok(previous.clone())
         },
         out,
-    )
-    .map_err(|e| format!("cannot switch back: {}", crate::chain(&e)))?;
+    );
+    if let Err(e) = switched {
+        return Revert::Failed {
+            to: previous.clone(),
+            why: crate::chain(&e),
+        };
+    }
     let release = ready.expect("loaded before the switch");
-    go_live(root, &release.context(root, Some(failed), out))
+    Revert::Done {
+        to: previous.clone(),
+        healthy: go_live(root, &release.context(root, Some(failed), out)),
+    }
 }
 
 /// Switches back to `to`, or to the release that was live before the current one
@@ -196,7 +203,7 @@ pub fn rollback(
     go_live(root, &context).map_err(|failure| AgentError::Unhealthy {
         version: switched.to.clone(),
         failure,
-        reverted: None,
+        reverted: Revert::Nothing,
         rollback: true,
     })?;
     switched.warnings = post_activate(&context);
