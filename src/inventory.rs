@@ -131,12 +131,28 @@ impl Fleet {
                         }),
                     ),
                 };
+                // The settings of the host's groups (in name order), then its own.
+                let groups: Vec<_> = toml
+                    .groups
+                    .iter()
+                    .filter(|(_, members)| members.contains(name))
+                    .filter_map(|(group, _)| toml.group.get(group))
+                    .collect();
+                let mut env = BTreeMap::new();
+                for group in &groups {
+                    env.extend(group.env.clone());
+                }
+                env.extend(table.env.clone());
+                let env_file = table
+                    .env_file
+                    .clone()
+                    .or_else(|| groups.iter().rev().find_map(|g| g.env_file.clone()));
                 Host {
                     name: name.clone(),
                     root,
                     reach,
-                    env_file: table.env_file.clone(),
-                    env: table.env.clone(),
+                    env_file,
+                    env,
                 }
             })
             .collect();
@@ -245,6 +261,7 @@ root = "/srv/shop"
 [hosts.web2]
 port = 2222
 root = "/opt/shop"
+env = { SHOP_PORT = "8081" }
 [hosts.web10]
 [hosts.db1]
 [hosts.dev]
@@ -252,6 +269,9 @@ transport = "local"
 root = "fleet/dev"
 [groups]
 web = ["web1", "web2"]
+[group.web]
+env = { SHOP_PORT = "8080", REGION = "eu" }
+env_file = "shared/web.env"
 "#;
         let path = Path::new("/etc/ship/ship.toml");
         Fleet::resolve(ShipToml::parse(text, path).unwrap(), path).unwrap()
@@ -286,6 +306,17 @@ web = ["web1", "web2"]
             "--hosts: there is no group \"db\" (groups: web)"
         );
         assert!(f.select("web1,").is_err());
+    }
+
+    #[test]
+    fn host_settings_win_over_their_groups() {
+        let f = fleet();
+        let host = |name: &str| f.hosts.iter().find(|h| h.name.as_str() == name).unwrap();
+        assert_eq!(host("web1").env["SHOP_PORT"], "8080");
+        assert_eq!(host("web2").env["SHOP_PORT"], "8081");
+        assert_eq!(host("web2").env["REGION"], "eu");
+        assert_eq!(host("web2").env_file.as_deref(), Some("shared/web.env"));
+        assert!(host("db1").env.is_empty() && host("db1").env_file.is_none());
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct ShipToml {
     /// The `[groups]` table: group name to host names.
     #[serde(default)]
     pub groups: BTreeMap<HostName, Vec<HostName>>,
+    /// The `[group.<name>]` tables: settings for every host of a group (a host's own
+    /// settings win).
+    #[serde(default)]
+    pub group: BTreeMap<HostName, GroupTable>,
     /// The `[release]` table: how releases use the host.
     #[serde(default)]
     pub release: ReleaseTable,
@@ -108,6 +112,16 @@ pub struct HostTable {
     pub env: BTreeMap<String, String>,
     /// This host's environment file, relative to the app root (overrides
     /// `[release] env_file`).
+    pub env_file: Option<String>,
+}
+
+/// A `[group.<name>]` table: what differs for the hosts of a group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct GroupTable {
+    /// Environment variables for the group's hooks, restarts and health checks.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The group's environment file, relative to the app root.
     pub env_file: Option<String>,
 }
 
@@ -226,6 +240,19 @@ impl ShipToml {
                 return Err(format!(
                     "[groups] {group} names {unknown}, which is not under [hosts]"
                 ));
+            }
+        }
+        for (group, table) in &self.group {
+            if !self.groups.contains_key(group) {
+                return Err(format!("[group.{group}] names no group of [groups]"));
+            }
+            if let Some(bad) = table.env.keys().find(|k| !crate::behaviour::is_env_name(k)) {
+                return Err(format!(
+                    "[group.{group}] env: {bad:?} is not an environment variable name"
+                ));
+            }
+            if let Some(file) = &table.env_file {
+                crate::behaviour::check_relative(&format!("[group.{group}] env_file"), file)?;
             }
         }
         for (name, host) in &self.hosts {
@@ -365,6 +392,14 @@ web = ["web1", "web2"]
             (
                 "[hosts.\"a b\"]\nroot = \"/r\"\n",
                 "invalid host name \"a b\"",
+            ),
+            (
+                "[hosts.a]\nroot = \"/r\"\n[group.web]\nenv_file = \"x\"\n",
+                "[group.web] names no group of [groups]",
+            ),
+            (
+                "[hosts.a]\nroot = \"/r\"\nenv = { \"A-B\" = \"1\" }\n",
+                "\"A-B\" is not an environment variable name",
             ),
             (
                 "[hosts.a]\ntransport = \"local\"\nroot = \"r\"\naddress = \"x\"\n",
