@@ -165,8 +165,12 @@ fn finish(settings: &FleetSettings, results: &[HostResult], what: &str) -> Resul
             )
         );
     }
-    let ok = results.len() - failed;
-    let verdict = format!("{what} on {ok} of {} host(s)", results.len());
+    verdict(what, results.len(), failed)
+}
+
+/// `<what> on N of M host(s)`: a note when every host did it, exit 1 otherwise.
+fn verdict(what: &str, hosts: usize, failed: usize) -> Result<(), CliError> {
+    let verdict = format!("{what} on {} of {hosts} host(s)", hosts - failed);
     if failed == 0 {
         output::note(verdict);
         Ok(())
@@ -318,19 +322,11 @@ pub fn check(settings: FleetSettings, release: Option<&str>, hosts: &str) -> Res
     if !settings.json {
         print!("{}", table(&["HOST", "PREFLIGHT", "DETAIL"], &rows));
     }
-    let verdict = format!(
-        "preflight for {what} passed on {} of {} host(s)",
-        results.len() - failed,
-        results.len()
-    );
-    if failed == 0 {
-        output::note(verdict);
-        Ok(())
-    } else {
-        Err(CliError::failed_hosts(format!(
-            "{verdict}; {failed} failed"
-        )))
-    }
+    verdict(
+        &format!("preflight for {what} passed"),
+        results.len(),
+        failed,
+    )
 }
 
 pub fn history(settings: FleetSettings, hosts: &str) -> Result<(), CliError> {
