@@ -167,27 +167,9 @@ fn describe(host: &str, step: &str, error: &CallError) -> String {
         let problems: Vec<&str> = problems.iter().filter_map(Value::as_str).collect();
         return format!("preflight: {} on {host}", problems.join("; "));
     }
-    let unhealthy = &details["unhealthy"];
-    if let (Some(version), Some(failure)) =
-        (unhealthy["version"].as_str(), unhealthy["failure"].as_str())
-    {
-        if unhealthy["rollback"].as_bool() == Some(true) {
-            return format!("rolled back to {version} on {host}, but it failed health ({failure})");
-        }
-        let to = unhealthy["reverted_to"].as_str().unwrap_or("?");
-        let why = unhealthy["revert_failure"].as_str();
-        let after = match (unhealthy["revert"].as_str(), why) {
-            (Some("done"), None) => format!("reverted to {to}, healthy"),
-            (Some("done"), Some(why)) => {
-                format!("reverted to {to}, which is unhealthy too ({why})")
-            }
-            (Some("failed"), why) => format!(
-                "could not switch back to {to} ({}); {version} stays current",
-                why.unwrap_or("?")
-            ),
-            _ => format!("there is no earlier release to revert to; {version} stays current"),
-        };
-        return format!("{version} failed health on {host} ({failure}); {after}");
+    // The agent's own sentence, which names the host, the failure and the revert.
+    if details["unhealthy"].is_object() {
+        return crate::error::chain(error);
     }
     format!("{step}: {}", crate::error::chain(error))
 }

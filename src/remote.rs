@@ -45,6 +45,8 @@ pub enum CallError {
 pub struct RemoteAgent {
     transport: Box<dyn Transport>,
     root: String,
+    /// The host's inventory name, which the agent uses in its messages.
+    host: String,
     /// `--env-file` and `--set` for the calls that run the app's programs.
     host_args: Vec<String>,
     /// The agent's command on the host: a guess until `hello` has found it.
@@ -96,6 +98,7 @@ impl RemoteAgent {
         Ok(RemoteAgent {
             transport,
             root: host.root.clone(),
+            host: host.name.to_string(),
             host_args,
             program: None,
             found: false,
@@ -208,10 +211,8 @@ impl RemoteAgent {
         if let Some(bytes) = need_bytes {
             args.extend(["--need-bytes".to_owned(), bytes.to_string()]);
         }
-        if self.host_args.iter().all(|a| a != "--env-file")
-            && let Some(file) = &behaviour.env_file
-        {
-            args.extend(["--env-file".to_owned(), file.clone()]);
+        if let Some(file) = &behaviour.env_file {
+            args.extend(["--release-env-file".to_owned(), file.clone()]);
         }
         args.extend(self.host_args.iter().cloned());
         self.call_with_events("check", &args, None, &mut |_, _| {})
@@ -289,11 +290,13 @@ impl RemoteAgent {
         on_event: &mut dyn FnMut(&str, &Value),
     ) -> Result<Value, CallError> {
         let program = self.program.clone().expect("a candidate is set");
-        // The operator's name goes into the host's journal; `env` carries it without
-        // needing the SSH server to accept environment variables.
+        // The operator's name goes into the host's journal, and the host's inventory
+        // name into the agent's messages; `env` carries them without needing the SSH
+        // server to accept environment variables.
         let mut argv = vec![
             "env".to_owned(),
             format!("SHIP_USER={}", operator()),
+            format!("SHIP_HOST={}", self.host),
             program.clone(),
             "--json".to_owned(),
             "--protocol".to_owned(),

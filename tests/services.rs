@@ -467,6 +467,19 @@ fn a_missing_variable_fails_preflight_on_that_host_by_name() {
         by_hand.stderr
     );
 
+    let no_room = common::run(
+        Command::new(common::agent_binary())
+            .args(["check", "--need-bytes", "1000000000000000000", "--root"])
+            .arg(fleet.root("web2")),
+    )
+    .expect(1);
+    assert!(
+        no_room.stderr.contains("not enough disk space on ")
+            && no_room.stderr.contains("the release needs "),
+        "{}",
+        no_room.stderr
+    );
+
     // The fleet file can point a host at an environment file of its own.
     fs::write(
         fleet.root("web2").join("shared/web2.env"),

@@ -125,6 +125,10 @@ pub enum Command {
         /// Bytes the release needs on disk (a margin is added).
         #[arg(long = "need-bytes", value_name = "BYTES")]
         need_bytes: Option<u64>,
+        /// The environment file the release names (its manifest's `env_file`);
+        /// --env-file wins over it.
+        #[arg(long = "release-env-file", value_name = "PATH", value_parser = relative_path)]
+        release_env_file: Option<String>,
         #[command(flatten)]
         host: HostArgs,
     },

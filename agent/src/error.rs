@@ -160,8 +160,9 @@ fn unhealthy_message(
     reverted: &Revert,
     rollback: bool,
 ) -> String {
+    let host = host_name();
     if rollback {
-        return format!("rolled back to {version}, but it failed health: {failure}");
+        return format!("rolled back to {version} on {host}, but it failed health ({failure})");
     }
     let after = match reverted {
         Revert::Nothing => {
@@ -177,9 +178,23 @@ fn unhealthy_message(
         Revert::Done {
             to,
             healthy: Err(why),
-        } => format!("reverted to {to}, which is unhealthy too: {why}"),
+        } => format!("reverted to {to}, which is unhealthy too ({why})"),
     };
-    format!("{version} failed health ({failure}); {after}")
+    format!("{version} failed health on {host} ({failure}); {after}")
+}
+
+/// This host's name for messages: `SHIP_HOST` (set by `ship` to the inventory
+/// name), else the kernel's host name.
+fn host_name() -> String {
+    std::env::var("SHIP_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "this host".to_owned())
 }
 
 impl AgentError {

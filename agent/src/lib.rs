@@ -191,6 +191,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             need_env,
             need_file,
             need_bytes,
+            release_env_file,
             host,
         } => {
             let app = AppRoot::new(&root.root)
@@ -208,6 +209,9 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             };
             behaviour.requires.env.extend(need_env);
             behaviour.requires.files.extend(need_file);
+            if release_env_file.is_some() {
+                behaviour.env_file = release_env_file;
+            }
             let checked = lifecycle::preflight(&app, &behaviour, &host.settings(), need_bytes)?;
             out.say(format!("{}: preflight passed", app.path().display()));
             done(out, &checked);

@@ -66,14 +66,17 @@ pub fn bad(journal: &[Record]) -> Vec<Version> {
 /// The release a rollback from `current` returns to, among the releases present
 /// that are not bad.
 pub fn previous(
-    root: &AppRoot,
     journal: &[Record],
     current: Option<&Version>,
-) -> Result<Option<Version>, AgentError> {
+    present: &[Version],
+) -> Option<Version> {
     let bad = bad(journal);
-    let mut present = present(root)?;
-    present.retain(|v| !bad.contains(v));
-    Ok(rollback_target(journal, current, &present))
+    let usable: Vec<Version> = present
+        .iter()
+        .filter(|v| !bad.contains(v))
+        .cloned()
+        .collect();
+    rollback_target(journal, current, &usable)
 }
 
 /// The release a rollback from `current` returns to: the release that was current

@@ -61,7 +61,7 @@ pub fn status(root: &AppRoot) -> Result<Status, AgentError> {
     let journal = journal::read(&root.journal())?;
     let present = releases::present(root)?;
     let current = releases::current(root);
-    let previous = releases::previous(root, &journal, current.as_ref())?;
+    let previous = releases::previous(&journal, current.as_ref(), &present);
     let bad = releases::bad(&journal);
     let mut infos = Vec::new();
     for version in &present {

@@ -182,7 +182,8 @@ pub fn rollback(
                 Some(v) => v.clone(),
                 None => {
                     let journal = journal::read(&root.journal())?;
-                    releases::previous(root, &journal, current.as_ref())?.ok_or(
+                    let present = releases::present(root)?;
+                    releases::previous(&journal, current.as_ref(), &present).ok_or(
                         AgentError::NoPrevious {
                             current: current.clone(),
                         },
