@@ -9,6 +9,7 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -479,6 +480,41 @@ fn a_missing_variable_fails_preflight_on_that_host_by_name() {
         "{}",
         no_room.stderr
     );
+
+    // A held lock is a problem too (here held by flock(1), which does not say who).
+    let lock = fleet.root("web1").join(".ship/lock");
+    let mut holder = Command::new("flock")
+        .arg("-x")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // flock(1) and its sleep, which inherits the lock, go together.
+    let stop = |holder: &mut Child| {
+        let group = nix::unistd::Pid::from_raw(holder.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = holder.wait();
+    };
+    let busy = || {
+        common::run(
+            Command::new(common::agent_binary())
+                .args(["check", "--root"])
+                .arg(fleet.root("web1")),
+        )
+    };
+    let held = std::panic::catch_unwind(|| {
+        wait_until("flock holds the lock", || busy().code == 1);
+        busy()
+    });
+    stop(&mut holder);
+    let held = held.unwrap().expect(1);
+    assert!(
+        held.stderr.contains("is busy: locked by"),
+        "{}",
+        held.stderr
+    );
+    busy().expect(0);
 
     // The fleet file can point a host at an environment file of its own.
     fs::write(
