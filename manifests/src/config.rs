@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::behaviour::{Behaviour, Hooks, Requires, Service};
 use crate::ids::{AppName, HostName, Version};
+use crate::rollout::RolloutTable;
 
 /// The file name ship looks for.
 pub const FILE_NAME: &str = "ship.toml";
@@ -45,6 +46,54 @@ pub struct ShipToml {
     /// The `[[service]]` tables.
     #[serde(default, rename = "service")]
     pub services: Vec<Service>,
+    /// The `[rollout]` table: the rollout policy of every deploy, unless an
+    /// environment or the command line says otherwise.
+    #[serde(default)]
+    pub rollout: RolloutTable,
+    /// The `[notify]` table: where deploy events go.
+    #[serde(default)]
+    pub notify: NotifyTable,
+    /// The `[environments.<name>]` tables: fleets of their own (develop, staging,
+    /// production), chosen with `--env`.
+    #[serde(default)]
+    pub environments: BTreeMap<HostName, EnvironmentTable>,
+}
+
+/// An `[environments.<name>]` table: a fleet of its own, with its own hosts, groups,
+/// root and policy. What it leaves out comes from the top level of the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct EnvironmentTable {
+    /// The app root on its hosts (overrides `[app] root`; a host's own wins).
+    pub root: Option<String>,
+    /// Its SSH defaults, field by field over `[ssh]`.
+    #[serde(default)]
+    pub ssh: SshTable,
+    /// Its hosts (the top-level `[hosts]` do not belong to it).
+    #[serde(default)]
+    pub hosts: BTreeMap<HostName, HostTable>,
+    /// Its groups of hosts.
+    #[serde(default)]
+    pub groups: BTreeMap<HostName, Vec<HostName>>,
+    /// Settings for the hosts of its groups.
+    #[serde(default)]
+    pub group: BTreeMap<HostName, GroupTable>,
+    /// Its rollout policy, field by field over `[rollout]`.
+    #[serde(default)]
+    pub rollout: RolloutTable,
+    /// Where its deploy events go, besides `[notify]`.
+    #[serde(default)]
+    pub notify: NotifyTable,
+}
+
+/// The `[notify]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct NotifyTable {
+    /// URLs that receive each deploy event as a JSON POST.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    /// A file each deploy event is appended to as a JSON line (relative to the
+    /// config file's directory).
+    pub log: Option<PathBuf>,
 }
 
 /// The `[release]` table.
@@ -77,6 +126,23 @@ pub struct SshTable {
     /// Connect and I/O timeout, like `10s` (default 10s).
     #[serde(default, deserialize_with = "duration")]
     pub timeout: Option<Duration>,
+}
+
+impl SshTable {
+    /// `self`, with what it leaves unset taken from `under`.
+    pub fn over(&self, under: &SshTable) -> SshTable {
+        SshTable {
+            user: self.user.clone().or_else(|| under.user.clone()),
+            identity: self.identity.clone().or_else(|| under.identity.clone()),
+            known_hosts: self
+                .known_hosts
+                .clone()
+                .or_else(|| under.known_hosts.clone()),
+            config: self.config.clone().or_else(|| under.config.clone()),
+            port: self.port.or(under.port),
+            timeout: self.timeout.or(under.timeout),
+        }
+    }
 }
 
 /// How `ship` reaches a host.
@@ -125,7 +191,7 @@ pub struct GroupTable {
     pub env_file: Option<String>,
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text)
         .map(Some)
@@ -232,59 +298,27 @@ impl ShipToml {
         if self.app.keep == Some(0) {
             return Err("[app] keep must be at least 1".into());
         }
-        for (group, members) in &self.groups {
-            if self.hosts.contains_key(group) {
-                return Err(format!("[groups] {group} has the name of a host"));
+        check_fleet(
+            "",
+            &self.hosts,
+            &self.groups,
+            &self.group,
+            self.app.root.as_deref(),
+        )?;
+        check_webhooks("[notify]", &self.notify)?;
+        for (name, env) in &self.environments {
+            let prefix = format!("environments.{name}.");
+            check_fleet(
+                &prefix,
+                &env.hosts,
+                &env.groups,
+                &env.group,
+                env.root.as_deref().or(self.app.root.as_deref()),
+            )?;
+            if env.hosts.is_empty() {
+                return Err(format!("[environments.{name}] has no hosts"));
             }
-            if let Some(unknown) = members.iter().find(|m| !self.hosts.contains_key(*m)) {
-                return Err(format!(
-                    "[groups] {group} names {unknown}, which is not under [hosts]"
-                ));
-            }
-        }
-        for (group, table) in &self.group {
-            if !self.groups.contains_key(group) {
-                return Err(format!("[group.{group}] names no group of [groups]"));
-            }
-            if let Some(bad) = table.env.keys().find(|k| !crate::behaviour::is_env_name(k)) {
-                return Err(format!(
-                    "[group.{group}] env: {bad:?} is not an environment variable name"
-                ));
-            }
-            if let Some(file) = &table.env_file {
-                crate::behaviour::check_relative(&format!("[group.{group}] env_file"), file)?;
-            }
-        }
-        for (name, host) in &self.hosts {
-            let root = host.root.as_ref().or(self.app.root.as_ref());
-            match (root, host.transport) {
-                (None, _) => {
-                    return Err(format!(
-                        "[hosts.{name}] has no root: set root there or under [app]"
-                    ));
-                }
-                (Some(root), TransportKind::Ssh) if !root.starts_with('/') => {
-                    return Err(format!(
-                        "[hosts.{name}] root {root:?} must be an absolute path on the host"
-                    ));
-                }
-                _ => {}
-            }
-            if let Some(bad) = host.env.keys().find(|k| !crate::behaviour::is_env_name(k)) {
-                return Err(format!(
-                    "[hosts.{name}] env: {bad:?} is not an environment variable name"
-                ));
-            }
-            if let Some(file) = &host.env_file {
-                crate::behaviour::check_relative(&format!("[hosts.{name}] env_file"), file)?;
-            }
-            if host.transport == TransportKind::Local
-                && (host.address.is_some() || host.port.is_some() || host.user.is_some())
-            {
-                return Err(format!(
-                    "[hosts.{name}] is local: address, port and user do not apply"
-                ));
-            }
+            check_webhooks(&format!("[environments.{name}.notify]"), &env.notify)?;
         }
         Ok(())
     }
@@ -297,6 +331,92 @@ impl ShipToml {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(ConfigError::Read { path, source }),
         }
+    }
+}
+
+/// The checks of one fleet's hosts and groups (`prefix` is empty at the top level,
+/// `environments.<name>.` in an environment), with `root` as the default app root.
+fn check_fleet(
+    prefix: &str,
+    hosts: &BTreeMap<HostName, HostTable>,
+    groups: &BTreeMap<HostName, Vec<HostName>>,
+    settings: &BTreeMap<HostName, GroupTable>,
+    root: Option<&str>,
+) -> Result<(), String> {
+    for (group, members) in groups {
+        if hosts.contains_key(group) {
+            return Err(format!("[{prefix}groups] {group} has the name of a host"));
+        }
+        if let Some(unknown) = members.iter().find(|m| !hosts.contains_key(*m)) {
+            return Err(format!(
+                "[{prefix}groups] {group} names {unknown}, which is not under [{prefix}hosts]"
+            ));
+        }
+    }
+    for (group, table) in settings {
+        if !groups.contains_key(group) {
+            return Err(format!(
+                "[{prefix}group.{group}] names no group of [{prefix}groups]"
+            ));
+        }
+        if let Some(bad) = table.env.keys().find(|k| !crate::behaviour::is_env_name(k)) {
+            return Err(format!(
+                "[{prefix}group.{group}] env: {bad:?} is not an environment variable name"
+            ));
+        }
+        if let Some(file) = &table.env_file {
+            crate::behaviour::check_relative(&format!("[{prefix}group.{group}] env_file"), file)?;
+        }
+    }
+    for (name, host) in hosts {
+        let root = host.root.as_deref().or(root);
+        match (root, host.transport) {
+            (None, _) => {
+                let env = match prefix.strip_suffix('.') {
+                    Some(env) => format!(", under [{env}]"),
+                    None => String::new(),
+                };
+                return Err(format!(
+                    "[{prefix}hosts.{name}] has no root: set root there{env} or under [app]"
+                ));
+            }
+            (Some(root), TransportKind::Ssh) if !root.starts_with('/') => {
+                return Err(format!(
+                    "[{prefix}hosts.{name}] root {root:?} must be an absolute path on the host"
+                ));
+            }
+            _ => {}
+        }
+        if let Some(bad) = host.env.keys().find(|k| !crate::behaviour::is_env_name(k)) {
+            return Err(format!(
+                "[{prefix}hosts.{name}] env: {bad:?} is not an environment variable name"
+            ));
+        }
+        if let Some(file) = &host.env_file {
+            crate::behaviour::check_relative(&format!("[{prefix}hosts.{name}] env_file"), file)?;
+        }
+        if host.transport == TransportKind::Local
+            && (host.address.is_some() || host.port.is_some() || host.user.is_some())
+        {
+            return Err(format!(
+                "[{prefix}hosts.{name}] is local: address, port and user do not apply"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Webhooks must be http or https URLs.
+fn check_webhooks(table: &str, notify: &NotifyTable) -> Result<(), String> {
+    match notify
+        .webhooks
+        .iter()
+        .find(|url| !url.starts_with("http://") && !url.starts_with("https://"))
+    {
+        Some(url) => Err(format!(
+            "{table} webhooks: {url:?} is not an http:// or https:// URL"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -448,6 +568,94 @@ health = { tcp = "127.0.0.1:9000" }
             b.services[1].restart,
             Some(crate::behaviour::Restart::Signal { .. })
         ));
+    }
+
+    #[test]
+    fn reads_environments_and_policy() {
+        let text = r#"
+[app]
+name = "shop"
+root = "/srv/shop"
+
+[rollout]
+canary = 1
+canary_wait = "30s"
+max_failures = "10%"
+
+[notify]
+webhooks = ["https://chat.example.com/hooks/abc"]
+log = "deploys.log"
+
+[environments.staging]
+root = "/srv/shop-staging"
+hosts.stage1 = { address = "10.0.1.1" }
+
+[environments.production]
+ssh.user = "deploy"
+rollout = { batch = "25%", on_failure = "halt" }
+[environments.production.hosts.web1]
+[environments.production.hosts.web2]
+[environments.production.groups]
+web = ["web1", "web2"]
+"#;
+        let t = ShipToml::parse(text, Path::new("ship.toml")).unwrap();
+        assert!(t.hosts.is_empty());
+        assert_eq!(t.rollout.canary, Some(1));
+        assert_eq!(t.rollout.canary_wait, Some(Duration::from_secs(30)));
+        let production = &t.environments[&"production".parse().unwrap()];
+        let policy = production.rollout.over(&t.rollout).policy();
+        assert_eq!(policy.batch, Some(crate::rollout::Amount::Percent(25)));
+        assert_eq!(policy.max_failures, crate::rollout::Amount::Percent(10));
+        assert_eq!(policy.on_failure, crate::rollout::OnFailure::Halt);
+        assert_eq!(production.ssh.user.as_deref(), Some("deploy"));
+        assert_eq!(t.environments.len(), 2);
+        assert_eq!(t.notify.log.as_deref(), Some(Path::new("deploys.log")));
+    }
+
+    #[test]
+    fn environment_mistakes_are_named() {
+        let cases = [
+            (
+                "[environments.prod.hosts.a]\naddress = \"x\"\n",
+                "[environments.prod.hosts.a] has no root: set root there, under [environments.prod] or under [app]",
+            ),
+            (
+                "[environments.prod]\nroot = \"/r\"\n",
+                "[environments.prod] has no hosts",
+            ),
+            (
+                "[environments.prod]\nroot = \"/r\"\nhosts.a = {}\ngroups.web = [\"b\"]\n",
+                "[environments.prod.groups] web names b, which is not under [environments.prod.hosts]",
+            ),
+            (
+                "[environments.prod]\nroot = \"/r\"\nhosts.a = {}\nrollout.batch = \"half\"\n",
+                "neither a number of hosts",
+            ),
+            (
+                "[rollout]\non_failure = \"panic\"\n",
+                "unknown variant `panic`",
+            ),
+            (
+                "[rollout]\nbatch = \"0%\"\n",
+                "not a percentage from 1% to 100%",
+            ),
+            (
+                "[rollout]\ncanary = 1\nwait = \"1m\"\n",
+                "unknown key `rollout.wait`",
+            ),
+            (
+                "[notify]\nwebhooks = [\"chat.example.com/x\"]\n",
+                "[notify] webhooks: \"chat.example.com/x\" is not an http:// or https:// URL",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = ShipToml::parse(text, Path::new("ship.toml")).unwrap_err();
+            let full = format!(
+                "{err}: {}",
+                err.source().map(|s| s.to_string()).unwrap_or_default()
+            );
+            assert!(full.contains(expected), "{text:?}: {full}");
+        }
     }
 
     #[test]

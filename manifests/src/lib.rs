@@ -9,6 +9,7 @@ pub mod behaviour;
 pub mod config;
 pub mod ids;
 pub mod manifest;
+pub mod rollout;
 pub mod time;
 
 pub use ids::{AppName, HostName, IdError, Sha256, Version};
