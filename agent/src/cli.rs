@@ -9,12 +9,13 @@ use manifests::{Sha256, Version};
 ///
 /// Every command works by hand on the host and also speaks ship's protocol: with
 /// --json, stdout carries one JSON event per line ({"type":…,"data":…}) and nothing
-/// else. Commands that change the host take the app root's lock without waiting.
+/// else. Commands that change releases take the app root's lock without waiting
+/// (`health` takes none: it only adds a journal record when the outcome changes).
 #[derive(Debug, Parser)]
 #[command(name = "ship-agent", version, max_term_width = 100)]
 #[command(
-    after_help = "Exit status: 0 done, 1 refused or failed (the host is unchanged), \
-2 usage error."
+    after_help = "Exit status: 0 done, 1 refused or failed (current stays on a complete \
+release; the message says which), 2 usage error."
 )]
 pub struct Cli {
     /// Print protocol events as JSON lines on stdout instead of text on stderr.
@@ -129,6 +130,15 @@ pub enum Command {
         /// --env-file wins over it.
         #[arg(long = "release-env-file", value_name = "PATH", value_parser = relative_path)]
         release_env_file: Option<String>,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Check the current release's services now, once each (no restart, no retries
+    /// beyond one attempt): is what runs healthy? Changes nothing but the journal's
+    /// health record.
+    Health {
+        #[command(flatten)]
+        root: RootArg,
         #[command(flatten)]
         host: HostArgs,
     },

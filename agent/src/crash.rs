@@ -4,8 +4,9 @@
 //! on stderr) until it is killed — or, when `SHIP_AGENT_RESUME_WHEN` names a file,
 //! until that file exists. The crash-safety tests use this to SIGKILL the agent at
 //! every step and check that the host is still on a complete release; the fleet
-//! tests, to hold a lock while a second deploy runs. Without the variable, a
-//! checkpoint costs one comparison.
+//! tests, to hold a lock while a second deploy runs; the health tests, to switch
+//! releases while one is being checked. Without the variable, a checkpoint costs
+//! one comparison.
 
 use std::sync::OnceLock;
 

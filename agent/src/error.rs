@@ -113,6 +113,21 @@ pub enum AgentError {
         /// Whether this was a rollback (which is never reverted).
         rollback: bool,
     },
+    /// `health` was asked about a root where no release is current.
+    #[error("nothing to check: no release is current in {}", root.display())]
+    NoCurrent {
+        /// The app root.
+        root: PathBuf,
+    },
+    /// The current release's services are not healthy now (`health`); nothing was
+    /// changed but the journal's health record.
+    #[error("{}", unhealthy_now_message(.version, .failures))]
+    UnhealthyNow {
+        /// The current release.
+        version: Version,
+        /// Each service whose check failed and what it saw, in the order listed.
+        failures: Vec<(String, String)>,
+    },
     /// A release on disk differs from its manifest.
     #[error("release {version} differs from its manifest: {count} problem(s)")]
     Drift {
@@ -183,9 +198,21 @@ fn unhealthy_message(
     format!("{version} failed health on {host} ({failure}); {after}")
 }
 
+fn unhealthy_now_message(version: &Version, failures: &[(String, String)]) -> String {
+    let what: Vec<String> = failures
+        .iter()
+        .map(|(service, failure)| format!("{service}: {failure}"))
+        .collect();
+    format!(
+        "{version} is unhealthy on {} ({})",
+        host_name(),
+        what.join("; ")
+    )
+}
+
 /// This host's name for messages: `SHIP_HOST` (set by `ship` to the inventory
 /// name), else the kernel's host name.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::env::var("SHIP_HOST")
         .ok()
         .filter(|h| !h.is_empty())
@@ -223,6 +250,21 @@ impl AgentError {
                     "revert": revert,
                     "reverted_to": to,
                     "revert_failure": why,
+                }})
+            }
+            AgentError::UnhealthyNow { version, failures } => {
+                let first = failures.first();
+                let all: Vec<_> = failures
+                    .iter()
+                    .map(|(service, failure)| {
+                        serde_json::json!({"service": service, "failure": failure})
+                    })
+                    .collect();
+                serde_json::json!({"unhealthy_now": {
+                    "version": version,
+                    "service": first.map(|(service, _)| service),
+                    "failure": first.map(|(_, failure)| failure),
+                    "failures": all,
                 }})
             }
             _ => serde_json::Value::Null,

@@ -1,7 +1,8 @@
 //! Health checks: an HTTP GET (status, and a body substring if asked), a TCP
-//! connect, or a command that must exit 0 — each retried until its deadline. A
-//! failure says what the last attempt saw (`GET /health → 503`) and for how long it
-//! was tried.
+//! connect, or a command that must exit 0 — each retried until its deadline after a
+//! switch ([`check`]), or tried once when asked how a running release is ([`once`]).
+//! A failure says what the last attempt saw (`GET /health → 503`) and, after
+//! retries, for how long it was tried.
 
 use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -56,27 +57,12 @@ pub fn check(
     command: impl Fn(&str) -> Command,
     out: Output,
 ) -> Result<(), Unhealthy> {
-    let timeout = match health {
-        Health::Http { timeout, .. }
-        | Health::Tcp { timeout, .. }
-        | Health::Command { timeout, .. } => timeout.unwrap_or(DEFAULT_TIMEOUT),
-    };
     let started = Instant::now();
-    let deadline = started + timeout;
+    let deadline = started + timeout(health);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let attempt = left.clamp(Duration::from_millis(100), ATTEMPT);
-        let result = match health {
-            Health::Http {
-                http, expect, body, ..
-            } => http_once(env, http, expect.unwrap_or(200), body.as_deref(), attempt),
-            Health::Tcp { tcp, .. } => tcp_once(env, tcp, attempt),
-            Health::Command { command: line, .. } => {
-                run::run("health", command(line), attempt, out.quiet())
-                    .map_err(|e| format!("`{line}`: {e}"))
-            }
-        };
-        match result {
+        let limit = left.clamp(Duration::from_millis(100), ATTEMPT);
+        match attempt(health, env, &command, limit, out) {
             Ok(()) => return Ok(()),
             Err(last) if Instant::now() + PAUSE >= deadline => {
                 return Err(Unhealthy {
@@ -85,6 +71,48 @@ pub fn check(
                 });
             }
             Err(_) => std::thread::sleep(PAUSE),
+        }
+    }
+}
+
+/// Checks `health` once, now: a single attempt, limited to the check's timeout and
+/// to the longest a single attempt may take, whichever is shorter. `Err` says what
+/// it saw (`GET /health → 503`).
+pub fn once(
+    health: &Health,
+    env: &Environment,
+    command: impl Fn(&str) -> Command,
+    out: Output,
+) -> Result<(), String> {
+    attempt(health, env, &command, timeout(health).min(ATTEMPT), out)
+}
+
+/// How long `health` is retried.
+fn timeout(health: &Health) -> Duration {
+    match health {
+        Health::Http { timeout, .. }
+        | Health::Tcp { timeout, .. }
+        | Health::Command { timeout, .. } => timeout.unwrap_or(DEFAULT_TIMEOUT),
+    }
+}
+
+/// One attempt at `health`, taking at most `limit`. A health command's output is
+/// not shown: what failed is in the `Err`, with the command's last line.
+fn attempt(
+    health: &Health,
+    env: &Environment,
+    command: &impl Fn(&str) -> Command,
+    limit: Duration,
+    out: Output,
+) -> Result<(), String> {
+    match health {
+        Health::Http {
+            http, expect, body, ..
+        } => http_once(env, http, expect.unwrap_or(200), body.as_deref(), limit),
+        Health::Tcp { tcp, .. } => tcp_once(env, tcp, limit),
+        Health::Command { command: line, .. } => {
+            run::run("health", command(line), limit, out.quiet())
+                .map_err(|e| format!("`{line}`: {e}"))
         }
     }
 }
@@ -249,5 +277,79 @@ mod tests {
         check(&command("true"), &env(), sh, out).unwrap();
         let err = check(&command("echo nope; exit 1"), &env(), sh, out).unwrap_err();
         assert!(err.last.contains("exited with status 1"), "{}", err.last);
+    }
+
+    #[test]
+    fn once_is_a_single_attempt_whatever_the_timeout() {
+        let out = Output::new(true).quiet();
+        // A real server answering 503 to every request, counting them.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 503 X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        let slow = Some(Duration::from_secs(30));
+        let down = Health::Http {
+            http: format!("http://{addr}/health"),
+            expect: None,
+            body: None,
+            timeout: slow,
+        };
+        assert_eq!(
+            once(&down, &env(), no_command, out).unwrap_err(),
+            "GET /health → 503"
+        );
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        // A command that fails runs once; one that passes passes.
+        let dir = tempfile::tempdir().unwrap();
+        let tries = dir.path().join("tries");
+        let sh = |line: &str| {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(line);
+            c
+        };
+        let failing = Health::Command {
+            command: format!("echo try >> '{}'; exit 1", tries.display()),
+            timeout: slow,
+        };
+        let err = once(&failing, &env(), sh, out).unwrap_err();
+        assert!(err.ends_with("it exited with status 1"), "{err}");
+        assert_eq!(std::fs::read_to_string(&tries).unwrap(), "try\n");
+        let passing = Health::Command {
+            command: "true".into(),
+            timeout: slow,
+        };
+        once(&passing, &env(), sh, out).unwrap();
+
+        // Nothing listening: refused at once, not retried for 30 seconds.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let started = Instant::now();
+        let err = once(
+            &Health::Tcp {
+                tcp: address.clone(),
+                timeout: slow,
+            },
+            &env(),
+            no_command,
+            out,
+        )
+        .unwrap_err();
+        assert!(err.starts_with(&format!("tcp {address}: ")), "{err}");
+        assert!(err.contains("refused"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{err}");
     }
 }

@@ -1,6 +1,6 @@
 //! `ship-agent`: everything that happens on a host — receive and verify an artifact
-//! into `releases/<version>`, switch `current` atomically, roll back, prune, and keep
-//! the lock and the journal.
+//! into `releases/<version>`, switch `current` atomically, roll back, prune, check
+//! the running release's health, and keep the lock and the journal.
 //!
 //! The agent is small and synchronous: no SSH, no progress bars. It trusts nothing it
 //! is sent: artifacts go through the packager's checking reader, identifiers are
@@ -25,6 +25,7 @@ mod releases;
 mod run;
 mod status;
 mod switch;
+mod watch;
 
 use std::error::Error;
 use std::ffi::OsString;
@@ -215,6 +216,12 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             let checked = lifecycle::preflight(&app, &behaviour, &host.settings(), need_bytes)?;
             out.say(format!("{}: preflight passed", app.path().display()));
             done(out, &checked);
+        }
+        Command::Health { root, host } => {
+            let app = existing(&root)?;
+            // No lock: this runs beside a deploy that holds it. It only reads, and
+            // appends to the journal, which is safe without the lock (see `journal`).
+            done(out, &watch::health(&app, &host.settings(), out)?);
         }
         Command::Hello { root } => {
             let app = AppRoot::new(&root.root)

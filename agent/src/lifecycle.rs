@@ -151,6 +151,20 @@ impl Context<'_> {
         Ok(())
     }
 
+    /// Checks each service's health once, now, in the order listed: no restart and
+    /// no retry. Services without a health check are left out.
+    pub fn health_now(&self) -> Vec<(String, Result<(), String>)> {
+        self.behaviour
+            .services
+            .iter()
+            .filter_map(|service| {
+                let check = service.health.as_ref()?;
+                let result = health::once(check, self.env, |line| self.shell(line), self.out);
+                Some((service.name.clone(), result))
+            })
+            .collect()
+    }
+
     fn restart(&self, name: &str, restart: &Restart) -> Result<(), String> {
         match restart {
             Restart::Command { command, timeout } => run::run(

@@ -31,8 +31,9 @@ pub struct Switched {
     pub warnings: Vec<String>,
 }
 
-/// A release ready to switch to: its manifest and environment, preflight passed.
-struct Ready {
+/// A release ready to switch to (or, read without preflight, running): its
+/// manifest and environment.
+pub(crate) struct Ready {
     manifest: Manifest,
     env: Environment,
 }
@@ -52,8 +53,13 @@ impl Ready {
     }
 
     /// Loads release `version` without checking its requirements (a revert goes back
-    /// whatever they say: the release was live a moment ago).
-    fn read(root: &AppRoot, version: &Version, host: &HostSettings) -> Result<Ready, AgentError> {
+    /// whatever they say: the release was live a moment ago; `health` checks what
+    /// runs).
+    pub(crate) fn read(
+        root: &AppRoot,
+        version: &Version,
+        host: &HostSettings,
+    ) -> Result<Ready, AgentError> {
         let Some(manifest) = receive::read_release_manifest(root, version)? else {
             return Err(AgentError::NoRelease {
                 version: version.clone(),
@@ -64,7 +70,9 @@ impl Ready {
         Ok(Ready { manifest, env })
     }
 
-    fn context<'a>(
+    /// How the release's programs run: in its directory, with its environment, and
+    /// `previous` as `SHIP_PREVIOUS`.
+    pub(crate) fn context<'a>(
         &'a self,
         root: &'a AppRoot,
         previous: Option<&'a Version>,

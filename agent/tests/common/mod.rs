@@ -193,6 +193,22 @@ pub fn artifact(version: &str) -> (Vec<u8>, String) {
 
 /// Like [`artifact`], with `extra` adding to the tree before packing.
 pub fn artifact_with(version: &str, extra: impl FnOnce(&Path)) -> (Vec<u8>, String) {
+    pack(version, extra, Default::default())
+}
+
+/// Like [`artifact`], whose manifest carries `behaviour` (services, hooks, …).
+pub fn artifact_behaving(
+    version: &str,
+    behaviour: manifests::behaviour::Behaviour,
+) -> (Vec<u8>, String) {
+    pack(version, |_| {}, behaviour)
+}
+
+fn pack(
+    version: &str,
+    extra: impl FnOnce(&Path),
+    behaviour: manifests::behaviour::Behaviour,
+) -> (Vec<u8>, String) {
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("tree");
     fs::create_dir_all(tree.join("bin")).unwrap();
@@ -216,7 +232,7 @@ pub fn artifact_with(version: &str, extra: impl FnOnce(&Path)) -> (Vec<u8>, Stri
         mtime: 0,
         strict: false,
         threads: 1,
-        behaviour: Default::default(),
+        behaviour,
     };
     let packed = packager::pack(&options, &()).unwrap();
     (
