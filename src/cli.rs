@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand};
+use manifests::rollout::{Amount, OnFailure};
 use manifests::{AppName, Sha256, Version};
 
 /// Pack an application into a checksummed, relocatable release artifact and deploy
@@ -52,14 +55,23 @@ pub enum Command {
     /// manifest. Exits 1 naming the first thing that does not hold.
     Verify(VerifyArgs),
     /// Deploy a release to hosts: stage it on every host (transfer and verify), then
-    /// switch them all.
+    /// switch them, all at once or in waves.
     ///
     /// Every selected host is staged first, in parallel: connect, check the agent,
-    /// preflight (lock free, enough disk), and stream the artifact into the agent,
-    /// which verifies every file before the release appears on the host. Hosts that
-    /// already have this exact release skip the transfer. Only then are the staged
-    /// hosts activated and old releases pruned. A host that fails is reported and
-    /// left on its release; the others go on, unless --all-or-nothing.
+    /// preflight (lock free, enough disk, what the release requires), and stream the
+    /// artifact into the agent, which verifies every file before the release appears
+    /// on the host. Hosts that already have this exact release skip the transfer. A
+    /// host that fails staging is reported and left alone; the others go on, unless
+    /// --all-or-nothing.
+    ///
+    /// Then the staged hosts are activated: the canary hosts alone (--canary), their
+    /// health watched for --canary-wait, then waves of --batch hosts, each wave
+    /// passing health before the next starts. When more hosts fail than
+    /// --max-failures allows (default 0), no new wave starts and, under
+    /// --on-failure revert (the default), every host this deploy switched goes back
+    /// to the release it ran before and is checked again. [rollout] in ship.toml (or
+    /// the environment's) sets the defaults; flags win. --plan shows all this
+    /// without changing anything.
     ///
     /// Activating runs what the release's manifest says: its pre_activate hook (a
     /// failure stops the host before the switch), the atomic switch of `current`,
@@ -82,6 +94,14 @@ pub enum Command {
     /// disk for it. Without a release, the requirements in ship.toml count. Each
     /// failing host names everything that is missing.
     Check(CheckArgs),
+    /// Deploy to one environment the release another runs: the version FROM runs on
+    /// all of its hosts, healthy there, goes to TO with TO's rollout policy.
+    ///
+    /// Every host of FROM is asked what it runs and its services are checked now.
+    /// The promotion is refused, naming the reason, when FROM's hosts run different
+    /// releases (or none), when one is unreachable or unhealthy, or when the local
+    /// artifact of that version is not the one FROM runs (its payload digest).
+    Promote(PromoteArgs),
     /// A table of what every host runs; hosts that differ from the fleet stand out.
     Status(StatusArgs),
     /// Every host's journal: who deployed or rolled back what, and when.
@@ -105,26 +125,92 @@ pub struct FleetArgs {
     pub json: bool,
 }
 
+/// Which environment of ship.toml.
+#[derive(Debug, Args)]
+pub struct EnvArg {
+    /// Work on the hosts of this environment ([environments.<NAME>] in ship.toml).
+    #[arg(long = "env", env = "SHIP_ENV", value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+/// How a deploy activates the hosts it staged.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Rollout")]
+pub struct RolloutArgs {
+    /// Activate no host unless every host staged.
+    #[arg(long)]
+    pub all_or_nothing: bool,
+    /// Activate the first N hosts alone, before any other [default: 0].
+    #[arg(long, value_name = "N")]
+    pub canary: Option<usize>,
+    /// Keep checking the canary hosts' health this long (30s, 5m) before the rest
+    /// proceed [default: 0s].
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub canary_wait: Option<Duration>,
+    /// After the canary, activate in waves of N hosts or P% of the hosts; each wave
+    /// must pass health before the next starts [default: all at once].
+    #[arg(long, value_name = "N|P%")]
+    pub batch: Option<Amount>,
+    /// Start no new wave once more hosts than this (N or P%) have failed
+    /// [default: 0].
+    #[arg(long, value_name = "N|P%")]
+    pub max_failures: Option<Amount>,
+    /// Beyond the budget: halt (switched hosts stay) or revert (every host this
+    /// deploy switched goes back to its previous release) [default: revert].
+    #[arg(long, value_name = "halt|revert")]
+    pub on_failure: Option<OnFailure>,
+    /// Change nothing: ask every host for its state and print what would happen
+    /// (which hosts need a transfer, how many bytes, the waves).
+    #[arg(long)]
+    pub plan: bool,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration such as 30s or 5m: {e}"))
+}
+
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// A version (the artifact is <artifacts>/<name>-<VERSION>.tar.zst) or the path
     /// of an artifact.
     pub release: String,
-    /// Hosts: names, globs (web*) and groups (@web), comma-separated.
+    /// Hosts: names, globs (web*) and groups (@web), comma-separated [default: all
+    /// the hosts of --env].
     #[arg(long)]
+    pub hosts: Option<String>,
+    #[command(flatten)]
+    pub env: EnvArg,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The environment whose release is promoted.
+    pub from: String,
+    /// The environment it is deployed to.
+    pub to: String,
+    /// Hosts of TO: names, globs (web*) and groups (@web), comma-separated
+    /// [default: all].
+    #[arg(long, default_value = "*")]
     pub hosts: String,
-    /// Activate no host unless every host staged.
-    #[arg(long)]
-    pub all_or_nothing: bool,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
     #[command(flatten)]
     pub fleet: FleetArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// Hosts: names, globs (web*) and groups (@web), comma-separated.
+    /// Hosts: names, globs (web*) and groups (@web), comma-separated [default: all
+    /// the hosts of --env].
     #[arg(long)]
-    pub hosts: String,
+    pub hosts: Option<String>,
+    #[command(flatten)]
+    pub env: EnvArg,
     /// Switch to this release instead of the previous one.
     #[arg(long, value_name = "VERSION")]
     pub to: Option<Version>,
@@ -140,6 +226,8 @@ pub struct CheckArgs {
     #[arg(long, default_value = "*")]
     pub hosts: String,
     #[command(flatten)]
+    pub env: EnvArg,
+    #[command(flatten)]
     pub fleet: FleetArgs,
 }
 
@@ -148,6 +236,8 @@ pub struct StatusArgs {
     /// Hosts: names, globs (web*) and groups (@web), comma-separated.
     #[arg(long, default_value = "*")]
     pub hosts: String,
+    #[command(flatten)]
+    pub env: EnvArg,
     #[command(flatten)]
     pub fleet: FleetArgs,
 }

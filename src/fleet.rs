@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use manifests::behaviour::Behaviour;
-use manifests::{Manifest, Sha256, Version};
+use manifests::{Manifest, Version};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -48,6 +48,32 @@ pub struct Artifact {
     pub size: u64,
 }
 
+/// How a host's part in a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It runs the release asked for (switched to it, or already had it).
+    Done,
+    /// The run switched it, then put it back on the release it ran before.
+    Reverted,
+    /// It was staged but not activated: the rollout stopped first.
+    Skipped,
+    /// It failed; `to` says what it runs now, when known.
+    Failed,
+}
+
+impl Outcome {
+    /// The word in the report's RESULT column.
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Done => "ok",
+            Outcome::Reverted => "reverted",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "FAILED",
+        }
+    }
+}
+
 /// How one host ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct HostResult {
@@ -55,6 +81,8 @@ pub struct HostResult {
     pub host: String,
     /// Whether it did what was asked.
     pub ok: bool,
+    /// How its part ended.
+    pub result: Outcome,
     /// The release that was current before.
     pub from: Option<String>,
     /// The release current now (when it changed or was already right).
@@ -68,10 +96,11 @@ pub struct HostResult {
 }
 
 impl HostResult {
-    fn new(host: &Host) -> HostResult {
+    pub(crate) fn new(host: &Host) -> HostResult {
         HostResult {
             host: host.name.to_string(),
             ok: false,
+            result: Outcome::Failed,
             from: None,
             to: None,
             transferred: 0,
@@ -79,11 +108,28 @@ impl HostResult {
             detail: String::new(),
         }
     }
+
+    /// Records how the host ended.
+    pub(crate) fn set(&mut self, result: Outcome, detail: impl Into<String>) {
+        self.result = result;
+        self.ok = result == Outcome::Done;
+        self.detail = detail.into();
+    }
+
+    /// Tells the reporter how the host ended.
+    pub(crate) fn report(&self, reporter: &Reporter) {
+        reporter.finished(
+            &self.host,
+            self.ok,
+            &self.detail,
+            &serde_json::to_value(self).unwrap_or(Value::Null),
+        );
+    }
 }
 
 /// Runs `work` on every item with at most `limit` at once; an item not started
 /// because of Ctrl-C gets `None`.
-fn parallel<T: Sync, R: Send>(
+pub(crate) fn parallel<T: Sync, R: Send>(
     items: &[T],
     limit: usize,
     work: impl Fn(usize, &T) -> R + Sync,
@@ -114,15 +160,14 @@ fn parallel<T: Sync, R: Send>(
         .collect()
 }
 
-fn interrupted(host: &Host) -> HostResult {
-    HostResult {
-        detail: "not started: interrupted".into(),
-        ..HostResult::new(host)
-    }
+pub(crate) fn interrupted(host: &Host) -> HostResult {
+    let mut result = HostResult::new(host);
+    result.set(Outcome::Failed, "not started: interrupted");
+    result
 }
 
 /// Connects and says hello; the agent and its hello on success.
-fn open(
+pub(crate) fn open(
     host: &Host,
     options: &Options,
     reporter: &Reporter,
@@ -140,7 +185,10 @@ fn open(
 
 /// Shows the agent's events for `host` as they come: phases (hooks, restarts, health
 /// checks, reverts) and the app's programs' output.
-fn agent_events<'a>(host: &'a str, reporter: &'a Reporter) -> impl FnMut(&str, &Value) + 'a {
+pub(crate) fn agent_events<'a>(
+    host: &'a str,
+    reporter: &'a Reporter,
+) -> impl FnMut(&str, &Value) + 'a {
     move |kind, data| match kind {
         "phase" => reporter.phase(
             host,
@@ -159,7 +207,7 @@ fn agent_events<'a>(host: &'a str, reporter: &'a Reporter) -> impl FnMut(&str, &
 
 /// Why a call failed, for the host's line: `step: cause`, or for a failed preflight
 /// or health check, a sentence that names the host.
-fn describe(host: &str, step: &str, error: &CallError) -> String {
+pub(crate) fn describe(host: &str, step: &str, error: &CallError) -> String {
     let CallError::Refused { details, .. } = error else {
         return format!("{step}: {}", crate::error::chain(error));
     };
@@ -168,14 +216,14 @@ fn describe(host: &str, step: &str, error: &CallError) -> String {
         return format!("preflight: {} on {host}", problems.join("; "));
     }
     // The agent's own sentence, which names the host, the failure and the revert.
-    if details["unhealthy"].is_object() {
+    if details["unhealthy"].is_object() || details["unhealthy_now"].is_object() {
         return crate::error::chain(error);
     }
     format!("{step}: {}", crate::error::chain(error))
 }
 
 /// The release current on a host after a failed call, when the failure says.
-fn current_after(error: &CallError) -> Option<String> {
+pub(crate) fn current_after(error: &CallError) -> Option<String> {
     let CallError::Refused { details, .. } = error else {
         return None;
     };
@@ -187,135 +235,31 @@ fn current_after(error: &CallError) -> Option<String> {
     .map(str::to_owned)
 }
 
-fn current_of(hello: &Value) -> Option<String> {
+pub(crate) fn current_of(hello: &Value) -> Option<String> {
     hello["status"]["current"].as_str().map(str::to_owned)
 }
 
-/// Deploys `artifact` to `hosts`; see the module docs.
-pub fn deploy(
-    hosts: &[&Host],
-    artifact: &Artifact,
-    keep: u32,
-    all_or_nothing: bool,
-    options: &Options,
-    reporter: &Reporter,
-) -> Vec<HostResult> {
-    let version = &artifact.manifest.version;
-    let payload = &artifact.manifest.payload_digest;
-    let agents: Vec<Mutex<Option<RemoteAgent>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
-    let staged = parallel(hosts, options.parallel, |i, host| {
-        let started = Instant::now();
-        let mut result = HostResult::new(host);
-        match stage(host, artifact, payload, options, reporter, &mut result) {
-            Ok(agent) => {
-                result.ok = true;
-                *agents[i].lock().expect("not poisoned") = Some(agent);
-            }
-            Err(reason) => {
-                result.detail = reason;
-                reporter.finished(host.name.as_str(), false, &result.detail, &Value::Null);
-            }
-        }
-        result.seconds = started.elapsed().as_secs_f64();
-        result
-    });
-    let mut results: Vec<HostResult> = staged
-        .into_iter()
-        .zip(hosts)
-        .map(|(r, host)| r.unwrap_or_else(|| interrupted(host)))
-        .collect();
-    let failed = results.iter().filter(|r| !r.ok).count();
-    if all_or_nothing && failed > 0 {
-        for result in results.iter_mut().filter(|r| r.ok) {
-            result.ok = false;
-            result.detail = format!(
-                "staged but not activated: {failed} host(s) failed staging (--all-or-nothing)"
-            );
-        }
-        return results;
-    }
-    if failed > 0 {
-        reporter.note(&format!(
-            "{failed} host(s) failed staging and will not be activated; activating the others"
-        ));
-    }
-    let activated = parallel(hosts, options.parallel, |i, host| {
-        let mut slot = agents[i].lock().expect("not poisoned");
-        let agent = slot.as_mut()?;
-        let started = Instant::now();
-        let name = host.name.as_str();
-        reporter.phase(name, "activate", version.as_str());
-        let outcome = agent
-            .activate(version, &mut agent_events(name, reporter))
-            .map_err(|e| (describe(name, "activate", &e), current_after(&e)));
-        let outcome = outcome.and_then(|switched| {
-            reporter.phase(name, "prune", &format!("keep {keep}"));
-            let pruned = agent.prune(keep).map_err(|e| {
-                (
-                    format!("activated, then prune failed: {}", crate::error::chain(&e)),
-                    Some(version.to_string()),
-                )
-            })?;
-            Ok((switched, pruned))
-        });
-        Some((outcome, started.elapsed().as_secs_f64()))
-    });
-    for ((result, activation), host) in results.iter_mut().zip(activated).zip(hosts) {
-        let name = host.name.as_str();
-        match activation.flatten() {
-            None if result.ok => {
-                result.ok = false;
-                result.detail = "staged but not activated: interrupted".into();
-            }
-            None => {}
-            Some((Ok((switched, pruned)), seconds)) => {
-                result.seconds += seconds;
-                result.to = Some(version.to_string());
-                let removed = pruned["removed"].as_array().map_or(0, Vec::len);
-                result.detail = match switched["outcome"].as_str() {
-                    Some("unchanged") => format!("{version} was already current"),
-                    _ => format!(
-                        "{} -> {version}",
-                        result.from.as_deref().unwrap_or("nothing")
-                    ),
-                } + &if removed > 0 {
-                    format!(", pruned {removed}")
-                } else {
-                    String::new()
-                } + &warnings(&switched);
-                reporter.finished(
-                    name,
-                    true,
-                    &result.detail,
-                    &serde_json::to_value(&*result).unwrap_or(Value::Null),
-                );
-            }
-            Some((Err((reason, current)), seconds)) => {
-                result.seconds += seconds;
-                result.ok = false;
-                result.detail = reason;
-                result.to = current;
-                reporter.finished(name, false, &result.detail, &Value::Null);
-            }
-        }
-    }
-    results
+/// Whether a host needs the artifact sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// It has this exact release already.
+    Nothing,
+    /// It needs the artifact.
+    Transfer,
 }
 
-/// Connect, hello, preflight, transfer: the host is ready to activate.
-fn stage(
+/// Preflight from a host's hello (lock, release already there, disk) and, when the
+/// release requires variables or files and `agent` is given, the agent's check.
+/// Changes nothing on the host.
+pub(crate) fn preflight(
     host: &Host,
     artifact: &Artifact,
-    payload: &Sha256,
-    options: &Options,
-    reporter: &Reporter,
-    result: &mut HostResult,
-) -> Result<RemoteAgent, String> {
+    hello: &Value,
+    agent: Option<&mut RemoteAgent>,
+) -> Result<Need, String> {
     let name = host.name.as_str();
     let version = artifact.manifest.version.as_str();
-    let (mut agent, hello) = open(host, options, reporter)?;
-    result.from = current_of(&hello);
-    reporter.phase(name, "preflight", "");
+    let payload = &artifact.manifest.payload_digest;
     let status = &hello["status"];
     if let Some(holder) = status["lock"].as_object() {
         let who = holder.get("holder").filter(|h| !h.is_null()).map_or(
@@ -338,8 +282,7 @@ fn stage(
         .find(|r| r["version"].as_str() == Some(version));
     if let Some(present) = present {
         if present["payload_digest"].as_str() == Some(payload.as_str()) {
-            reporter.phase(name, "transfer", "skipped: already there");
-            return Ok(agent);
+            return Ok(Need::Nothing);
         }
         return Err(format!(
             "preflight: release {version} is already on the host with different content (payload {})",
@@ -347,7 +290,9 @@ fn stage(
         ));
     }
     let requires = &artifact.manifest.behaviour.requires;
-    if !requires.env.is_empty() || !requires.files.is_empty() {
+    if let Some(agent) = agent
+        && (!requires.env.is_empty() || !requires.files.is_empty())
+    {
         agent
             .check(&artifact.manifest.behaviour, None)
             .map_err(|e| describe(name, "preflight", &e))?;
@@ -362,6 +307,26 @@ fn stage(
                 crate::output::human_bytes(free)
             ));
         }
+    }
+    Ok(Need::Transfer)
+}
+
+/// Connect, hello, preflight, transfer: the host is ready to activate.
+pub(crate) fn stage(
+    host: &Host,
+    artifact: &Artifact,
+    options: &Options,
+    reporter: &Reporter,
+    result: &mut HostResult,
+) -> Result<RemoteAgent, String> {
+    let name = host.name.as_str();
+    let payload = &artifact.manifest.payload_digest;
+    let (mut agent, hello) = open(host, options, reporter)?;
+    result.from = current_of(&hello);
+    reporter.phase(name, "preflight", "");
+    if preflight(host, artifact, &hello, Some(&mut agent))? == Need::Nothing {
+        reporter.phase(name, "transfer", "skipped: already there");
+        return Ok(agent);
     }
     reporter.phase(name, "transfer", &crate::output::human_bytes(artifact.size));
     let file = File::open(&artifact.path)
@@ -416,37 +381,15 @@ pub fn rollback(
         let name = host.name.as_str();
         // No hello: a rollback is one round trip to the agent (which knows the rest).
         reporter.phase(name, "connect", "");
-        let outcome = RemoteAgent::connect(host, options.accept_new_keys)
-            .map_err(|e| (format!("connect: {}", crate::error::chain(&e)), None))
-            .and_then(|mut agent| {
-                reporter.phase(name, "rollback", to.map_or("", Version::as_str));
-                agent
-                    .rollback(to, &mut agent_events(name, reporter))
-                    .map_err(|e| (describe(name, "rollback", &e), current_after(&e)))
-            });
-        result.seconds = started.elapsed().as_secs_f64();
-        match outcome {
-            Ok(switched) => {
-                result.ok = true;
-                result.from = switched["from"].as_str().map(str::to_owned);
-                result.to = switched["to"].as_str().map(str::to_owned);
-                result.detail = format!(
-                    "{} -> {}",
-                    result.from.as_deref().unwrap_or("nothing"),
-                    result.to.as_deref().unwrap_or("?")
-                ) + &warnings(&switched);
-            }
-            Err((reason, current)) => {
-                result.detail = reason;
-                result.to = current;
-            }
+        match RemoteAgent::connect(host, options.accept_new_keys) {
+            Ok(mut agent) => switch_back(&mut agent, host, to, reporter, &mut result),
+            Err(e) => result.set(
+                Outcome::Failed,
+                format!("connect: {}", crate::error::chain(&e)),
+            ),
         }
-        reporter.finished(
-            name,
-            result.ok,
-            &result.detail,
-            &serde_json::to_value(&result).unwrap_or(Value::Null),
-        );
+        result.seconds = started.elapsed().as_secs_f64();
+        result.report(reporter);
         result
     });
     results
@@ -456,8 +399,87 @@ pub fn rollback(
         .collect()
 }
 
+/// Rolls one host back to `to` (or its previous release), restarting and checking
+/// it; `result` gets the switch, or the reason it failed and what runs now.
+pub(crate) fn switch_back(
+    agent: &mut RemoteAgent,
+    host: &Host,
+    to: Option<&Version>,
+    reporter: &Reporter,
+    result: &mut HostResult,
+) {
+    let name = host.name.as_str();
+    reporter.phase(name, "rollback", to.map_or("", Version::as_str));
+    match agent.rollback(to, &mut agent_events(name, reporter)) {
+        Ok(switched) => {
+            result.from = switched["from"].as_str().map(str::to_owned);
+            result.to = switched["to"].as_str().map(str::to_owned);
+            let what = if switched["outcome"] == "unchanged" {
+                "already current".to_owned()
+            } else {
+                "switched, restarted and healthy".to_owned()
+            };
+            result.set(Outcome::Done, what + &warnings(&switched));
+        }
+        Err(e) => {
+            result.to = current_after(&e);
+            result.set(Outcome::Failed, describe(name, "rollback", &e));
+        }
+    }
+}
+
+/// Activates `version` on a staged host, then prunes to `keep` releases; `result`
+/// gets what runs now and how it went.
+pub(crate) fn activate(
+    agent: &mut RemoteAgent,
+    host: &Host,
+    version: &Version,
+    keep: u32,
+    reporter: &Reporter,
+    result: &mut HostResult,
+) {
+    let name = host.name.as_str();
+    let started = Instant::now();
+    reporter.phase(name, "activate", version.as_str());
+    match agent.activate(version, &mut agent_events(name, reporter)) {
+        Err(e) => {
+            result.to = current_after(&e);
+            result.set(Outcome::Failed, describe(name, "activate", &e));
+        }
+        Ok(switched) => {
+            result.to = Some(version.to_string());
+            let mut detail = match switched["outcome"].as_str() {
+                Some("unchanged") => "already current".to_owned(),
+                _ => "switched".to_owned(),
+            };
+            reporter.phase(name, "prune", &format!("keep {keep}"));
+            match agent.prune(keep) {
+                Ok(pruned) => {
+                    let removed = pruned["removed"].as_array().map_or(0, Vec::len);
+                    if removed > 0 {
+                        detail += &format!(", pruned {removed}");
+                    }
+                    result.set(Outcome::Done, detail + &warnings(&switched));
+                }
+                Err(e) => result.set(
+                    Outcome::Failed,
+                    format!("activated, then prune failed: {}", crate::error::chain(&e)),
+                ),
+            }
+        }
+    }
+    result.seconds += started.elapsed().as_secs_f64();
+}
+
+/// Checks the services of what a host runs, once each: `Err` says what failed.
+pub(crate) fn health(agent: &mut RemoteAgent, host: &Host) -> Result<Value, String> {
+    agent
+        .health()
+        .map_err(|e| describe(host.name.as_str(), "health", &e))
+}
+
 /// `; warning: …` for each warning of a switch (a failed `post_activate` hook).
-fn warnings(switched: &Value) -> String {
+pub(crate) fn warnings(switched: &Value) -> String {
     switched["warnings"]
         .as_array()
         .into_iter()
@@ -510,6 +532,69 @@ pub fn status(hosts: &[&Host], options: &Options) -> Vec<(String, Result<Value, 
         open(host, options, &quiet).map(|(_, hello)| hello["status"].clone())
     });
     by_host(hosts, results)
+}
+
+/// The release every one of `hosts` runs, healthy, with its payload digest; `Err`
+/// says why there is no such release (a host unreachable, none or different
+/// releases, or one failing a health check now). Installs nothing.
+pub fn running(hosts: &[&Host], options: &Options) -> Result<(Version, String), String> {
+    let seen = parallel(hosts, options.parallel, |_, host| {
+        let name = host.name.as_str();
+        let mut agent = RemoteAgent::connect(host, options.accept_new_keys)
+            .map_err(|e| format!("{name} is unreachable: {}", crate::error::chain(&e)))?;
+        let hello = match agent.probe() {
+            Err(e) => return Err(format!("{name}: hello: {}", crate::error::chain(&e))),
+            Ok(Err(_)) => return Ok(None),
+            Ok(Ok(hello)) => hello,
+        };
+        let Some(current) = current_of(&hello) else {
+            return Ok(None);
+        };
+        let release = hello["status"]["releases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["version"].as_str() == Some(&current))
+            .cloned()
+            .unwrap_or(Value::Null);
+        // A check now, not the journal's last word: it also updates that word.
+        health(&mut agent, host)?;
+        let payload = release["payload_digest"].as_str().unwrap_or("?").to_owned();
+        Ok(Some((current, payload)))
+    });
+    let mut runs: Vec<(String, Option<(String, String)>)> = Vec::new();
+    for (host, seen) in hosts.iter().zip(seen) {
+        let seen = seen.ok_or("interrupted")??;
+        runs.push((host.name.to_string(), seen));
+    }
+    if let Some((host, _)) = runs.iter().find(|(_, r)| r.is_none()) {
+        return Err(format!("{host} runs no release"));
+    }
+    let mut by_release: std::collections::BTreeMap<&(String, String), Vec<&str>> =
+        std::collections::BTreeMap::new();
+    for (host, release) in &runs {
+        let release = release.as_ref().expect("checked above");
+        by_release.entry(release).or_default().push(host);
+    }
+    if by_release.len() > 1 {
+        let mixed: Vec<String> = by_release
+            .iter()
+            .map(|((version, payload), hosts)| {
+                let short = payload.get(..12).unwrap_or(payload);
+                format!("{version} (payload {short}…) on {}", hosts.join(", "))
+            })
+            .collect();
+        return Err(format!("its hosts are mixed: {}", mixed.join("; ")));
+    }
+    let (version, payload) = by_release
+        .into_keys()
+        .next()
+        .ok_or("it has no hosts")?
+        .clone();
+    let version = version
+        .parse()
+        .map_err(|e: manifests::IdError| e.to_string())?;
+    Ok((version, payload))
 }
 
 /// Every host's journal.

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use manifests::config::{ShipToml, TransportKind};
+use manifests::config::{EnvironmentTable, NotifyTable, ShipToml, TransportKind};
+use manifests::rollout::RolloutTable;
 use manifests::{AppName, HostName};
 
 /// Default SSH connect and I/O timeout.
@@ -28,6 +29,14 @@ pub struct Fleet {
     /// The app's behaviour as this file declares it (what `ship check` checks
     /// without a release; deploys use the artifact's own).
     pub behaviour: manifests::behaviour::Behaviour,
+    /// The environment chosen with `--env`, if any.
+    pub environment: Option<HostName>,
+    /// The rollout policy the file sets (the environment's over `[rollout]`).
+    pub rollout: RolloutTable,
+    /// URLs that receive deploy events.
+    pub webhooks: Vec<String>,
+    /// The file deploy events are appended to.
+    pub deploy_log: Option<PathBuf>,
     groups: BTreeMap<HostName, Vec<HostName>>,
 }
 
@@ -76,17 +85,84 @@ pub struct SshTarget {
 
 impl Fleet {
     /// Resolves `toml`, read from `config` (relative paths are relative to its
-    /// directory). Fails when the file names no app or no host.
-    pub fn resolve(toml: ShipToml, config: &Path) -> Result<Fleet, String> {
+    /// directory): its top-level hosts, or those of environment `env`. Fails when
+    /// the file names no app, no host, or no such environment.
+    pub fn resolve(toml: &ShipToml, config: &Path, env: Option<&str>) -> Result<Fleet, String> {
+        let full = toml;
         let base = config.parent().unwrap_or(Path::new("."));
         let app = toml
             .app
             .name
             .clone()
             .ok_or_else(|| format!("{} has no [app] name", config.display()))?;
-        if toml.hosts.is_empty() {
-            return Err(format!("{} has no [hosts.<name>] table", config.display()));
+        let environments = || {
+            let names: Vec<&str> = toml.environments.keys().map(HostName::as_str).collect();
+            if names.is_empty() {
+                "it defines none".to_owned()
+            } else {
+                format!("it defines {}", names.join(", "))
+            }
+        };
+        let chosen = match env {
+            None => None,
+            Some(name) => Some(
+                toml.environments
+                    .iter()
+                    .find(|(n, _)| n.as_str() == name)
+                    .ok_or_else(|| {
+                        format!(
+                            "{} has no environment {name:?}: {}",
+                            config.display(),
+                            environments()
+                        )
+                    })?,
+            ),
+        };
+        let top = EnvironmentTable {
+            root: toml.app.root.clone(),
+            ssh: toml.ssh.clone(),
+            hosts: toml.hosts.clone(),
+            groups: toml.groups.clone(),
+            group: toml.group.clone(),
+            rollout: toml.rollout.clone(),
+            notify: toml.notify.clone(),
+        };
+        let (environment, view) = match chosen {
+            None => (None, top),
+            Some((name, table)) => (
+                Some(name.clone()),
+                EnvironmentTable {
+                    root: table.root.clone().or(top.root),
+                    ssh: table.ssh.over(&top.ssh),
+                    hosts: table.hosts.clone(),
+                    groups: table.groups.clone(),
+                    group: table.group.clone(),
+                    rollout: table.rollout.over(&top.rollout),
+                    notify: NotifyTable {
+                        webhooks: top
+                            .notify
+                            .webhooks
+                            .iter()
+                            .chain(&table.notify.webhooks)
+                            .cloned()
+                            .collect(),
+                        log: table.notify.log.clone().or(top.notify.log),
+                    },
+                },
+            ),
+        };
+        if view.hosts.is_empty() {
+            return Err(if toml.environments.is_empty() {
+                format!("{} has no [hosts.<name>] table", config.display())
+            } else {
+                format!(
+                    "{} has no top-level hosts: choose an environment with --env ({})",
+                    config.display(),
+                    environments()
+                )
+            });
         }
+        let toml = &view;
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let expand = |p: &Path| -> PathBuf {
             match (p.strip_prefix("~"), &home) {
@@ -107,7 +183,7 @@ impl Fleet {
                 let root = table
                     .root
                     .clone()
-                    .or_else(|| toml.app.root.clone())
+                    .or_else(|| toml.root.clone())
                     .expect("checked when the config was read");
                 let (root, reach) = match table.transport {
                     TransportKind::Local => (
@@ -157,12 +233,16 @@ impl Fleet {
             })
             .collect();
         Ok(Fleet {
-            behaviour: toml.behaviour(),
+            behaviour: full.behaviour(),
             app,
-            keep: toml.app.keep.unwrap_or(DEFAULT_KEEP),
-            artifacts: expand(toml.app.artifacts.as_deref().unwrap_or(Path::new("dist"))),
+            environment,
+            keep: full.app.keep.unwrap_or(DEFAULT_KEEP),
+            artifacts: expand(full.app.artifacts.as_deref().unwrap_or(Path::new("dist"))),
             hosts,
-            groups: toml.groups,
+            rollout: toml.rollout.clone(),
+            webhooks: toml.notify.webhooks.clone(),
+            deploy_log: toml.notify.log.as_deref().map(&expand),
+            groups: toml.groups.clone(),
         })
     }
 
@@ -274,7 +354,7 @@ env = { SHOP_PORT = "8080", REGION = "eu" }
 env_file = "shared/web.env"
 "#;
         let path = Path::new("/etc/ship/ship.toml");
-        Fleet::resolve(ShipToml::parse(text, path).unwrap(), path).unwrap()
+        Fleet::resolve(&ShipToml::parse(text, path).unwrap(), path, None).unwrap()
     }
 
     fn names(hosts: Vec<&Host>) -> Vec<&str> {

@@ -9,10 +9,12 @@ mod commands;
 mod error;
 mod fleet;
 mod inventory;
+mod notify;
 mod output;
 mod quote;
 mod remote;
 mod report;
+mod rollout;
 mod settings;
 mod transport;
 
@@ -71,28 +73,42 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
             args.digest,
             args.json,
         ),
-        Command::Deploy(args) => commands::fleet::deploy(
-            FleetSettings::resolve(args.fleet, &cli.global)?,
-            &args.release,
+        Command::Deploy(args) => {
+            let env = args.env.name.as_deref();
+            let hosts = settings::hosts_or_env(args.hosts, env)?;
+            commands::fleet::deploy(
+                FleetSettings::resolve(args.fleet, env, &cli.global)?,
+                &args.release,
+                &hosts,
+                &args.rollout,
+            )
+        }
+        Command::Rollback(args) => {
+            let env = args.env.name.as_deref();
+            let hosts = settings::hosts_or_env(args.hosts, env)?;
+            commands::fleet::rollback(
+                FleetSettings::resolve(args.fleet, env, &cli.global)?,
+                &hosts,
+                args.to.as_ref(),
+            )
+        }
+        Command::Promote(args) => commands::fleet::promote(
+            FleetSettings::resolve(args.fleet, Some(&args.to), &cli.global)?,
+            &args.from,
             &args.hosts,
-            args.all_or_nothing,
-        ),
-        Command::Rollback(args) => commands::fleet::rollback(
-            FleetSettings::resolve(args.fleet, &cli.global)?,
-            &args.hosts,
-            args.to.as_ref(),
+            &args.rollout,
         ),
         Command::Check(args) => commands::fleet::check(
-            FleetSettings::resolve(args.fleet, &cli.global)?,
+            FleetSettings::resolve(args.fleet, args.env.name.as_deref(), &cli.global)?,
             args.release.as_deref(),
             &args.hosts,
         ),
         Command::Status(args) => commands::fleet::status(
-            FleetSettings::resolve(args.fleet, &cli.global)?,
+            FleetSettings::resolve(args.fleet, args.env.name.as_deref(), &cli.global)?,
             &args.hosts,
         ),
         Command::History(args) => commands::fleet::history(
-            FleetSettings::resolve(args.fleet, &cli.global)?,
+            FleetSettings::resolve(args.fleet, args.env.name.as_deref(), &cli.global)?,
             &args.hosts,
         ),
     }

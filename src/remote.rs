@@ -57,7 +57,7 @@ pub struct RemoteAgent {
 }
 
 /// Who is deploying: `SHIP_USER`, else the local user's name.
-fn operator() -> String {
+pub(crate) fn operator() -> String {
     ["SHIP_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
@@ -121,19 +121,10 @@ impl RemoteAgent {
     /// The first exchange: finds a usable agent (installing ship's own where the host
     /// has none, or one that speaks another protocol) and returns its hello.
     pub fn hello(&mut self) -> Result<Value, CallError> {
-        let candidates = self.candidates();
-        let mut last = String::new();
-        for program in &candidates {
-            self.program = Some(program.clone());
-            match self.run_agent("hello", &[], None, &mut |_, _| {}) {
-                Ok(hello) => {
-                    self.found = true;
-                    return Ok(hello);
-                }
-                Err(CallError::NoAgent(why)) => last = why,
-                Err(e) => return Err(e),
-            }
-        }
+        let last = match self.probe()? {
+            Ok(hello) => return Ok(hello),
+            Err(why) => why,
+        };
         if self.local {
             return Err(CallError::NoAgent(last));
         }
@@ -144,12 +135,30 @@ impl RemoteAgent {
                 binary.display()
             ))
         })?;
-        let installed = candidates[0].clone();
+        let installed = self.candidates()[0].clone();
         self.transport.install(&bytes, &installed)?;
         self.program = Some(installed);
         let hello = self.run_agent("hello", &[], None, &mut |_, _| {})?;
         self.found = true;
         Ok(hello)
+    }
+
+    /// Says hello to the agent where it usually is, installing nothing: its hello,
+    /// or (inner `Err`) why no usable agent answered.
+    pub fn probe(&mut self) -> Result<Result<Value, String>, CallError> {
+        let mut last = String::new();
+        for program in self.candidates() {
+            self.program = Some(program);
+            match self.run_agent("hello", &[], None, &mut |_, _| {}) {
+                Ok(hello) => {
+                    self.found = true;
+                    return Ok(Ok(hello));
+                }
+                Err(CallError::NoAgent(why)) => last = why,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Err(last))
     }
 
     /// Streams `artifact` into `receive`, requiring the release's payload digest.
@@ -216,6 +225,12 @@ impl RemoteAgent {
         }
         args.extend(self.host_args.iter().cloned());
         self.call_with_events("check", &args, None, &mut |_, _| {})
+    }
+
+    /// Checks the services of the current release, once each.
+    pub fn health(&mut self) -> Result<Value, CallError> {
+        let args = self.host_args.clone();
+        self.call_with_events("health", &args, None, &mut |_, _| {})
     }
 
     /// Prunes to `keep` releases.

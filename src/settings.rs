@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use manifests::config::{self, ShipToml};
 use packager::PackOptions;
 
-use crate::cli::{GlobalArgs, PackArgs};
+use manifests::rollout::{Policy, RolloutTable};
+
+use crate::cli::{GlobalArgs, PackArgs, RolloutArgs};
 use crate::error::CliError;
 
 /// The environment variables ship reads, captured once.
@@ -99,10 +101,19 @@ pub struct FleetSettings {
     pub options: crate::fleet::Options,
     pub json: bool,
     pub progress: bool,
+    /// The whole file, for commands that use more than one environment.
+    pub toml: ShipToml,
+    /// Where it was read from.
+    pub path: PathBuf,
 }
 
 impl FleetSettings {
-    pub fn resolve(args: crate::cli::FleetArgs, global: &GlobalArgs) -> Result<Self, CliError> {
+    /// Reads the fleet file; the fleet is its top-level hosts, or environment `env`.
+    pub fn resolve(
+        args: crate::cli::FleetArgs,
+        env: Option<&str>,
+        global: &GlobalArgs,
+    ) -> Result<Self, CliError> {
         let path = args
             .config
             .unwrap_or_else(|| PathBuf::from(config::FILE_NAME));
@@ -114,7 +125,7 @@ impl FleetSettings {
         }
         let toml = ShipToml::load(&path)
             .map_err(|e| CliError::config("cannot use the fleet config", e))?;
-        let fleet = crate::inventory::Fleet::resolve(toml, &path).map_err(CliError::usage)?;
+        let fleet = crate::inventory::Fleet::resolve(&toml, &path, env).map_err(CliError::usage)?;
         Ok(FleetSettings {
             fleet,
             options: crate::fleet::Options {
@@ -123,6 +134,44 @@ impl FleetSettings {
             },
             json: args.json,
             progress: !args.json && crate::output::progress_allowed(global.no_progress),
+            toml,
+            path,
         })
+    }
+
+    /// Environment `name` of the same file.
+    pub fn environment(&self, name: &str) -> Result<crate::inventory::Fleet, CliError> {
+        crate::inventory::Fleet::resolve(&self.toml, &self.path, Some(name))
+            .map_err(CliError::usage)
+    }
+
+    /// The rollout policy: `flags` over the file's (the environment's over
+    /// `[rollout]`).
+    pub fn policy(&self, flags: &RolloutArgs) -> Policy {
+        RolloutTable {
+            canary: flags.canary,
+            canary_wait: flags.canary_wait,
+            batch: flags.batch,
+            max_failures: flags.max_failures,
+            on_failure: flags.on_failure,
+        }
+        .over(&self.fleet.rollout)
+        .policy()
+    }
+
+    /// Where this fleet's deploy events go.
+    pub fn notifier(&self) -> crate::notify::Notifier {
+        crate::notify::Notifier::new(self.fleet.webhooks.clone(), self.fleet.deploy_log.clone())
+    }
+}
+
+/// The hosts a deploy or rollback works on: `--hosts`, else every host of the
+/// environment; one of the two must be given.
+pub fn hosts_or_env(hosts: Option<String>, env: Option<&str>) -> Result<String, CliError> {
+    match (hosts, env) {
+        (Some(hosts), _) => Ok(hosts),
+        (None, Some(_)) => Ok("*".to_owned()),
+        (None, None) => Err(CliError::usage("no hosts chosen")
+            .hint("pass --hosts PATTERNS (names, globs, @groups), or --env NAME for all the hosts of an environment")),
     }
 }

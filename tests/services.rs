@@ -9,7 +9,6 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -309,17 +308,7 @@ fn a_release_that_fails_health_is_reverted_marked_bad_and_never_rolled_back_to()
         "{}",
         history.stdout
     );
-    let status = fleet
-        .ship(&["status", "--hosts", "web1", "--json"])
-        .expect(0);
-    let releases = &common::events(&status, "status")[0]["status"]["releases"];
-    let v2 = releases
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["version"] == "v2")
-        .unwrap();
-    assert_eq!(v2["bad"], true);
+    assert_eq!(fleet.release_info("web1", "v2")["bad"], true);
 
     // v1 -> v3; a rollback from v3 goes to v1, never to the bad v2.
     fleet.ship(&["deploy", "v3", "--hosts", "web1"]).expect(0);
@@ -482,20 +471,6 @@ fn a_missing_variable_fails_preflight_on_that_host_by_name() {
     );
 
     // A held lock is a problem too (here held by flock(1), which does not say who).
-    let lock = fleet.root("web1").join(".ship/lock");
-    let mut holder = Command::new("flock")
-        .arg("-x")
-        .arg(&lock)
-        .args(["sleep", "30"])
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    // flock(1) and its sleep, which inherits the lock, go together.
-    let stop = |holder: &mut Child| {
-        let group = nix::unistd::Pid::from_raw(holder.id() as i32);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-        let _ = holder.wait();
-    };
     let busy = || {
         common::run(
             Command::new(common::agent_binary())
@@ -503,12 +478,10 @@ fn a_missing_variable_fails_preflight_on_that_host_by_name() {
                 .arg(fleet.root("web1")),
         )
     };
-    let held = std::panic::catch_unwind(|| {
-        wait_until("flock holds the lock", || busy().code == 1);
-        busy()
-    });
-    stop(&mut holder);
-    let held = held.unwrap().expect(1);
+    let holder = common::HeldLock::take(&fleet.root("web1"));
+    let held = busy();
+    drop(holder);
+    let held = held.expect(1);
     assert!(
         held.stderr.contains("is busy: locked by"),
         "{}",
@@ -620,7 +593,7 @@ fn a_revert_that_cannot_switch_back_says_so_and_names_the_current_release() {
     assert!(
         row.contains("could not switch back to v1 (")
             && row.contains("shared/v1.env:1: expected NAME=VALUE")
-            && row.ends_with("; v2 stays current"),
+            && row.contains("; v2 stays current; the deploy's revert to v1 failed: rollback:"),
         "{}",
         failed.stdout
     );

@@ -1,5 +1,6 @@
-//! `ship deploy`, `ship rollback`, `ship status`, `ship history`: select hosts, run
-//! the fleet operation, print a table (or JSON Lines), exit 1 when any host failed.
+//! `ship deploy`, `ship promote`, `ship rollback`, `ship check`, `ship status`,
+//! `ship history`: select hosts, run the fleet operation, print a table (or JSON
+//! Lines) and a verdict, exit 1 when any host failed.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -9,10 +10,15 @@ use std::path::PathBuf;
 use manifests::Version;
 use serde_json::{Value, json};
 
+use manifests::rollout::Policy;
+
+use crate::cli::RolloutArgs;
 use crate::error::CliError;
 use crate::fleet::{self, Artifact, HostResult};
+use crate::inventory::Host;
 use crate::output;
 use crate::report::Reporter;
+use crate::rollout::{self, PlanRow};
 use crate::settings::FleetSettings;
 
 /// Finds the artifact `release` names and reads its manifest.
@@ -88,32 +94,147 @@ pub fn deploy(
     settings: FleetSettings,
     release: &str,
     hosts: &str,
-    all_or_nothing: bool,
+    rollout: &RolloutArgs,
 ) -> Result<(), CliError> {
     let artifact = artifact(&settings, release)?;
     let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
     verify_locally(&artifact)?;
+    ship(&settings, &selected, &artifact, rollout)
+}
+
+/// Plans, or runs, the rollout of a checked artifact to `selected`.
+fn ship(
+    settings: &FleetSettings,
+    selected: &[&Host],
+    artifact: &Artifact,
+    rollout: &RolloutArgs,
+) -> Result<(), CliError> {
+    let policy = settings.policy(rollout);
+    if rollout.plan {
+        return plan(settings, selected, artifact, &policy);
+    }
     let reporter = Reporter::new(settings.json, !settings.progress);
-    let version = artifact.manifest.version.clone();
+    let environment = settings.fleet.environment.as_ref().map(|e| e.as_str());
     reporter.note(&format!(
-        "deploying {} {version} ({}) to {} host(s)",
+        "deploying {} {} ({}) to {} host(s){}; rollout: {policy}",
         artifact.manifest.name,
+        artifact.manifest.version,
         output::human_bytes(artifact.size),
-        selected.len()
+        selected.len(),
+        environment.map_or(String::new(), |e| format!(" of {e}")),
     ));
-    let results = fleet::deploy(
-        &selected,
-        &artifact,
-        settings.fleet.keep,
-        all_or_nothing,
-        &settings.options,
-        &reporter,
+    if policy.canary == 0 && !policy.canary_wait.is_zero() {
+        reporter.note("no canary hosts: the canary wait does not apply");
+    }
+    let notifier = settings.notifier();
+    let outcome = rollout::deploy(
+        selected,
+        &rollout::Deploy {
+            artifact,
+            keep: settings.fleet.keep,
+            all_or_nothing: rollout.all_or_nothing,
+            policy: &policy,
+            options: &settings.options,
+            reporter: &reporter,
+            notifier: &notifier,
+            environment,
+        },
     );
-    finish(
-        &settings,
-        &results,
-        &format!("deployed {} {version}", artifact.manifest.name),
-    )
+    for warning in notifier.finish() {
+        output::warn(format_args!("{warning}"));
+    }
+    finish(settings, &outcome.results, &outcome.verdict, outcome.ok)
+}
+
+/// `--plan`: what the deploy would do, changing nothing; exit 1 when a host would
+/// fail staging.
+fn plan(
+    settings: &FleetSettings,
+    selected: &[&Host],
+    artifact: &Artifact,
+    policy: &Policy,
+) -> Result<(), CliError> {
+    let rows = rollout::plan(selected, artifact, policy, &settings.options);
+    let waves = rows.iter().filter_map(|r| r.wave).max().unwrap_or(0);
+    let sending: Vec<&PlanRow> = rows.iter().filter(|r| r.ready && r.send > 0).collect();
+    let bytes: u64 = sending.iter().map(|r| r.send).sum();
+    let blocked = rows.iter().filter(|r| !r.ready).count();
+    if settings.json {
+        for row in &rows {
+            output::json_event("plan", row);
+        }
+        output::json_event(
+            "summary",
+            &json!({"hosts": rows.len(), "transfers": sending.len(), "bytes": bytes,
+                    "waves": waves, "blocked": blocked, "policy": policy.to_string()}),
+        );
+    } else {
+        let table_rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.host.clone(),
+                    r.current.clone().unwrap_or_else(|| "-".into()),
+                    match (r.ready, r.send) {
+                        (false, _) => "-".into(),
+                        (true, 0) => "none".into(),
+                        (true, n) => output::human_bytes(n),
+                    },
+                    r.wave.map_or_else(
+                        || "-".into(),
+                        |w| {
+                            if w == 1 && policy.canary > 0 {
+                                "1 (canary)".into()
+                            } else {
+                                w.to_string()
+                            }
+                        },
+                    ),
+                    if r.ready {
+                        r.note.clone()
+                    } else {
+                        format!("WOULD FAIL: {}", r.note)
+                    },
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(&["HOST", "CURRENT", "SEND", "WAVE", "NOTE"], &table_rows)
+        );
+        for wave in 1..=waves {
+            let members: Vec<&str> = rows
+                .iter()
+                .filter(|r| r.wave == Some(wave))
+                .map(|r| r.host.as_str())
+                .collect();
+            println!(
+                "wave {wave}{}: {}",
+                if wave == 1 && policy.canary > 0 {
+                    " (canary)"
+                } else {
+                    ""
+                },
+                members.join(", ")
+            );
+        }
+    }
+    output::note(format!(
+        "plan for {} {}: {} of {} host(s) would be sent {} in all ({} each), then activated in {waves} wave(s); rollout: {policy}; nothing was changed",
+        artifact.manifest.name,
+        artifact.manifest.version,
+        sending.len(),
+        rows.len(),
+        output::human_bytes(bytes),
+        output::human_bytes(artifact.size),
+    ));
+    if blocked > 0 {
+        return Err(CliError::failed_hosts(format!(
+            "{blocked} of {} host(s) would fail staging",
+            rows.len()
+        )));
+    }
+    Ok(())
 }
 
 pub fn rollback(
@@ -123,12 +244,90 @@ pub fn rollback(
 ) -> Result<(), CliError> {
     let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
     let reporter = Reporter::new(settings.json, !settings.progress);
+    let notifier = settings.notifier();
+    let environment = settings.fleet.environment.as_ref().map(|e| e.as_str());
+    let app = &settings.fleet.app;
+    let target = to.map_or("their previous release".to_owned(), |v| v.to_string());
+    let names: Vec<&str> = selected.iter().map(|h| h.name.as_str()).collect();
+    notifier.send(
+        "started",
+        &format!(
+            "{} started rolling back {app} on {} host(s){} to {target}",
+            crate::remote::operator(),
+            selected.len(),
+            environment.map_or(String::new(), |e| format!(" of {e}")),
+        ),
+        json!({"op": "rollback", "app": app, "environment": environment, "to": to,
+               "user": crate::remote::operator(), "hosts": names}),
+    );
     let results = fleet::rollback(&selected, to, &settings.options, &reporter);
-    finish(&settings, &results, "rolled back")
+    let failed = results.iter().filter(|r| !r.ok).count();
+    let verdict = format!(
+        "rolled back {app} on {} of {} host(s){}",
+        results.len() - failed,
+        results.len(),
+        if failed > 0 {
+            format!("; {failed} failed")
+        } else {
+            String::new()
+        }
+    );
+    notifier.send(
+        "finished",
+        &verdict,
+        json!({"op": "rollback", "app": app, "environment": environment,
+               "ok": failed == 0, "results": results}),
+    );
+    for warning in notifier.finish() {
+        output::warn(format_args!("{warning}"));
+    }
+    finish(&settings, &results, &verdict, failed == 0)
 }
 
-/// The final table and verdict; exit 1 when a host failed.
-fn finish(settings: &FleetSettings, results: &[HostResult], what: &str) -> Result<(), CliError> {
+/// `ship promote FROM TO`: see the command's help.
+pub fn promote(
+    settings: FleetSettings,
+    from: &str,
+    hosts: &str,
+    rollout: &RolloutArgs,
+) -> Result<(), CliError> {
+    let source = settings.environment(from)?;
+    let to = settings
+        .fleet
+        .environment
+        .as_ref()
+        .map_or("?", |e| e.as_str());
+    if from == to {
+        return Err(CliError::usage(format!("cannot promote {from} to itself")));
+    }
+    let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
+    let everywhere: Vec<&Host> = source.hosts.iter().collect();
+    let (version, payload) = fleet::running(&everywhere, &settings.options)
+        .map_err(|why| CliError::failed_hosts(format!("cannot promote {from} to {to}: {why}")))?;
+    let artifact = artifact(&settings, version.as_str())?;
+    if artifact.manifest.payload_digest.as_str() != payload {
+        return Err(CliError::failed_hosts(format!(
+            "cannot promote {from} to {to}: {from} runs {version} with payload {payload}, but {} holds payload {}",
+            artifact.path.display(),
+            artifact.manifest.payload_digest
+        )));
+    }
+    verify_locally(&artifact)?;
+    output::note(format!(
+        "{from} runs {} {version} on all {} host(s), healthy: promoting it to {to}",
+        artifact.manifest.name,
+        everywhere.len()
+    ));
+    ship(&settings, &selected, &artifact, rollout)
+}
+
+/// The final table and verdict; exit 1 unless `ok`.
+fn finish(
+    settings: &FleetSettings,
+    results: &[HostResult],
+    verdict: &str,
+    ok: bool,
+) -> Result<(), CliError> {
     let failed = results.iter().filter(|r| !r.ok).count();
     if settings.json {
         for result in results {
@@ -136,7 +335,7 @@ fn finish(settings: &FleetSettings, results: &[HostResult], what: &str) -> Resul
         }
         output::json_event(
             "summary",
-            &json!({"hosts": results.len(), "failed": failed}),
+            &json!({"hosts": results.len(), "failed": failed, "ok": ok, "verdict": verdict}),
         );
     } else {
         let rows: Vec<Vec<String>> = results
@@ -144,9 +343,9 @@ fn finish(settings: &FleetSettings, results: &[HostResult], what: &str) -> Resul
             .map(|r| {
                 vec![
                     r.host.clone(),
-                    if r.ok { "ok".into() } else { "FAILED".into() },
                     r.from.clone().unwrap_or_else(|| "-".into()),
                     r.to.clone().unwrap_or_else(|| "-".into()),
+                    r.result.word().to_owned(),
                     if r.transferred > 0 {
                         output::human_bytes(r.transferred)
                     } else {
@@ -160,12 +359,17 @@ fn finish(settings: &FleetSettings, results: &[HostResult], what: &str) -> Resul
         print!(
             "{}",
             table(
-                &["HOST", "RESULT", "FROM", "TO", "SENT", "TIME", "DETAIL"],
+                &["HOST", "FROM", "TO", "RESULT", "SENT", "DURATION", "REASON"],
                 &rows
             )
         );
     }
-    verdict(what, results.len(), failed)
+    if ok {
+        output::note(verdict);
+        Ok(())
+    } else {
+        Err(CliError::failed_hosts(verdict.to_owned()))
+    }
 }
 
 /// `<what> on N of M host(s)`: a note when every host did it, exit 1 otherwise.

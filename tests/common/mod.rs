@@ -294,6 +294,19 @@ impl LocalFleet {
             .map(|p| p.to_str().unwrap().to_owned())
     }
 
+    /// What `ship status` says of release `version` on `host`.
+    pub fn release_info(&self, host: &str, version: &str) -> serde_json::Value {
+        let status = self.ship(&["status", "--hosts", host, "--json"]).expect(0);
+        let releases = &events(&status, "status")[0]["status"]["releases"];
+        releases
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["version"] == version)
+            .unwrap_or_else(|| panic!("no {version} on {host}: {releases}"))
+            .clone()
+    }
+
     /// The releases on `host`.
     pub fn releases(&self, host: &str) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.root(host).join("releases"))
@@ -446,6 +459,45 @@ impl Drop for SshFleet {
         let _ = Command::new(self.script())
             .args(["stop", self.path()])
             .status();
+    }
+}
+
+/// An app root's lock held by `flock(1)` (which does not say who it is), in a
+/// process group of its own: flock and its `sleep`, which inherits the lock, are
+/// killed together when this is dropped, even when the test fails.
+pub struct HeldLock(std::process::Child);
+
+impl HeldLock {
+    /// Takes the lock of the app root `root`; returns once the lock file is held.
+    pub fn take(root: &Path) -> HeldLock {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("flock")
+            .arg("-x")
+            .arg(root.join(".ship/lock"))
+            .args(["sleep", "60"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let held = HeldLock(child);
+        let probe = root.join(".ship/lock");
+        wait_until("flock holds the lock", || {
+            !Command::new("flock")
+                .args(["-n", "-x"])
+                .arg(&probe)
+                .arg("true")
+                .status()
+                .unwrap()
+                .success()
+        });
+        held
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
     }
 }
 
