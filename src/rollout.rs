@@ -213,6 +213,8 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Rollout {
     let skipped = |why: &str| {
         for &i in ready.iter().filter(|i| !activated.contains(i)) {
             let mut result = results[i].lock().expect("not poisoned");
+            // It still runs what it ran.
+            result.to = result.from.clone();
             result.set(Outcome::Skipped, format!("staged but not activated: {why}"));
             result.report(run.reporter);
         }
@@ -247,8 +249,9 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Rollout {
             )
         }
         Some(Stop::Failures { wave, failed }) => {
-            let why =
-                format!("the rollout stopped after {wave} ({failed} failed, {budget} allowed)");
+            let why = format!(
+                "the rollout stopped after {wave}, with {failed} failed and {budget} allowed"
+            );
             skipped(&why);
             let never = ready.len() - activated.len();
             let ending = match run.policy.on_failure {
@@ -260,29 +263,30 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Rollout {
                 }
                 OnFailure::Revert => {
                     let (back, stuck) = revert(hosts, &activated, &agents, &results, run);
-                    run.notifier.send(
-                        "reverted",
-                        &format!(
-                            "{subject}: {back} host(s) put back on their previous release{}",
-                            if stuck > 0 {
-                                format!(", {stuck} could not be")
-                            } else {
-                                String::new()
-                            }
-                        ),
-                        json!({
-                            "op": "deploy", "app": manifest.name, "version": version,
-                            "environment": run.environment, "reverted": back, "stuck": stuck,
-                        }),
-                    );
-                    format!(
-                        "reverted after {wave}: {failed} host(s) failed, {budget} allowed; {back} host(s) put back on their previous release{}, {never} not activated",
-                        if stuck > 0 {
-                            format!(", {stuck} could not be")
-                        } else {
-                            String::new()
-                        }
-                    )
+                    let could_not = if stuck > 0 {
+                        format!(", {stuck} could not be")
+                    } else {
+                        String::new()
+                    };
+                    if back + stuck == 0 {
+                        format!(
+                            "stopped after {wave}: {failed} host(s) failed, {budget} allowed; no host was left switched to {version}, {never} not activated"
+                        )
+                    } else {
+                        run.notifier.send(
+                            "reverted",
+                            &format!(
+                                "{subject}: {back} host(s) put back on their previous release{could_not}"
+                            ),
+                            json!({
+                                "op": "deploy", "app": manifest.name, "version": version,
+                                "environment": run.environment, "reverted": back, "stuck": stuck,
+                            }),
+                        );
+                        format!(
+                            "reverted after {wave}: {failed} host(s) failed, {budget} allowed; {back} host(s) put back on their previous release{could_not}, {never} not activated"
+                        )
+                    }
                 }
             };
             (format!("deploy of {subject} {ending}"), false)

@@ -419,3 +419,68 @@ fn hook_output_and_a_revert_come_back_over_ssh() {
         assert_eq!(fleet.current(&host).as_deref(), Some("releases/v1"));
     }
 }
+
+#[test]
+fn a_plan_installs_nothing_and_a_watched_canary_leads_the_rollout_over_ssh() {
+    if !can_run() {
+        return;
+    }
+    let fleet = SshFleet::start(3, None);
+    let build = artifacts(&fleet);
+    let cwd = build.dir.path();
+    // Fresh hosts: the plan says the agent would be installed, and installs nothing.
+    let plan = fleet
+        .ship(
+            cwd,
+            &["deploy", "v1", "--hosts", "*", "--canary", "1", "--plan"],
+        )
+        .expect(0);
+    for host in fleet.hosts() {
+        assert!(
+            plan.row(&host)
+                .contains("no usable ship-agent: the deploy would install it"),
+            "{}",
+            plan.stdout
+        );
+        assert!(!fleet.root(&host).join(".ship").exists(), "{host}");
+    }
+    assert!(plan.stdout.contains("wave 2: h2, h3\n"), "{}", plan.stdout);
+
+    fleet.ship(cwd, &["deploy", "v1", "--hosts", "*"]).expect(0);
+    let out = fleet
+        .ship(
+            cwd,
+            &[
+                "deploy",
+                "v2",
+                "--hosts",
+                "*",
+                "--canary",
+                "1",
+                "--canary-wait",
+                "1s",
+                "--batch",
+                "1",
+            ],
+        )
+        .expect(0);
+    // The canary's health was checked over SSH (the example app has no service, so
+    // the check passes with nothing to check), then each wave went alone.
+    assert!(out.stderr.contains("h1: watch health"), "{}", out.stderr);
+    let order: Vec<usize> = [
+        "wave 1 (canary): activating h1",
+        "wave 2: activating h2",
+        "wave 3: activating h3",
+    ]
+    .iter()
+    .map(|line| {
+        out.stderr
+            .find(line)
+            .unwrap_or_else(|| panic!("{line}:\n{}", out.stderr))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{}", out.stderr);
+    for host in fleet.hosts() {
+        assert_eq!(fleet.current(&host).as_deref(), Some("releases/v2"));
+    }
+}

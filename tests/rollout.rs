@@ -73,7 +73,7 @@ fn the_canary_catches_a_bad_release_and_nothing_else_switches() {
     let out = deploy_v2(&fleet, &["--canary", "1", "--batch", "3"]).expect(1);
     assert!(
         out.stderr.contains(
-            "deploy of shop v2 reverted after wave 1 (canary): 1 host(s) failed, 0 allowed"
+            "deploy of shop v2 stopped after wave 1 (canary): 1 host(s) failed, 0 allowed; no host was left switched to v2, 9 not activated"
         ),
         "{}",
         out.stderr
