@@ -134,6 +134,25 @@ pub(crate) fn parallel<T: Sync, R: Send>(
     limit: usize,
     work: impl Fn(usize, &T) -> R + Sync,
 ) -> Vec<Option<R>> {
+    fan_out(items, limit, true, work)
+}
+
+/// As [`parallel`], but Ctrl-C does not stop it: for recovery (a revert) and for
+/// finishing what was started (a watch round).
+pub(crate) fn parallel_to_the_end<T: Sync, R: Send>(
+    items: &[T],
+    limit: usize,
+    work: impl Fn(usize, &T) -> R + Sync,
+) -> Vec<Option<R>> {
+    fan_out(items, limit, false, work)
+}
+
+fn fan_out<T: Sync, R: Send>(
+    items: &[T],
+    limit: usize,
+    stoppable: bool,
+    work: impl Fn(usize, &T) -> R + Sync,
+) -> Vec<Option<R>> {
     let next = Mutex::new(0usize);
     let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {
@@ -142,7 +161,7 @@ pub(crate) fn parallel<T: Sync, R: Send>(
                 loop {
                     let i = {
                         let mut next = next.lock().expect("not poisoned");
-                        if *next >= items.len() || STOP.load(Ordering::SeqCst) {
+                        if *next >= items.len() || (stoppable && STOP.load(Ordering::SeqCst)) {
                             return;
                         }
                         *next += 1;
@@ -443,29 +462,40 @@ pub(crate) fn activate(
     reporter.phase(name, "activate", version.as_str());
     match agent.activate(version, &mut agent_events(name, reporter)) {
         Err(e) => {
-            result.to = current_after(&e);
+            // The agent refused or reported: where the host stands is known (its
+            // failed health says, and anything else left it as it was). A broken
+            // connection leaves it unknown.
+            result.to = match &e {
+                CallError::Refused { .. } => current_after(&e).or_else(|| result.from.clone()),
+                _ => None,
+            };
             result.set(Outcome::Failed, describe(name, "activate", &e));
         }
         Ok(switched) => {
             result.to = Some(version.to_string());
+            // What the switch replaced, which the lock-free gap since staging may
+            // have changed.
+            if let Some(from) = switched["from"].as_str() {
+                result.from = Some(from.to_owned());
+            }
             let mut detail = match switched["outcome"].as_str() {
                 Some("unchanged") => "already current".to_owned(),
                 _ => "switched".to_owned(),
             };
             reporter.phase(name, "prune", &format!("keep {keep}"));
+            // Old releases that stay are no reason to undo a healthy release.
             match agent.prune(keep) {
                 Ok(pruned) => {
                     let removed = pruned["removed"].as_array().map_or(0, Vec::len);
                     if removed > 0 {
                         detail += &format!(", pruned {removed}");
                     }
-                    result.set(Outcome::Done, detail + &warnings(&switched));
                 }
-                Err(e) => result.set(
-                    Outcome::Failed,
-                    format!("activated, then prune failed: {}", crate::error::chain(&e)),
-                ),
+                Err(e) => {
+                    detail += &format!("; warning: prune failed: {}", crate::error::chain(&e));
+                }
             }
+            result.set(Outcome::Done, detail + &warnings(&switched));
         }
     }
     result.seconds += started.elapsed().as_secs_f64();
@@ -536,15 +566,20 @@ pub fn status(hosts: &[&Host], options: &Options) -> Vec<(String, Result<Value, 
 
 /// The release every one of `hosts` runs, healthy, with its payload digest; `Err`
 /// says why there is no such release (a host unreachable, none or different
-/// releases, or one failing a health check now). Installs nothing.
-pub fn running(hosts: &[&Host], options: &Options) -> Result<(Version, String), String> {
+/// releases, or one unhealthy). `live`: check the services now (which journals a
+/// change of outcome); otherwise trust each host's journal. Installs nothing.
+pub fn running(
+    hosts: &[&Host],
+    live: bool,
+    options: &Options,
+) -> Result<(Version, String), String> {
     let seen = parallel(hosts, options.parallel, |_, host| {
         let name = host.name.as_str();
         let mut agent = RemoteAgent::connect(host, options.accept_new_keys)
             .map_err(|e| format!("{name} is unreachable: {}", crate::error::chain(&e)))?;
         let hello = match agent.probe() {
             Err(e) => return Err(format!("{name}: hello: {}", crate::error::chain(&e))),
-            Ok(Err(_)) => return Ok(None),
+            Ok(Err(why)) => return Err(format!("{name} has no usable ship-agent ({why})")),
             Ok(Ok(hello)) => hello,
         };
         let Some(current) = current_of(&hello) else {
@@ -557,8 +592,12 @@ pub fn running(hosts: &[&Host], options: &Options) -> Result<(Version, String), 
             .find(|r| r["version"].as_str() == Some(&current))
             .cloned()
             .unwrap_or(Value::Null);
-        // A check now, not the journal's last word: it also updates that word.
-        health(&mut agent, host)?;
+        if live {
+            // A check now, not the journal's last word: it also updates that word.
+            health(&mut agent, host)?;
+        } else if release["bad"] == true {
+            return Err(format!("{current} failed its last health check on {name}"));
+        }
         let payload = release["payload_digest"].as_str().unwrap_or("?").to_owned();
         Ok(Some((current, payload)))
     });

@@ -122,6 +122,7 @@ fn deliver(
     mut log: Option<DeployLog>,
 ) -> Vec<String> {
     let agent = (!webhooks.is_empty()).then(agent);
+    let mut dead = vec![false; webhooks.len()];
     let mut warnings = Vec::new();
     for body in events {
         if let Some(log) = &mut log
@@ -134,9 +135,15 @@ fn deliver(
             ));
         }
         if let Some(agent) = &agent {
-            for url in webhooks {
+            for (url, dead) in webhooks.iter().zip(dead.iter_mut()) {
+                if *dead {
+                    continue;
+                }
+                // A webhook that fails once is not tried again in this run: a dead
+                // one would cost every later event its timeout.
                 if let Err(warning) = post(agent, url, &body) {
-                    warnings.push(warning);
+                    warnings.push(format!("{warning} (its later events are not sent)"));
+                    *dead = true;
                 }
             }
         }
@@ -400,7 +407,7 @@ mod tests {
         assert_eq!(
             warnings,
             [format!(
-                "webhook http://127.0.0.1:{port}/hook/… answered 500"
+                "webhook http://127.0.0.1:{port}/hook/… answered 500 (its later events are not sent)"
             )]
         );
         received(&rx);
@@ -415,13 +422,16 @@ mod tests {
             .port();
         let url = format!("http://127.0.0.1:{port}/hook");
         let notifier = Notifier::new(vec![url.clone(), "ftp://x/y".to_owned()], None);
+        // A dead webhook is tried once per run, not once per event.
         notifier.send("started", "deploying", json!({}));
+        notifier.send("finished", "deployed", json!({}));
         let warnings = notifier.finish();
         assert_eq!(
             warnings,
             [
-                format!("webhook {url}: connection refused"),
-                "webhook ftp://x/y: not an http or https URL".to_owned(),
+                format!("webhook {url}: connection refused (its later events are not sent)"),
+                "webhook ftp://x/y: not an http or https URL (its later events are not sent)"
+                    .to_owned(),
             ]
         );
     }

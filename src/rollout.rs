@@ -151,7 +151,7 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Rollout {
             "{name}: activating {}",
             names(hosts, wave).join(", ")
         ));
-        fleet::parallel(wave, run.options.parallel, |_, &i| {
+        let ran = fleet::parallel(wave, run.options.parallel, |_, &i| {
             let mut agent = agents[i].lock().expect("not poisoned");
             let mut result = results[i].lock().expect("not poisoned");
             if let Some(agent) = agent.as_mut() {
@@ -165,29 +165,38 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Rollout {
                 );
             }
         });
-        activated.extend_from_slice(wave);
-        let is_canary = k == 0 && run.policy.canary > 0;
-        let wave_failed = |results: &[Mutex<HostResult>]| {
+        // Hosts Ctrl-C kept from starting were not activated.
+        let wave: Vec<usize> = wave
+            .iter()
+            .zip(&ran)
+            .filter_map(|(&i, ran)| ran.is_some().then_some(i))
+            .collect();
+        activated.extend_from_slice(&wave);
+        let failures = |results: &[Mutex<HostResult>]| -> Vec<usize> {
             wave.iter()
-                .filter(|&&i| results[i].lock().expect("not poisoned").result != Outcome::Done)
-                .count()
+                .copied()
+                .filter(|&i| results[i].lock().expect("not poisoned").result != Outcome::Done)
+                .collect()
         };
-        if is_canary && !run.policy.canary_wait.is_zero() && wave_failed(&results) == 0 {
-            watch(hosts, wave, &agents, &results, run);
+        let is_canary = k == 0 && run.policy.canary > 0;
+        if is_canary && !run.policy.canary_wait.is_zero() {
+            let sickened = watch(hosts, &wave, failed, budget, &agents, &results, run);
+            // Within the budget the rollout goes on, but a canary that fell ill does
+            // not stay on the release.
+            if failed + failures(&results).len() <= budget && !sickened.is_empty() {
+                revert(hosts, &sickened, &agents, &results, run);
+            }
         }
-        for &i in wave {
+        for &i in &wave {
             results[i]
                 .lock()
                 .expect("not poisoned")
                 .report(run.reporter);
         }
-        let in_wave = wave_failed(&results);
+        let failed_here = failures(&results);
+        let in_wave = failed_here.len();
         failed += in_wave;
-        let failed_names: Vec<String> = wave
-            .iter()
-            .filter(|&&i| results[i].lock().expect("not poisoned").result != Outcome::Done)
-            .map(|&i| hosts[i].name.to_string())
-            .collect();
+        let failed_names = names(hosts, &failed_here);
         run.notifier.send(
             "wave",
             &format!(
@@ -203,7 +212,7 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Rollout {
             json!({
                 "op": "deploy", "app": manifest.name, "version": version, "environment": run.environment,
                 "wave": k + 1, "waves": waves.len(), "canary": is_canary,
-                "hosts": names(hosts, wave), "failed": failed_names,
+                "hosts": names(hosts, &wave), "failed": failed_names,
             }),
         );
         if failed > budget {
@@ -230,13 +239,25 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Rollout {
                 verdict += &format!("; {} failed", hosts.len() - done);
             }
             if failed > 0 {
-                verdict += &format!(" ({failed} in activation, within the budget of {budget})");
+                verdict += &format!(" ({failed} within the failure budget of {budget})");
             }
             (verdict, done == hosts.len())
         }
         Some(Stop::Interrupted) => {
             skipped("interrupted");
-            (format!("deploy of {subject} interrupted"), false)
+            let switched = activated
+                .iter()
+                .filter(|&&i| {
+                    switched_here(&results[i].lock().expect("not poisoned"), version.as_str())
+                })
+                .count();
+            (
+                format!(
+                    "deploy of {subject} interrupted: {switched} host(s) switched to {version}, {} not activated",
+                    ready.len() - activated.len()
+                ),
+                false,
+            )
         }
         Some(Stop::Staging(n)) => {
             skipped(&format!("{n} host(s) failed staging (--all-or-nothing)"));
@@ -316,6 +337,15 @@ fn switched_here(result: &HostResult, version: &str) -> bool {
     result.to.as_deref() == Some(version) && result.from.as_deref() != Some(version)
 }
 
+/// Whether the host of `result` may run `version` because of this run: it was
+/// switched, or its activation broke off where nobody could say (`to` unknown).
+fn maybe_switched_here(result: &HostResult, version: &str) -> bool {
+    switched_here(result, version)
+        || (result.to.is_none()
+            && result.result == Outcome::Failed
+            && result.from.as_deref() != Some(version))
+}
+
 /// After a halt: the hosts switched to `version` stay there, and say so.
 fn halt(activated: &[usize], results: &[Mutex<HostResult>], version: &str) -> usize {
     let mut stay = 0;
@@ -329,20 +359,21 @@ fn halt(activated: &[usize], results: &[Mutex<HostResult>], version: &str) -> us
     stay
 }
 
-/// Puts every host the run switched back on the release it ran before, in
-/// parallel, restarting and checking it: how many went back, and how many could not.
+/// Puts every host of `candidates` the run switched (or may have) back on the
+/// release it ran before, in parallel, restarting and checking it: how many went
+/// back, and how many could not. Ctrl-C does not stop it: it is recovery.
 fn revert(
     hosts: &[&Host],
-    activated: &[usize],
+    candidates: &[usize],
     agents: &[Mutex<Option<RemoteAgent>>],
     results: &[Mutex<HostResult>],
     run: &Deploy,
 ) -> (usize, usize) {
     let version = run.artifact.manifest.version.as_str();
-    let switched: Vec<usize> = activated
+    let switched: Vec<usize> = candidates
         .iter()
         .copied()
-        .filter(|&i| switched_here(&results[i].lock().expect("not poisoned"), version))
+        .filter(|&i| maybe_switched_here(&results[i].lock().expect("not poisoned"), version))
         .collect();
     if switched.is_empty() {
         return (0, 0);
@@ -351,28 +382,37 @@ fn revert(
         "reverting {}: back to the release each ran before",
         names(hosts, &switched).join(", ")
     ));
-    let back = fleet::parallel(&switched, run.options.parallel, |_, &i| {
-        let mut result = results[i].lock().expect("not poisoned");
+    let back = fleet::parallel_to_the_end(&switched, run.options.parallel, |_, &i| {
         let mut agent = agents[i].lock().expect("not poisoned");
+        let mut result = results[i].lock().expect("not poisoned");
         // A host that failed keeps its reason first; the revert is added to it.
         let before = match result.result {
             Outcome::Failed => format!("{}; ", result.detail),
             _ => String::new(),
         };
-        let (Some(from), Some(agent)) = (result.from.clone(), agent.as_mut()) else {
+        let Some(from) = result.from.clone() else {
             result.set(
                 Outcome::Failed,
                 format!(
-                    "{before}nothing to revert to: it ran no release before this deploy, so it stays on {version}"
+                    "{before}nothing to revert to: it ran no release before this deploy, so it may stay on {version}"
                 ),
             );
             result.report(run.reporter);
             return false;
         };
+        // Where the activation broke off, the connection may be gone too.
+        if result.to.is_none() {
+            *agent = RemoteAgent::connect(hosts[i], run.options.accept_new_keys).ok();
+        }
         let started = Instant::now();
         let mut back = HostResult::new(hosts[i]);
-        let to = from.parse().ok();
-        fleet::switch_back(agent, hosts[i], to.as_ref(), run.reporter, &mut back);
+        match agent.as_mut() {
+            Some(agent) => {
+                let to = from.parse().ok();
+                fleet::switch_back(agent, hosts[i], to.as_ref(), run.reporter, &mut back);
+            }
+            None => back.set(Outcome::Failed, "cannot connect again"),
+        }
         result.seconds += started.elapsed().as_secs_f64();
         let went_back = back.result == Outcome::Done;
         if went_back {
@@ -398,25 +438,36 @@ fn revert(
     (went, switched.len() - went)
 }
 
-/// Keeps checking the health of the canary hosts `wave` for the policy's wait; a
-/// host that fails a check is marked failed (it still runs the new release).
+/// Keeps checking the health of the canary hosts of `wave` that came up, for the
+/// policy's wait, or until the failures (with the `failed_before` of earlier waves)
+/// exceed `budget`. A host that fails a check is marked failed (it still runs the
+/// new release); returns those hosts.
 fn watch(
     hosts: &[&Host],
     wave: &[usize],
+    failed_before: usize,
+    budget: usize,
     agents: &[Mutex<Option<RemoteAgent>>],
     results: &[Mutex<HostResult>],
     run: &Deploy,
-) {
+) -> Vec<usize> {
     let wait = run.policy.canary_wait;
+    let up = |i: usize| results[i].lock().expect("not poisoned").result == Outcome::Done;
+    let mut watched: Vec<usize> = wave.iter().copied().filter(|&i| up(i)).collect();
+    let mut sickened = Vec::new();
+    if watched.is_empty() {
+        return sickened;
+    }
     run.reporter.note(&format!(
-        "watching the canary for {}",
-        humantime::format_duration(wait)
+        "watching the canary for {}: {}",
+        humantime::format_duration(wait),
+        names(hosts, &watched).join(", ")
     ));
     let deadline = Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         std::thread::sleep(left.min(WATCH_EVERY));
-        let sick = fleet::parallel(wave, run.options.parallel, |_, &i| {
+        fleet::parallel_to_the_end(&watched, run.options.parallel, |_, &i| {
             let mut agent = agents[i].lock().expect("not poisoned");
             let agent = agent.as_mut()?;
             run.reporter
@@ -425,15 +476,20 @@ fn watch(
             let mut result = results[i].lock().expect("not poisoned");
             result.set(
                 Outcome::Failed,
-                format!("unhealthy while the canary was watched: {reason}"),
+                format!("the canary watch failed: {reason}"),
             );
             Some(())
         });
-        if sick.iter().any(|s| s.flatten().is_some())
+        let (sick, well): (Vec<usize>, Vec<usize>) = watched.iter().partition(|&&i| !up(i));
+        sickened.extend(sick);
+        watched = well;
+        let failed = failed_before + wave.iter().filter(|&&i| !up(i)).count();
+        if watched.is_empty()
+            || failed > budget
             || Instant::now() >= deadline
             || STOP.load(Ordering::SeqCst)
         {
-            return;
+            return sickened;
         }
     }
 }
@@ -485,8 +541,14 @@ pub fn plan(
                 return row;
             }
             Ok(Ok(hello)) => (hello, Some(&mut agent)),
+            Ok(Err(why)) if matches!(host.reach, crate::inventory::Reach::Local) => {
+                row.note = format!("no usable ship-agent: {why}");
+                return row;
+            }
             Ok(Err(_)) => {
-                row.note = "no usable ship-agent: the deploy would install it".into();
+                row.note =
+                    "no usable ship-agent: the deploy would install it (requirements not checked)"
+                        .into();
                 (Value::Null, None)
             }
         };

@@ -147,16 +147,18 @@ impl FleetSettings {
 
     /// The rollout policy: `flags` over the file's (the environment's over
     /// `[rollout]`).
-    pub fn policy(&self, flags: &RolloutArgs) -> Policy {
-        RolloutTable {
+    pub fn policy(&self, flags: &RolloutArgs) -> Result<Policy, CliError> {
+        let flags = RolloutTable {
             canary: flags.canary,
             canary_wait: flags.canary_wait,
             batch: flags.batch,
             max_failures: flags.max_failures,
             on_failure: flags.on_failure,
-        }
-        .over(&self.fleet.rollout)
-        .policy()
+        };
+        flags
+            .check("")
+            .map_err(|_| CliError::usage("--batch must be at least 1 host"))?;
+        Ok(flags.over(&self.fleet.rollout).policy())
     }
 
     /// Where this fleet's deploy events go.

@@ -129,7 +129,7 @@ fn a_canary_that_sickens_while_watched_is_put_back() {
         assert_eq!(result_of(&out, host), "reverted", "{}", out.stdout);
         let row = out.row(host);
         assert!(
-            row.contains("unhealthy while the canary was watched: v2 is unhealthy on")
+            row.contains("the canary watch failed: v2 is unhealthy on")
                 && row.ends_with("; reverted to v1 by the deploy, restarted and healthy"),
             "{row}"
         );
@@ -141,6 +141,52 @@ fn a_canary_that_sickens_while_watched_is_put_back() {
     );
     // The host's journal marks v2 bad, so no later rollback picks it.
     assert_eq!(fleet.release_info("h01", "v2")["bad"], true);
+}
+
+#[test]
+fn a_canary_that_sickens_within_the_budget_is_put_back_and_the_rest_go_on() {
+    let fleet = LocalFleet::bare(&HOSTS);
+    fleet.pack_with("v1", &release("v1"), |_| {});
+    // v2 sickens after its first check where SICKEN is set (h01 only).
+    let sickening = "[app]\nname = \"shop\"\n[[service]]\nname = \"app\"\n\
+        health = { command = 'test -z \"$SICKEN\" || { test ! -e \"$SHIP_ROOT/checked\" && touch \"$SHIP_ROOT/checked\"; }', timeout = \"1s\" }\n";
+    fleet.pack_with("v2", sickening, |_| {});
+    fleet.configure_host("h01", "env = { SICKEN = \"1\" }");
+    fleet.ship(&["deploy", "v1", "--hosts", "*"]).expect(0);
+    let out = deploy_v2(
+        &fleet,
+        &[
+            "--canary",
+            "2",
+            "--canary-wait",
+            "3s",
+            "--max-failures",
+            "1",
+        ],
+    )
+    .expect(1);
+    assert!(
+        out.stderr.contains(
+            "deployed shop v2 on 9 of 10 host(s); 1 failed (1 within the failure budget of 1)"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(result_of(&out, "h01"), "reverted", "{}", out.stdout);
+    assert_eq!(fleet.current("h01").unwrap(), on("v1"));
+    for host in &HOSTS[1..] {
+        assert_eq!(fleet.current(host).unwrap(), on("v2"), "{host}");
+    }
+    // h02 was watched for the whole wait (a check every 2 s, and one at the end),
+    // before the rest were activated.
+    let watched = out.stderr.matches("h02: watch health").count();
+    assert_eq!(watched, 2, "{}", out.stderr);
+    let last_watch = out.stderr.rfind("h02: watch health").unwrap();
+    assert!(
+        last_watch < out.stderr.find("wave 2: activating").unwrap(),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -224,7 +270,7 @@ fn a_tolerated_failure_lets_the_rollout_go_on() {
     let out = deploy_v2(&fleet, &["--batch", "3", "--max-failures", "1"]).expect(1);
     assert!(
         out.stderr.contains(
-            "deployed shop v2 on 9 of 10 host(s); 1 failed (1 in activation, within the budget of 1)"
+            "deployed shop v2 on 9 of 10 host(s); 1 failed (1 within the failure budget of 1)"
         ),
         "{}",
         out.stderr
@@ -434,6 +480,30 @@ fn promote_refuses_a_mixed_or_unhealthy_environment_and_deploys_a_consistent_one
     for root in production {
         assert_eq!(current_in(&fleet, root).as_deref(), Some("releases/v2"));
     }
+
+    // Flags win over the environment's policy; a plan of a promotion changes nothing.
+    let plan = fleet
+        .ship(&["promote", "staging", "production", "--batch", "2", "--plan"])
+        .expect(0);
+    assert!(plan.stdout.contains("wave 2: p2, p3\n"), "{}", plan.stdout);
+    assert!(
+        plan.stderr.contains("healthy by their journals"),
+        "{}",
+        plan.stderr
+    );
+
+    // The local artifact of v2 is not the v2 staging runs: refused.
+    fleet.pack_with("v2", &release("v2"), |tree| {
+        fs::write(tree.join("public/extra.txt"), "other bytes\n").unwrap()
+    });
+    let out = fleet.ship(&["promote", "staging", "production"]).expect(1);
+    assert!(
+        out.stderr
+            .contains("cannot promote staging to production: staging runs v2 with payload")
+            && out.stderr.contains("dist/shop-v2.tar.zst holds payload"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// A real HTTP listener on loopback that records the body of every POST and
@@ -582,4 +652,63 @@ fn webhooks_and_the_deploy_log_receive_the_events() {
         (last["event"].as_str(), last["op"].as_str()),
         (Some("finished"), Some("rollback"))
     );
+}
+
+#[test]
+fn ctrl_c_ends_the_rollout_between_waves_and_says_what_was_switched() {
+    use std::process::Stdio;
+    let fleet = fleet_on_v1(&[]);
+    let mut child = fleet
+        .command(&[
+            "deploy",
+            "v2",
+            "--hosts",
+            "*",
+            "--canary",
+            "1",
+            "--canary-wait",
+            "30s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("watching the canary") {
+            // Ctrl-C, as the terminal would send it.
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            )
+            .unwrap();
+        }
+    }
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{seen}");
+    assert!(
+        seen.contains("deploy of shop v2 interrupted: 1 host(s) switched to v2, 9 not activated"),
+        "{seen}"
+    );
+    assert!(!seen.contains("wave 2: activating"), "{seen}");
+    assert_eq!(fleet.current("h01").unwrap(), on("v2"));
+    for host in &HOSTS[1..] {
+        assert_eq!(fleet.current(host).unwrap(), on("v1"), "{host}");
+        let row = stdout.lines().find(|l| l.starts_with(host)).unwrap();
+        assert!(
+            row.contains("skipped") && row.contains("staged but not activated: interrupted"),
+            "{row}"
+        );
+    }
 }

@@ -306,6 +306,7 @@ impl ShipToml {
             self.app.root.as_deref(),
         )?;
         check_webhooks("[notify]", &self.notify)?;
+        self.rollout.check("[rollout]")?;
         for (name, env) in &self.environments {
             let prefix = format!("environments.{name}.");
             check_fleet(
@@ -319,6 +320,8 @@ impl ShipToml {
                 return Err(format!("[environments.{name}] has no hosts"));
             }
             check_webhooks(&format!("[environments.{name}.notify]"), &env.notify)?;
+            env.rollout
+                .check(&format!("[environments.{name}.rollout]"))?;
         }
         Ok(())
     }

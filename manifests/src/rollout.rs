@@ -143,6 +143,14 @@ impl RolloutTable {
         }
     }
 
+    /// What serde cannot check; `table` names where the values came from.
+    pub fn check(&self, table: &str) -> Result<(), String> {
+        if self.batch == Some(Amount::Hosts(0)) {
+            return Err(format!("{table} batch must be at least 1 host"));
+        }
+        Ok(())
+    }
+
     /// The policy, with defaults for what is unset.
     pub fn policy(&self) -> Policy {
         Policy {
@@ -235,6 +243,14 @@ mod tests {
         assert_eq!(Amount::Percent(10).wave_of(15), 2);
         assert_eq!(Amount::Percent(10).wave_of(3), 1);
         assert_eq!(Amount::Hosts(0).wave_of(3), 1);
+        let zero = RolloutTable {
+            batch: Some(Amount::Hosts(0)),
+            ..RolloutTable::default()
+        };
+        assert_eq!(
+            zero.check("--batch").unwrap_err(),
+            "--batch batch must be at least 1 host"
+        );
         assert_eq!(Amount::Percent(10).budget_of(15), 1);
         assert_eq!(Amount::Percent(10).budget_of(9), 0);
         assert_eq!(Amount::Hosts(2).budget_of(1), 2);

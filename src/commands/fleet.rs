@@ -16,6 +16,7 @@ use crate::cli::RolloutArgs;
 use crate::error::CliError;
 use crate::fleet::{self, Artifact, HostResult};
 use crate::inventory::Host;
+use crate::notify::Notifier;
 use crate::output;
 use crate::report::Reporter;
 use crate::rollout::{self, PlanRow};
@@ -109,7 +110,7 @@ fn ship(
     artifact: &Artifact,
     rollout: &RolloutArgs,
 ) -> Result<(), CliError> {
-    let policy = settings.policy(rollout);
+    let policy = settings.policy(rollout)?;
     if rollout.plan {
         return plan(settings, selected, artifact, &policy);
     }
@@ -140,10 +141,13 @@ fn ship(
             environment,
         },
     );
-    for warning in notifier.finish() {
-        output::warn(format_args!("{warning}"));
-    }
-    finish(settings, &outcome.results, &outcome.verdict, outcome.ok)
+    finish(
+        settings,
+        &outcome.results,
+        &outcome.verdict,
+        outcome.ok,
+        notifier,
+    )
 }
 
 /// `--plan`: what the deploy would do, changing nothing; exit 1 when a host would
@@ -278,10 +282,7 @@ pub fn rollback(
         json!({"op": "rollback", "app": app, "environment": environment,
                "ok": failed == 0, "results": results}),
     );
-    for warning in notifier.finish() {
-        output::warn(format_args!("{warning}"));
-    }
-    finish(&settings, &results, &verdict, failed == 0)
+    finish(&settings, &results, &verdict, failed == 0, notifier)
 }
 
 /// `ship promote FROM TO`: see the command's help.
@@ -302,7 +303,8 @@ pub fn promote(
     }
     let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
     let everywhere: Vec<&Host> = source.hosts.iter().collect();
-    let (version, payload) = fleet::running(&everywhere, &settings.options)
+    // A plan changes nothing, so it trusts the journals instead of checking now.
+    let (version, payload) = fleet::running(&everywhere, !rollout.plan, &settings.options)
         .map_err(|why| CliError::failed_hosts(format!("cannot promote {from} to {to}: {why}")))?;
     let artifact = artifact(&settings, version.as_str())?;
     if artifact.manifest.payload_digest.as_str() != payload {
@@ -314,19 +316,26 @@ pub fn promote(
     }
     verify_locally(&artifact)?;
     output::note(format!(
-        "{from} runs {} {version} on all {} host(s), healthy: promoting it to {to}",
+        "{from} runs {} {version} on all {} host(s), healthy{}: promoting it to {to}",
         artifact.manifest.name,
-        everywhere.len()
+        everywhere.len(),
+        if rollout.plan {
+            " by their journals"
+        } else {
+            ""
+        }
     ));
     ship(&settings, &selected, &artifact, rollout)
 }
 
-/// The final table and verdict; exit 1 unless `ok`.
+/// The final table, the webhooks' warnings (once their posts are done) and the
+/// verdict; exit 1 unless `ok`.
 fn finish(
     settings: &FleetSettings,
     results: &[HostResult],
     verdict: &str,
     ok: bool,
+    notifier: Notifier,
 ) -> Result<(), CliError> {
     let failed = results.iter().filter(|r| !r.ok).count();
     if settings.json {
@@ -363,6 +372,9 @@ fn finish(
                 &rows
             )
         );
+    }
+    for warning in notifier.finish() {
+        output::warn(format_args!("{warning}"));
     }
     if ok {
         output::note(verdict);
