@@ -182,9 +182,10 @@ pub struct DeployArgs {
     #[command(flatten)]
     pub env: EnvArg,
     #[command(flatten)]
-    pub rollout: RolloutArgs,
-    #[command(flatten)]
     pub fleet: FleetArgs,
+    // Last: its help heading holds for what follows.
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
 }
 
 #[derive(Debug, Args)]
@@ -198,9 +199,10 @@ pub struct PromoteArgs {
     #[arg(long, default_value = "*")]
     pub hosts: String,
     #[command(flatten)]
-    pub rollout: RolloutArgs,
-    #[command(flatten)]
     pub fleet: FleetArgs,
+    // Last: its help heading holds for what follows.
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
 }
 
 #[derive(Debug, Args)]
