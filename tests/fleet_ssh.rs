@@ -484,3 +484,52 @@ fn a_plan_installs_nothing_and_a_watched_canary_leads_the_rollout_over_ssh() {
         assert_eq!(fleet.current(&host).as_deref(), Some("releases/v2"));
     }
 }
+
+#[test]
+fn a_session_dropped_while_waiting_for_its_wave_is_opened_again() {
+    use std::io::BufRead;
+    if !can_run() {
+        return;
+    }
+    let fleet = SshFleet::start(2, None);
+    let build = artifacts(&fleet);
+    let cwd = build.dir.path();
+    fleet.ship(cwd, &["deploy", "v1", "--hosts", "*"]).expect(0);
+    let config = fleet.dir.path().join("ship.toml");
+    let mut child = common::ship()
+        .current_dir(cwd)
+        .env("SHIP_AGENT", common::agent_binary())
+        .env("SHIP_USER", "tester")
+        .env("SHIP_CONFIG", &config)
+        .env_remove("SSH_AUTH_SOCK")
+        .args([
+            "deploy",
+            "v2",
+            "--hosts",
+            "*",
+            "--canary",
+            "1",
+            "--canary-wait",
+            "2s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        // h2 is staged and waits for wave 2: its server drops the connection.
+        if line.contains("watching the canary") {
+            fleet.drop_connections("h2");
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{seen}");
+    assert!(
+        seen.contains("deployed shop v2 on 2 of 2 host(s)"),
+        "{seen}"
+    );
+    assert_eq!(fleet.current("h2").as_deref(), Some("releases/v2"));
+}

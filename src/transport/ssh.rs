@@ -37,6 +37,9 @@ const SILENCE: Duration = Duration::from_secs(120);
 pub struct Ssh {
     session: Session,
     socket: TcpStream,
+    /// What it connected to, to connect again when an idle session has died.
+    target: SshTarget,
+    accept_new_keys: bool,
 }
 
 /// Where to connect, with `~/.ssh/config` applied to what the inventory left out.
@@ -134,7 +137,12 @@ impl Ssh {
         check_host_key(&session, target, &r, accept_new_keys)?;
         authenticate(&session, &r)?;
         session.set_keepalive(true, 10);
-        Ok(Ssh { session, socket })
+        Ok(Ssh {
+            session,
+            socket,
+            target: target.clone(),
+            accept_new_keys,
+        })
     }
 
     /// Waits until the socket can move in the direction libssh2 is waiting for.
@@ -272,11 +280,22 @@ impl Transport for Ssh {
             move |source: io::Error| TransportError::Session { what, source }
         };
         self.session.set_blocking(true);
-        let mut channel = self
-            .session
-            .channel_open("session", WINDOW, PACKET, None)
-            .and_then(|mut channel| channel.exec(&command).map(|()| channel))
-            .map_err(|e| session_err("cannot start the command")(e.into()))?;
+        let start = |session: &Session| {
+            session
+                .channel_open("session", WINDOW, PACKET, None)
+                .and_then(|mut channel| channel.exec(&command).map(|()| channel))
+        };
+        // A session left idle (between the waves of a rollout, say) may have been
+        // dropped by the server or a NAT. Nothing has run yet, so connecting again
+        // and starting the command there is safe.
+        let mut channel = match start(&self.session) {
+            Ok(channel) => channel,
+            Err(_) => {
+                *self = Ssh::connect(&self.target, self.accept_new_keys)?;
+                start(&self.session)
+                    .map_err(|e| session_err("cannot start the command")(e.into()))?
+            }
+        };
         self.session.set_blocking(false);
 
         let mut input = vec![0u8; 256 << 10];

@@ -415,6 +415,32 @@ impl SshFleet {
         );
     }
 
+    /// Drops every SSH connection open to `host` (its sshd keeps listening): the
+    /// per-connection sshd processes, children of the listener this fleet started,
+    /// are killed by pid.
+    pub fn drop_connections(&self, host: &str) {
+        let listener = fs::read_to_string(self.dir.path().join("hosts").join(host).join("pid"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid …: comm may hold spaces, so split after the ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if ppid == Some(listener.as_str()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+
     /// The app root of `host`, as seen from outside its mount namespace.
     pub fn root(&self, host: &str) -> PathBuf {
         self.dir.path().join("hosts").join(host).join("srv/shop")
