@@ -487,7 +487,6 @@ fn a_plan_installs_nothing_and_a_watched_canary_leads_the_rollout_over_ssh() {
 
 #[test]
 fn a_session_dropped_while_waiting_for_its_wave_is_opened_again() {
-    use std::io::BufRead;
     if !can_run() {
         return;
     }
@@ -495,41 +494,29 @@ fn a_session_dropped_while_waiting_for_its_wave_is_opened_again() {
     let build = artifacts(&fleet);
     let cwd = build.dir.path();
     fleet.ship(cwd, &["deploy", "v1", "--hosts", "*"]).expect(0);
-    let config = fleet.dir.path().join("ship.toml");
-    let mut child = common::ship()
-        .current_dir(cwd)
-        .env("SHIP_AGENT", common::agent_binary())
-        .env("SHIP_USER", "tester")
-        .env("SHIP_CONFIG", &config)
-        .env_remove("SSH_AUTH_SOCK")
-        .args([
-            "deploy",
-            "v2",
-            "--hosts",
-            "*",
-            "--canary",
-            "1",
-            "--canary-wait",
-            "2s",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut seen = String::new();
-    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        // h2 is staged and waits for wave 2: its server drops the connection.
-        if line.contains("watching the canary") {
-            fleet.drop_connections("h2");
-        }
-        seen.push_str(&line);
-        seen.push('\n');
-    }
-    assert_eq!(child.wait().unwrap().code(), Some(0), "{seen}");
+    // h2 is staged and waits for wave 2 when its server drops the connection.
+    let out = common::run_until(
+        &mut fleet.command(
+            cwd,
+            &[
+                "deploy",
+                "v2",
+                "--hosts",
+                "*",
+                "--canary",
+                "1",
+                "--canary-wait",
+                "2s",
+            ],
+        ),
+        "watching the canary",
+        |_| fleet.drop_connections("h2"),
+    )
+    .expect(0);
     assert!(
-        seen.contains("deployed shop v2 on 2 of 2 host(s)"),
-        "{seen}"
+        out.stderr.contains("deployed shop v2 on 2 of 2 host(s)"),
+        "{}",
+        out.stderr
     );
     assert_eq!(fleet.current("h2").as_deref(), Some("releases/v2"));
 }

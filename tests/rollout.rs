@@ -656,59 +656,42 @@ fn webhooks_and_the_deploy_log_receive_the_events() {
 
 #[test]
 fn ctrl_c_ends_the_rollout_between_waves_and_says_what_was_switched() {
-    use std::process::Stdio;
     let fleet = fleet_on_v1(&[]);
-    let mut child = fleet
-        .command(&[
-            "deploy",
-            "v2",
-            "--hosts",
-            "*",
-            "--canary",
-            "1",
-            "--canary-wait",
-            "30s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let args = [
+        "deploy",
+        "v2",
+        "--hosts",
+        "*",
+        "--canary",
+        "1",
+        "--canary-wait",
+        "30s",
+    ];
+    // Ctrl-C, as the terminal would send it, while the canary is watched.
+    let out = common::run_until(&mut fleet.command(&args), "watching the canary", |pid| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
         .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("watching the canary") {
-            // Ctrl-C, as the terminal would send it.
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGINT,
-            )
-            .unwrap();
-        }
-    }
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(1), "{seen}");
+    })
+    .expect(1);
     assert!(
-        seen.contains("deploy of shop v2 interrupted: 1 host(s) switched to v2, 9 not activated"),
-        "{seen}"
+        out.stderr
+            .contains("deploy of shop v2 interrupted: 1 host(s) switched to v2, 9 not activated"),
+        "{}",
+        out.stderr
     );
-    assert!(!seen.contains("wave 2: activating"), "{seen}");
+    assert!(!out.stderr.contains("wave 2: activating"), "{}", out.stderr);
     assert_eq!(fleet.current("h01").unwrap(), on("v2"));
     for host in &HOSTS[1..] {
         assert_eq!(fleet.current(host).unwrap(), on("v1"), "{host}");
-        let row = stdout.lines().find(|l| l.starts_with(host)).unwrap();
+        assert_eq!(result_of(&out, host), "skipped", "{}", out.stdout);
         assert!(
-            row.contains("skipped") && row.contains("staged but not activated: interrupted"),
-            "{row}"
+            out.row(host)
+                .contains("staged but not activated: interrupted"),
+            "{}",
+            out.stdout
         );
     }
 }

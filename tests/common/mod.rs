@@ -72,6 +72,42 @@ pub fn run(cmd: &mut Command) -> Run {
     }
 }
 
+/// Runs `cmd` to completion, calling `at_marker` with its pid once a line of its
+/// stderr contains `marker` (to interrupt it, or to break something under it).
+pub fn run_until(cmd: &mut Command, marker: &str, mut at_marker: impl FnMut(u32)) -> Run {
+    use std::io::{BufRead, Read};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("command starts");
+    // stdout is read on its own thread, so neither pipe can fill up and stall it.
+    let mut out = child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let mut stderr = String::new();
+    let mut fired = false;
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if !fired && line.contains(marker) {
+            fired = true;
+            at_marker(child.id());
+        }
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert!(fired, "never saw {marker:?} in:\n{stderr}");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().unwrap(),
+        stderr,
+    }
+}
+
 /// Runs `ship` with `args` in `cwd`.
 pub fn ship_in(cwd: &Path, args: &[&str]) -> Run {
     run(ship().current_dir(cwd).args(args))
@@ -469,14 +505,19 @@ impl SshFleet {
 
     /// Runs `ship` against this fleet, from `cwd`.
     pub fn ship(&self, cwd: &Path, args: &[&str]) -> Run {
-        let config = self.dir.path().join("ship.toml");
-        run(ship()
-            .current_dir(cwd)
+        run(&mut self.command(cwd, args))
+    }
+
+    /// The `ship` command [`SshFleet::ship`] runs, to adjust before running.
+    pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
+        let mut cmd = ship();
+        cmd.current_dir(cwd)
             .env("SHIP_AGENT", agent_binary())
             .env("SHIP_USER", "tester")
-            .env("SHIP_CONFIG", &config)
+            .env("SHIP_CONFIG", self.dir.path().join("ship.toml"))
             .env_remove("SSH_AUTH_SOCK")
-            .args(args))
+            .args(args);
+        cmd
     }
 }
 
