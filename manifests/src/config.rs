@@ -428,6 +428,18 @@ mod tests {
     use super::*;
     use std::error::Error;
 
+    /// Each config text is refused with an error (or cause) containing its phrase.
+    fn assert_refused(cases: &[(&str, &str)]) {
+        for (text, expected) in cases {
+            let err = ShipToml::parse(text, Path::new("ship.toml")).unwrap_err();
+            let full = format!(
+                "{err}: {}",
+                err.source().map(|s| s.to_string()).unwrap_or_default()
+            );
+            assert!(full.contains(expected), "{text:?}: {full}");
+        }
+    }
+
     #[test]
     fn reads_name_and_version() {
         let t =
@@ -529,14 +541,7 @@ web = ["web1", "web2"]
                 "is local: address, port and user do not apply",
             ),
         ];
-        for (text, expected) in cases {
-            let err = ShipToml::parse(text, Path::new("ship.toml")).unwrap_err();
-            let full = format!(
-                "{err}: {}",
-                err.source().map(|s| s.to_string()).unwrap_or_default()
-            );
-            assert!(full.contains(expected), "{text:?}: {full}");
-        }
+        assert_refused(&cases);
     }
 
     #[test]
@@ -651,14 +656,7 @@ web = ["web1", "web2"]
                 "[notify] webhooks: \"chat.example.com/x\" is not an http:// or https:// URL",
             ),
         ];
-        for (text, expected) in cases {
-            let err = ShipToml::parse(text, Path::new("ship.toml")).unwrap_err();
-            let full = format!(
-                "{err}: {}",
-                err.source().map(|s| s.to_string()).unwrap_or_default()
-            );
-            assert!(full.contains(expected), "{text:?}: {full}");
-        }
+        assert_refused(&cases);
     }
 
     #[test]
