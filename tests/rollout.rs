@@ -695,3 +695,40 @@ fn ctrl_c_ends_the_rollout_between_waves_and_says_what_was_switched() {
         );
     }
 }
+
+#[test]
+fn a_failed_prune_is_a_warning_not_a_failure() {
+    use std::os::unix::fs::PermissionsExt;
+    let fleet = LocalFleet::bare(&["h01", "h02"]); // keeps 2 releases
+    fleet.pack("v1");
+    fleet.pack("v2");
+    // v3's hook puts a file where the agent's trash directory goes, so pruning v1
+    // after the switch fails.
+    let toml = "[app]\nname = \"shop\"\n[hooks]\npre_activate = \"bin/block-trash\"\n";
+    fleet.pack_with("v3", toml, |tree| {
+        let hook = tree.join("bin/block-trash");
+        fs::write(
+            &hook,
+            "#!/bin/sh\nrm -rf \"$SHIP_ROOT/.ship/trash\"\n: > \"$SHIP_ROOT/.ship/trash\"\n",
+        )
+        .unwrap();
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+    });
+    fleet.ship(&["deploy", "v1", "--hosts", "*"]).expect(0);
+    fleet.ship(&["deploy", "v2", "--hosts", "*"]).expect(0);
+    let out = fleet.ship(&["deploy", "v3", "--hosts", "*"]).expect(0);
+    assert!(
+        out.stderr.contains("deployed shop v3 on 2 of 2 host(s)"),
+        "{}",
+        out.stderr
+    );
+    for host in ["h01", "h02"] {
+        assert_eq!(result_of(&out, host), "ok", "{}", out.stdout);
+        assert!(
+            out.row(host).contains("switched; warning: prune failed:"),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(fleet.current(host).unwrap(), on("v3"));
+    }
+}
