@@ -304,20 +304,15 @@ fn an_agent_of_another_protocol_is_replaced_by_ships_own() {
     let fleet = SshFleet::start(1, None);
     let build = artifacts(&fleet);
     // An old agent that knows nothing of --protocol, as clap would answer.
-    let bin = fleet.root("h1").join(".ship/bin");
-    fs::create_dir_all(&bin).unwrap();
-    let old = bin.join("ship-agent");
-    fs::write(
-        &old,
+    common::Tree::new(fleet.root("h1")).file_mode(
+        ".ship/bin/ship-agent",
         "#!/bin/sh\necho \"error: unexpected argument '--protocol' found\" >&2\nexit 2\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+        0o755,
+    );
     fleet
         .ship(build.dir.path(), &["deploy", "v1", "--hosts", "h1"])
         .expect(0);
-    let installed = fs::read(&old).unwrap();
+    let installed = fs::read(fleet.root("h1").join(".ship/bin/ship-agent")).unwrap();
     assert!(
         installed.starts_with(b"\x7fELF"),
         "the old agent was not replaced"

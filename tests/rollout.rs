@@ -698,7 +698,6 @@ fn ctrl_c_ends_the_rollout_between_waves_and_says_what_was_switched() {
 
 #[test]
 fn a_failed_prune_is_a_warning_not_a_failure() {
-    use std::os::unix::fs::PermissionsExt;
     let fleet = LocalFleet::bare(&["h01", "h02"]); // keeps 2 releases
     fleet.pack("v1");
     fleet.pack("v2");
@@ -706,13 +705,11 @@ fn a_failed_prune_is_a_warning_not_a_failure() {
     // after the switch fails.
     let toml = "[app]\nname = \"shop\"\n[hooks]\npre_activate = \"bin/block-trash\"\n";
     fleet.pack_with("v3", toml, |tree| {
-        let hook = tree.join("bin/block-trash");
-        fs::write(
-            &hook,
+        common::Tree::new(tree).file_mode(
+            "bin/block-trash",
             "#!/bin/sh\nrm -rf \"$SHIP_ROOT/.ship/trash\"\n: > \"$SHIP_ROOT/.ship/trash\"\n",
-        )
-        .unwrap();
-        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+            0o755,
+        );
     });
     fleet.ship(&["deploy", "v1", "--hosts", "*"]).expect(0);
     fleet.ship(&["deploy", "v2", "--hosts", "*"]).expect(0);
