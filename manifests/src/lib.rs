@@ -13,5 +13,8 @@ pub mod rollout;
 pub mod time;
 
 pub use ids::{AppName, HostName, IdError, Sha256, Version};
-pub use manifest::{Entry, EntryKind, EntryPath, Finding, FindingKind, Manifest, Mode, Source};
+pub use manifest::{
+    Entry, EntryKind, EntryPath, Finding, FindingKind, HostRequirement, Manifest, Mode, Rewrite,
+    RewriteKind, Source,
+};
 pub use time::Timestamp;

@@ -63,6 +63,15 @@ pub struct Manifest {
     /// Things in the tree that may break when it is unpacked elsewhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relocatability: Vec<Finding>,
+    /// What `ship pack` rewrote so that the tree runs wherever it is unpacked; the
+    /// entries describe the rewritten bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rewrites: Vec<Rewrite>,
+    /// Symlinks that point out of the release to files of the host (a virtualenv's
+    /// `bin/python3 -> /usr/bin/python3.11`), sorted by link. Only these may be
+    /// absolute; preflight checks that every target exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_requirements: Vec<HostRequirement>,
     /// How the app lives on a host (shared paths, hooks, services), from its
     /// `ship.toml` at pack time.
     #[serde(default, skip_serializing_if = "Behaviour::is_empty")]
@@ -160,6 +169,54 @@ pub enum FindingKind {
     BuildPathInText,
     /// An ELF RPATH or RUNPATH entry that is an absolute path inside the build directory.
     ElfRpath,
+}
+
+/// A change `ship pack` made to an entry so that it runs from any release path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rewrite {
+    /// The entry concerned.
+    pub path: String,
+    /// What kind of rewrite it is.
+    pub kind: RewriteKind,
+    /// What was rewritten, and into what.
+    pub what: String,
+    /// Why it had to be.
+    pub why: String,
+}
+
+/// The kinds of rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RewriteKind {
+    /// A `#!` line naming an interpreter by its build path became a `sh` preamble
+    /// that runs the interpreter found beside the script's real location.
+    Shebang,
+    /// A virtualenv activation script finds its directory when it is sourced.
+    ActivateScript,
+    /// A `pyvenv.cfg` line naming the build directory was removed.
+    PyvenvCfg,
+    /// A `.pth` line naming a directory of the tree by its build path became relative.
+    Pth,
+    /// A symlink to an absolute path inside the tree became relative.
+    Symlink,
+    /// A kind this version does not know (the list is informational).
+    #[serde(other)]
+    Other,
+}
+
+/// A symlink of the release whose target is a file of the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRequirement {
+    /// The symlink in the release.
+    pub link: EntryPath,
+    /// Its target: an absolute path without `.`, `..` or empty components.
+    pub target: String,
+}
+
+impl fmt::Display for Rewrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} ({})", self.path, self.what, self.why)
+    }
 }
 
 impl fmt::Display for Finding {
@@ -463,7 +520,8 @@ impl Manifest {
                 }
             }
         }
-        let digest = payload_digest(&self.entries);
+        self.check_host_requirements()?;
+        let digest = payload_digest_of(&self.entries, &self.host_requirements);
         if self.payload_digest != digest {
             return bad(format!(
                 "payload_digest says {} but the entries digest to {digest}",
@@ -473,11 +531,88 @@ impl Manifest {
         Ok(())
     }
 
+    /// Every host requirement is a symlink entry with exactly that target, which is a
+    /// host path; the list is sorted by link, without repeats.
+    fn check_host_requirements(&self) -> Result<(), ManifestError> {
+        let bad = |msg: String| Err(ManifestError::Inconsistent(msg));
+        let links = symlinks(&self.entries);
+        let mut previous: Option<&str> = None;
+        for required in &self.host_requirements {
+            let link = required.link.as_str();
+            if let Some(prev) = previous
+                && prev.as_bytes() >= link.as_bytes()
+            {
+                return bad(format!(
+                    "host requirement {link:?} is out of order or repeated (after {prev:?})"
+                ));
+            }
+            previous = Some(link);
+            match links.get(link) {
+                Some(target) if *target == required.target => {}
+                Some(target) => {
+                    return bad(format!(
+                        "host requirement {link:?} names target {:?}, but the symlink points to {target:?}",
+                        required.target
+                    ));
+                }
+                None => {
+                    return bad(format!(
+                        "host requirement {link:?} is not a symlink entry of the release"
+                    ));
+                }
+            }
+            if let Err(reason) = check_host_path(&required.target) {
+                return bad(format!(
+                    "host requirement {link:?}: target {:?} {reason}",
+                    required.target
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Follows the symlink at `path` through the tree's own symlinks and says where
     /// it leads. `path` must be a symlink entry of this manifest.
     pub fn resolve_symlink(&self, path: &EntryPath) -> Resolution {
         resolve(&symlinks(&self.entries), path.as_str())
     }
+
+    /// The host paths this release needs, each with the links that point to it.
+    pub fn host_paths(&self) -> std::collections::BTreeMap<&str, Vec<&str>> {
+        let mut paths: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for required in &self.host_requirements {
+            paths
+                .entry(required.target.as_str())
+                .or_default()
+                .push(required.link.as_str());
+        }
+        paths
+    }
+}
+
+/// Whether `target` can be a host requirement's target: an absolute path of at most
+/// 4096 bytes without `.`, `..` or empty components (so preflight checks exactly the
+/// path the link names) and without control characters. `Err` says what is wrong.
+pub fn check_host_path(target: &str) -> Result<(), &'static str> {
+    let Some(rest) = target.strip_prefix('/') else {
+        return Err("is not absolute");
+    };
+    if target.len() > MAX_PATH_BYTES {
+        return Err("is longer than 4096 bytes");
+    }
+    if target.chars().any(|c| c.is_control()) {
+        return Err("contains a control character");
+    }
+    if rest.is_empty() {
+        return Err("is the root directory");
+    }
+    if rest
+        .split('/')
+        .any(|component| matches!(component, "" | "." | ".."))
+    {
+        return Err("has an empty, `.` or `..` component");
+    }
+    Ok(())
 }
 
 /// The symlinks among `entries`: path to target, as [`resolve`] takes them.
@@ -494,6 +629,17 @@ pub fn symlinks(entries: &[Entry]) -> HashMap<&str, &str> {
 /// Resolves `link` (a key of `links`) lexically inside the tree, following the other
 /// symlinks of `links` on the way.
 pub fn resolve(links: &HashMap<&str, &str>, link: &str) -> Resolution {
+    walk_links(links, link).0
+}
+
+/// The symlink with an absolute target that resolving `link` reaches (`link` itself,
+/// or one on the way), when resolution ends at one ([`Resolution::Absolute`]).
+pub fn absolute_hop(links: &HashMap<&str, &str>, link: &str) -> Option<String> {
+    walk_links(links, link).1
+}
+
+/// [`resolve`], and the path of the absolute symlink it stopped at.
+fn walk_links(links: &HashMap<&str, &str>, link: &str) -> (Resolution, Option<String>) {
     // `done` holds the resolved components so far; `todo` the components still to
     // walk, last one first.
     let mut done: Vec<String> = Vec::new();
@@ -504,7 +650,7 @@ pub fn resolve(links: &HashMap<&str, &str>, link: &str) -> Resolution {
             "" | "." => {}
             ".." => {
                 if done.pop().is_none() {
-                    return Resolution::Escapes;
+                    return (Resolution::Escapes, None);
                 }
             }
             name => {
@@ -513,10 +659,10 @@ pub fn resolve(links: &HashMap<&str, &str>, link: &str) -> Resolution {
                 if let Some(target) = links.get(here.as_str()) {
                     hops += 1;
                     if hops > MAX_SYMLINK_HOPS {
-                        return Resolution::TooManyHops;
+                        return (Resolution::TooManyHops, None);
                     }
                     if target.starts_with('/') {
-                        return Resolution::Absolute;
+                        return (Resolution::Absolute, Some(here));
                     }
                     done.pop();
                     todo.extend(target.rsplit('/').map(str::to_owned));
@@ -524,15 +670,28 @@ pub fn resolve(links: &HashMap<&str, &str>, link: &str) -> Resolution {
             }
         }
     }
-    Resolution::Inside(done.join("/"))
+    (Resolution::Inside(done.join("/")), None)
+}
+
+/// The payload digest of a release without host requirements; see
+/// [`payload_digest_of`].
+pub fn payload_digest(entries: &[Entry]) -> Sha256 {
+    payload_digest_of(entries, &[])
 }
 
 /// The payload digest: SHA-256 over every entry in order, each written as five
 /// NUL-terminated fields — kind, path, mode (4 octal digits), size (decimal, empty
-/// unless a file), and sha256 (files) or target (symlinks) or empty (dirs). No field
-/// can contain NUL, so the encoding is unambiguous.
-pub fn payload_digest(entries: &[Entry]) -> Sha256 {
+/// unless a file), and sha256 (files) or target (symlinks) or empty (dirs) — then
+/// every host requirement as five such fields: `host`, link, two empty fields, target.
+/// No field can contain NUL and the first field tells the records apart, so the
+/// encoding is unambiguous; a release without host requirements digests as before
+/// they existed.
+pub fn payload_digest_of(entries: &[Entry], host_requirements: &[HostRequirement]) -> Sha256 {
     let mut hasher = sha2::Sha256::new();
+    let mut field = |value: &str| {
+        hasher.update(value.as_bytes());
+        hasher.update([0u8]);
+    };
     for entry in entries {
         let (size, last) = match &entry.kind {
             EntryKind::Dir => (String::new(), ""),
@@ -540,15 +699,19 @@ pub fn payload_digest(entries: &[Entry]) -> Sha256 {
             EntryKind::Symlink { target } => (String::new(), target.as_str()),
         };
         let mode = entry.mode.to_string();
-        for field in [
+        for value in [
             entry.kind.name(),
             entry.path.as_str(),
             mode.as_str(),
             size.as_str(),
             last,
         ] {
-            hasher.update(field.as_bytes());
-            hasher.update([0u8]);
+            field(value);
+        }
+    }
+    for required in host_requirements {
+        for value in ["host", required.link.as_str(), "", "", &required.target] {
+            field(value);
         }
     }
     Sha256::from_hasher(hasher)
@@ -610,6 +773,8 @@ mod tests {
             unpacked_size,
             payload_digest: payload_digest(&entries),
             relocatability: vec![],
+            rewrites: vec![],
+            host_requirements: vec![],
             behaviour: Behaviour::default(),
             entries,
         }
@@ -767,5 +932,130 @@ mod tests {
         assert_eq!(r("loop"), Resolution::TooManyHops);
         // Lexically "dot/.." stays at the top, but "dot" is the top itself.
         assert_eq!(r("sneaky"), Resolution::Escapes);
+    }
+
+    fn host(link: &str, target: &str) -> HostRequirement {
+        HostRequirement {
+            link: EntryPath::new(link).unwrap(),
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn host_requirements_must_be_the_releases_own_absolute_links() {
+        let with = |links: Vec<HostRequirement>| {
+            let mut m = manifest(vec![
+                dir("bin"),
+                link("bin/python", "python3"),
+                link("bin/python3", "/usr/bin/python3.11"),
+                link("bin/x", "/opt/x"),
+            ]);
+            m.payload_digest = payload_digest_of(&m.entries, &links);
+            m.host_requirements = links;
+            m.check().map(|()| m)
+        };
+        let m = with(vec![
+            host("bin/python3", "/usr/bin/python3.11"),
+            host("bin/x", "/opt/x"),
+        ])
+        .unwrap();
+        assert_eq!(
+            m.host_paths().into_iter().collect::<Vec<_>>(),
+            vec![
+                ("/opt/x", vec!["bin/x"]),
+                ("/usr/bin/python3.11", vec!["bin/python3"])
+            ]
+        );
+        let json = m.to_json();
+        assert!(
+            String::from_utf8_lossy(&json).contains("\"host_requirements\""),
+            "{}",
+            String::from_utf8_lossy(&json)
+        );
+        assert_eq!(Manifest::from_json(&json).unwrap(), m);
+
+        for (links, expected) in [
+            (
+                vec![host("bin/python3", "/usr/bin/python3.12")],
+                "names target \"/usr/bin/python3.12\", but the symlink points to \"/usr/bin/python3.11\"",
+            ),
+            (
+                vec![host("bin/python", "python3")],
+                "target \"python3\" is not absolute",
+            ),
+            (vec![host("bin", "/usr")], "is not a symlink entry"),
+            (
+                vec![
+                    host("bin/x", "/opt/x"),
+                    host("bin/python3", "/usr/bin/python3.11"),
+                ],
+                "out of order or repeated",
+            ),
+        ] {
+            let err = with(links).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn host_requirements_are_part_of_the_payload_digest() {
+        let entries = vec![link("py", "/usr/bin/python3")];
+        let plain = payload_digest(&entries);
+        let declared = payload_digest_of(&entries, &[host("py", "/usr/bin/python3")]);
+        assert_ne!(plain, declared);
+        assert_eq!(
+            declared.as_str(),
+            Sha256::of(
+                b"symlink\0py\x000777\0\0/usr/bin/python3\0host\0py\0\0\0/usr/bin/python3\0"
+            )
+            .as_str()
+        );
+        // A manifest that declares a link without its digest saying so is refused.
+        let mut m = manifest(entries);
+        m.host_requirements = vec![host("py", "/usr/bin/python3")];
+        assert!(
+            m.check()
+                .unwrap_err()
+                .to_string()
+                .contains("payload_digest")
+        );
+    }
+
+    #[test]
+    fn host_paths_are_absolute_and_normalised() {
+        for good in ["/usr/bin/python3.11", "/opt/x y/z", "/a"] {
+            assert_eq!(check_host_path(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "usr/bin",
+            "/",
+            "/usr//bin",
+            "/usr/./bin",
+            "/usr/../etc",
+            "/usr/bin/",
+            "/a\nb",
+        ] {
+            assert!(check_host_path(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_absolute_hop_is_the_link_resolution_stopped_at() {
+        let links: HashMap<&str, &str> = [
+            ("bin/python", "python3"),
+            ("bin/python3", "/usr/bin/python3.11"),
+            ("lib64", "lib"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            absolute_hop(&links, "bin/python").as_deref(),
+            Some("bin/python3")
+        );
+        assert_eq!(
+            absolute_hop(&links, "bin/python3").as_deref(),
+            Some("bin/python3")
+        );
+        assert_eq!(absolute_hop(&links, "lib64"), None);
     }
 }
