@@ -56,6 +56,12 @@ pub enum PackError {
         /// The size seen when the tree was listed.
         expected: u64,
     },
+    /// A file read twice (to hash it, then to archive it) gave different bytes.
+    #[error("{} changed while it was being packed: its bytes differ from those hashed for the manifest", path.display())]
+    ChangedContent {
+        /// The file.
+        path: PathBuf,
+    },
     /// `--strict` and the tree is not relocatable.
     #[error("{} relocatability finding(s) and --strict is set: {}", findings.len(), list(findings))]
     NotRelocatable {

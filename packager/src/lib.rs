@@ -1,8 +1,9 @@
 //! The packager: builds deterministic, checksummed artifacts from a tree, and reads,
 //! inspects and verifies them.
 //!
-//! - [`pack()`] walks a tree once, writing a normalised tar stream through zstd while
-//!   hashing every file and looking for what would tie it to the build directory.
+//! - [`pack()`] surveys a tree (hashing every file, relocating what ties it to the
+//!   build directory, reporting what cannot be), then writes the manifest and a
+//!   normalised tar stream through zstd in one pass.
 //! - [`read`](mod@read) walks an artifact and checks every entry against its manifest as the
 //!   bytes go by; it is the one reader of artifacts, used to verify and to unpack.
 //! - [`verify`](mod@verify) adds the artifact's own digest (the `.sha256` sidecar).
@@ -14,6 +15,8 @@ pub mod error;
 pub mod pack;
 pub mod read;
 #[cfg(feature = "pack")]
+mod relocate;
+#[cfg(feature = "pack")]
 mod scan;
 #[cfg(any(feature = "pack", test))]
 mod tarfmt;
@@ -23,6 +26,6 @@ mod walk;
 
 pub use error::{PackError, ReadError};
 #[cfg(feature = "pack")]
-pub use pack::{PackOptions, Packed, Progress, pack};
+pub use pack::{PackOptions, Packed, Progress, Relocation, pack, pack_with};
 pub use read::{ReadSummary, Visitor, read_artifact};
 pub use verify::{Expected, VerifyError, artifact_file_name, sidecar_path, verify_file};

@@ -1,29 +1,41 @@
-//! `pack`: one pass over a tree that archives, hashes and checks every file, then
-//! writes `<name>-<version>.tar.zst` and its `.sha256` sidecar atomically.
+//! `pack`: two passes over a tree, then `<name>-<version>.tar.zst` and its `.sha256`
+//! sidecar, each written to a temporary file and renamed into place.
 //!
-//! The manifest must come first in the archive but is only known once every file is
-//! hashed, so the payload (every entry after the manifest) is compressed as the tree
-//! is read and held — in memory up to a cap, then in a spill file — until the
-//! manifest's frame is ready. The artifact is then two zstd frames: the manifest
-//! entry's, then the payload's. Concatenated frames are one stream to every zstd
-//! reader. Each input file is read exactly once, and the artifact is hashed by its
-//! own thread while it is written.
+//! The manifest is the artifact's first entry and lists every file's hash, so the
+//! tree is surveyed first: the walk lists it, then every core reads, hashes and scans
+//! files, and relocation rewrites what names the build directory (rewritten files are
+//! kept in memory). With the manifest known, one stream writes the artifact: the
+//! manifest entry's zstd frame, then the payload's frame — each file read again, from
+//! the page cache, into the tar stream and through zstd into the artifact, which is
+//! hashed as it is written. Concatenated frames are one stream to every zstd reader.
+//!
+//! A file read twice must give the same bytes twice: each read is checksummed
+//! (xxh3), and a file that changed in between fails the pack, so the artifact holds
+//! exactly what the manifest describes.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, mpsc};
+use std::time::Instant;
 
 use manifests::manifest::{self, Compression, MANIFEST_PATH};
-use manifests::{AppName, Entry, EntryKind, Manifest, Mode, Sha256, Source, Version};
+use manifests::{
+    AppName, Entry, EntryKind, EntryPath, Finding, HostRequirement, Manifest, Mode, Rewrite,
+    Sha256, Source, Version,
+};
 use sha2::Digest;
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::PackError;
+use crate::relocate::{self, REWRITE_MAX};
 use crate::scan::{self, BuildPaths, ContentScan};
 use crate::tarfmt::{Kind, TarWriter};
 use crate::verify::{artifact_file_name, sidecar_path};
-use crate::walk::{FoundKind, Walk};
+use crate::walk::{self, Found, FoundKind};
 
 /// Read size for packing files.
 const CHUNK: usize = 256 << 10;
@@ -45,14 +57,15 @@ pub struct PackOptions {
     pub mtime: u64,
     /// Make relocatability findings errors.
     pub strict: bool,
-    /// zstd worker threads (at least 1: the output does not depend on the count).
+    /// Threads for hashing and for zstd (at least 1: the output does not depend on
+    /// the count).
     pub threads: u32,
     /// The app's behaviour on hosts, carried in the manifest.
     pub behaviour: manifests::behaviour::Behaviour,
 }
 
-/// Receives progress while a tree is packed. The total is not known in advance:
-/// the tree is listed as it is packed.
+/// Receives progress while the artifact is written. The total is the manifest's
+/// `unpacked_size`.
 pub trait Progress {
     /// `bytes` more bytes of file content were packed.
     fn advance(&self, bytes: u64);
@@ -77,8 +90,28 @@ pub struct Packed {
     pub manifest: Manifest,
 }
 
-/// Packs `options.dir` into an artifact in `options.out_dir`.
+/// Whether `pack` rewrites what ties the tree to its build directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relocation {
+    /// Rewrite what can be (see the `relocate` module) and record it in the manifest.
+    Rewrite,
+    /// Pack the bytes as they are; what ties the tree to the build directory is only
+    /// reported (host requirements are still declared: that changes no byte).
+    KeepBytes,
+}
+
+/// Packs `options.dir` into an artifact in `options.out_dir`, relocating it.
 pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, PackError> {
+    pack_with(options, Relocation::Rewrite, progress)
+}
+
+/// Packs `options.dir` into an artifact in `options.out_dir`.
+pub fn pack_with(
+    options: &PackOptions,
+    relocation: Relocation,
+    progress: &dyn Progress,
+) -> Result<Packed, PackError> {
+    let rewrite = relocation == Relocation::Rewrite;
     let dir = &options.dir;
     let canonical = fs::canonicalize(dir)
         .ok()
@@ -95,47 +128,38 @@ pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, Pa
         spellings.push(abs.to_string_lossy().into_owned());
     }
     let build_paths = BuildPaths::new(&spellings);
+    let artifact = options
+        .out_dir
+        .join(artifact_file_name(&options.name, &options.version));
 
     std::thread::scope(|scope| {
-        // git runs while the tree is packed; it is only needed for the manifest.
+        // git runs while the tree is surveyed; it is only needed for the manifest.
         let source = scope.spawn(|| git_source(dir));
-        let started = std::time::Instant::now();
-        let artifact = options
-            .out_dir
-            .join(artifact_file_name(&options.name, &options.version));
-        let (to_writer, from_packer) = mpsc::channel();
-        let out_dir = options.out_dir.clone();
-        let cap = memory_cap();
-        let writer = scope.spawn(move || write_artifact(from_packer, &out_dir, cap));
-        let sink = PayloadSink {
-            to_writer: to_writer.clone(),
+        let started = Instant::now();
+        let (listing, mut surveyed) = survey(options, rewrite, &build_paths, skip.as_deref())?;
+        let order = walk::order(&listing);
+        tracing::debug!(entries = listing.len(), elapsed = ?started.elapsed(), "tree surveyed");
+        let paths: HashSet<&str> = listing.iter().map(|f| f.path.as_str()).collect();
+        let tree = relocate::Tree {
+            paths: &build_paths,
+            entries: &paths,
         };
-        let encoder = encoder(BufWriter::with_capacity(SINK_CHUNK, sink), options)
-            .map_err(write_err(&artifact))?;
-        let mut tar = TarWriter::new(encoder, options.mtime);
-        let (entries, mut findings) = match archive(options, &build_paths, skip, &mut tar, progress)
-        {
-            Ok(archived) => archived,
-            Err(e) => {
-                // When the artifact writer failed (a full disk, say), its error is
-                // the cause; the packer only saw it stop.
-                drop((tar, to_writer));
-                let written = writer.join().expect("the artifact writer does not panic");
-                return Err(match written {
-                    Err(cause) if cause.kind() != io::ErrorKind::Other => {
-                        write_err(&artifact)(cause)
-                    }
-                    _ => e,
-                });
-            }
-        };
-        tracing::debug!(entries = entries.len(), elapsed = ?started.elapsed(), "tree read");
-
-        findings.extend(scan::symlink_findings(&manifest::symlinks(&entries)));
-        findings.sort_by(|a, b| a.path.cmp(&b.path));
-        if options.strict && !findings.is_empty() {
-            return Err(PackError::NotRelocatable { findings });
+        let mut files: Vec<Option<Surveyed>> = Vec::with_capacity(listing.len());
+        for (item, survey) in listing.iter().zip(surveyed.iter_mut()) {
+            files.push(survey.take().map(|s| s.finish(&options.dir, &tree, item)));
         }
+        let release = describe(rewrite, &tree, &listing, &order, &mut files);
+        if options.strict && !release.findings.is_empty() {
+            return Err(PackError::NotRelocatable {
+                findings: release.findings,
+            });
+        }
+        let Release {
+            entries,
+            findings,
+            rewrites,
+            host_requirements,
+        } = release;
         let manifest = Manifest {
             format: manifest::FORMAT,
             name: options.name.clone(),
@@ -155,8 +179,10 @@ pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, Pa
                     _ => 0,
                 })
                 .sum(),
-            payload_digest: manifest::payload_digest(&entries),
+            payload_digest: manifest::payload_digest_of(&entries, &host_requirements),
             relocatability: findings,
+            rewrites,
+            host_requirements,
             behaviour: options.behaviour.clone(),
             entries,
         };
@@ -164,22 +190,9 @@ pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, Pa
             dir: dir.clone(),
             source: e,
         })?;
-        let frame = manifest_frame(&manifest, options).map_err(write_err(&artifact))?;
-        // The writer can now start on the artifact while the last payload frames are
-        // still being compressed.
-        let _ = to_writer.send(Piece::Frame(frame));
-        drop(to_writer);
-        let finished = tar
-            .finish()
-            .and_then(|encoder| encoder.finish())
-            .and_then(|out| out.into_inner().map_err(io::IntoInnerError::into_error))
-            .map(drop); // closes the channel: the writer finishes the artifact
-        let written = writer.join().expect("the artifact writer does not panic");
-        // The writer's error, if any, is the cause: the encoder only saw it stop.
-        let (tmp, digest, size) = match (written, finished) {
-            (Ok(written), Ok(())) => written,
-            (Err(cause), _) | (Ok(_), Err(cause)) => return Err(write_err(&artifact)(cause)),
-        };
+
+        let sorted: Vec<Option<&Surveyed>> = order.iter().map(|&i| files[i].as_ref()).collect();
+        let (tmp, digest, size) = write_artifact(options, &manifest, &sorted, &artifact, progress)?;
         tmp.persist(&artifact).map_err(|e| PackError::Write {
             path: artifact.clone(),
             source: e.error,
@@ -203,9 +216,9 @@ pub fn pack(options: &PackOptions, progress: &dyn Progress) -> Result<Packed, Pa
     })
 }
 
-fn add_err(path: &Path) -> impl FnOnce(io::Error) -> PackError + use<> {
+fn read_err(path: &Path) -> impl FnOnce(io::Error) -> PackError + use<> {
     let path = path.to_owned();
-    move |source| PackError::Add { path, source }
+    move |source| PackError::Read { path, source }
 }
 
 fn write_err(path: &Path) -> impl FnOnce(io::Error) -> PackError + use<> {
@@ -213,106 +226,530 @@ fn write_err(path: &Path) -> impl FnOnce(io::Error) -> PackError + use<> {
     move |source| PackError::Write { path, source }
 }
 
-/// Writes every entry of the tree into `tar`, hashing and scanning each file.
-/// Returns the manifest entries and the content findings.
-fn archive<W: Write>(
-    options: &PackOptions,
-    build_paths: &BuildPaths,
-    skip: Option<String>,
-    tar: &mut TarWriter<W>,
-    progress: &dyn Progress,
-) -> Result<(Vec<Entry>, Vec<manifests::Finding>), PackError> {
-    let dir = &options.dir;
-    let mut entries = Vec::new();
-    let mut findings = Vec::new();
-    let mut buf = vec![0u8; CHUNK];
-    for item in Walk::new(dir, skip) {
-        let item = item?;
+/// One file as the survey found it.
+struct Surveyed {
+    /// Where the artifact's bytes of the file come from.
+    content: Content,
+    /// Size and digest of those bytes.
+    size: u64,
+    sha256: Sha256,
+    /// Whether any execute bit is set.
+    executable: bool,
+    /// What ties it to the build directory and was left as it is.
+    findings: Vec<Finding>,
+    /// What relocation changed.
+    rewrite: Option<Rewrite>,
+}
+
+/// Where a file's bytes come from when the artifact is written.
+enum Content {
+    /// From the tree, read again: it must have the same xxh3 as when surveyed.
+    Tree { check: u64 },
+    /// Rewritten by relocation, held in memory.
+    Memory(Vec<u8>),
+}
+
+/// What the survey learnt of a file.
+enum Survey {
+    /// Hashed and scanned: final.
+    Done(Surveyed),
+    /// A file relocation may rewrite, naming the build directory: held until the
+    /// whole tree is known (relocation looks at other entries).
+    Pending { content: Vec<u8>, executable: bool },
+}
+
+impl Survey {
+    /// The file as it goes into the artifact: pending files relocated.
+    fn finish(self, dir: &Path, tree: &relocate::Tree<'_>, item: &Found) -> Surveyed {
+        let (content, executable) = match self {
+            Survey::Done(surveyed) => return surveyed,
+            Survey::Pending {
+                content,
+                executable,
+            } => (content, executable),
+        };
         let path = item.path.as_str();
         let abs = dir.join(path);
-        let (mode, kind) = match item.kind {
-            FoundKind::Dir => {
-                tar.header(path, Mode::EXECUTABLE, Kind::Dir)
-                    .map_err(add_err(&abs))?;
-                (Mode::EXECUTABLE, EntryKind::Dir)
+        let kept = |content: Vec<u8>, findings| Surveyed {
+            sha256: Sha256::of(&content),
+            size: content.len() as u64,
+            executable,
+            content: Content::Memory(content),
+            findings,
+            rewrite: None,
+        };
+        match relocate::file(tree, &item.path, &content) {
+            relocate::File::Keep => {
+                let findings = scan_bytes(tree.paths, &abs, path, &content);
+                kept(content, findings)
             }
+            relocate::File::Refused(finding) => kept(content, vec![finding]),
+            relocate::File::Rewritten { content, rewrite } => Surveyed {
+                sha256: Sha256::of(&content),
+                findings: scan_bytes(tree.paths, &abs, path, &content),
+                size: content.len() as u64,
+                executable,
+                content: Content::Memory(content),
+                rewrite: Some(rewrite),
+            },
+        }
+    }
+}
+
+/// Lists the tree and, while it is being listed, reads, hashes and scans every file
+/// on `options.threads` threads. Returns the listing (unsorted) and one slot per
+/// listed entry (`None` for all but files).
+fn survey(
+    options: &PackOptions,
+    rewrite: bool,
+    paths: &BuildPaths,
+    skip: Option<&str>,
+) -> Result<(Vec<Found>, Vec<Option<Survey>>), PackError> {
+    let (to_workers, jobs) = mpsc::channel::<(usize, EntryPath)>();
+    let jobs = Mutex::new(jobs);
+    let failed = AtomicBool::new(false);
+    let held = AtomicU64::new(0);
+    let workers = options.threads.max(1) as usize;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut buf = vec![0u8; CHUNK];
+                    let mut done = Vec::new();
+                    loop {
+                        let job = jobs.lock().expect("no worker panics").recv();
+                        let Ok((i, path)) = job else { break };
+                        if failed.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        match survey_file(options, rewrite, paths, &path, &held, &mut buf) {
+                            Ok(survey) => done.push((i, survey)),
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err((i, e));
+                            }
+                        }
+                    }
+                    Ok(done)
+                })
+            })
+            .collect();
+        let listed = walk::walk(&options.dir, skip, |i, found| {
+            if let FoundKind::File = found.kind {
+                let _ = to_workers.send((i, found.path.clone()));
+            }
+        });
+        if listed.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+        drop(to_workers);
+        let mut first_error: Option<(usize, PackError)> = None;
+        let mut done = Vec::new();
+        for handle in handles {
+            match handle.join().expect("a survey thread does not panic") {
+                Ok(surveyed) => done.extend(surveyed),
+                Err((i, e)) => {
+                    if first_error.as_ref().is_none_or(|(j, _)| i < *j) {
+                        first_error = Some((i, e));
+                    }
+                }
+            }
+        }
+        let listing = listed?;
+        if let Some((_, e)) = first_error {
+            return Err(e);
+        }
+        let mut surveyed: Vec<Option<Survey>> = listing.iter().map(|_| None).collect();
+        for (i, survey) in done {
+            surveyed[i] = Some(survey);
+        }
+        Ok((listing, surveyed))
+    })
+}
+
+/// Files up to this size are kept in memory from the survey to the artifact, within
+/// [`HOLD_BUDGET`]: reading them again would cost more in system calls than in bytes.
+const HOLD_MAX: u64 = 64 << 10;
+
+/// How much file content the survey keeps in memory at most.
+const HOLD_BUDGET: u64 = 128 << 20;
+
+/// Surveys one file: reads it once, hashing and scanning it as it goes. Small files
+/// are kept in memory; a file that relocation may rewrite (small, and a script, an
+/// activation script, a `pyvenv.cfg` or a `.pth`) and that names the build directory
+/// is held for relocation.
+fn survey_file(
+    options: &PackOptions,
+    rewrite: bool,
+    paths: &BuildPaths,
+    path: &EntryPath,
+    held: &AtomicU64,
+    buf: &mut [u8],
+) -> Result<Survey, PackError> {
+    let path = path.as_str();
+    let abs = options.dir.join(path);
+    let mut file = File::open(&abs).map_err(read_err(&abs))?;
+    let meta = file.metadata().map_err(read_err(&abs))?;
+    let (size, executable) = (meta.len(), meta.permissions().mode() & 0o111 != 0);
+    let hold = size <= HOLD_MAX && {
+        let before = held.fetch_add(size, Ordering::Relaxed);
+        before + size <= HOLD_BUDGET || {
+            held.fetch_sub(size, Ordering::Relaxed);
+            false
+        }
+    };
+    let mut reader = Exact::new(&mut file, &abs, size, true);
+    let (content, head) = if hold {
+        (Some(read_whole(&mut reader)?), 0)
+    } else {
+        let head = reader.next_chunk(buf)?;
+        if rewrite && size <= REWRITE_MAX && relocate::is_candidate(path, &buf[..head]) {
+            let mut content = Vec::with_capacity(size as usize);
+            content.extend_from_slice(&buf[..head]);
+            loop {
+                let n = reader.next_chunk(buf)?;
+                if n == 0 {
+                    break;
+                }
+                content.extend_from_slice(&buf[..n]);
+            }
+            (Some(content), 0)
+        } else {
+            (None, head)
+        }
+    };
+    if let Some(content) = content {
+        if rewrite && relocate::is_candidate(path, &content) && paths.first_in(&content).is_some() {
+            return Ok(Survey::Pending {
+                content,
+                executable,
+            });
+        }
+        return Ok(Survey::Done(Surveyed {
+            sha256: Sha256::of(&content),
+            size,
+            executable,
+            findings: scan_bytes(paths, &abs, path, &content),
+            content: Content::Memory(content),
+            rewrite: None,
+        }));
+    }
+    let mut hasher = sha2::Sha256::new();
+    let mut check = Xxh3::new();
+    let mut scan = ContentScan::new(paths);
+    let mut findings = Vec::new();
+    let mut n = head;
+    while n > 0 {
+        let chunk = &buf[..n];
+        hasher.update(chunk);
+        check.update(chunk);
+        findings.extend(scan.feed(chunk, reader.left == 0, path));
+        n = reader.next_chunk(buf)?;
+    }
+    if scan.is_elf() {
+        findings.extend(scan::elf_findings(&abs, path, paths));
+    }
+    Ok(Survey::Done(Surveyed {
+        content: Content::Tree {
+            check: check.digest(),
+        },
+        size,
+        sha256: Sha256::from_hasher(hasher),
+        executable,
+        findings,
+        rewrite: None,
+    }))
+}
+
+/// Reads a whole (small) file. A read that stops short exactly at the listed size is
+/// taken as the end of the file, so a small file costs one read.
+fn read_whole(reader: &mut Exact<'_>) -> Result<Vec<u8>, PackError> {
+    let size = usize::try_from(reader.size).unwrap_or(usize::MAX);
+    let mut content = vec![0u8; size.saturating_add(1)];
+    let mut filled = 0;
+    loop {
+        let want = content.len() - filled;
+        let n = read_some(reader.file, &mut content[filled..]).map_err(read_err(reader.path))?;
+        filled += n;
+        if n == 0 || filled > size || (filled == size && n < want) {
+            break;
+        }
+    }
+    if filled != size {
+        return Err(reader.changed());
+    }
+    content.truncate(size);
+    Ok(content)
+}
+
+/// The content findings of a file held in memory.
+fn scan_bytes(paths: &BuildPaths, abs: &Path, path: &str, content: &[u8]) -> Vec<Finding> {
+    let mut scan = ContentScan::new(paths);
+    let mut findings: Vec<Finding> = scan.feed(content, true, path).into_iter().collect();
+    if scan.is_elf() {
+        findings.extend(scan::elf_findings(abs, path, paths));
+    }
+    findings
+}
+
+/// Reads exactly the size a file was listed with, in chunks: a file that turns out
+/// shorter or longer fails with [`PackError::Changed`].
+struct Exact<'a> {
+    file: &'a mut File,
+    path: &'a Path,
+    size: u64,
+    left: u64,
+    /// Whether to check that the file ends after `size` bytes (one more read).
+    probe_end: bool,
+}
+
+impl<'a> Exact<'a> {
+    fn new(file: &'a mut File, path: &'a Path, size: u64, probe_end: bool) -> Self {
+        Exact {
+            file,
+            path,
+            size,
+            left: size,
+            probe_end,
+        }
+    }
+
+    fn changed(&self) -> PackError {
+        PackError::Changed {
+            path: self.path.to_owned(),
+            expected: self.size,
+        }
+    }
+
+    /// Fills `buf` with the next bytes (as many as fit, or as are left); 0 at the
+    /// end, once the file was checked to end there.
+    fn next_chunk(&mut self, buf: &mut [u8]) -> Result<usize, PackError> {
+        if self.left == 0 {
+            if !self.probe_end {
+                return Ok(0);
+            }
+            let mut probe = [0u8; 1];
+            return match read_some(self.file, &mut probe).map_err(read_err(self.path))? {
+                0 => Ok(0),
+                _ => Err(self.changed()),
+            };
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let mut filled = 0;
+        while filled < want {
+            match read_some(self.file, &mut buf[filled..want]).map_err(read_err(self.path))? {
+                0 => return Err(self.changed()),
+                n => filled += n,
+            }
+        }
+        self.left -= filled as u64;
+        Ok(filled)
+    }
+}
+
+fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match file.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// The release as the manifest lists it.
+struct Release {
+    entries: Vec<Entry>,
+    findings: Vec<Finding>,
+    rewrites: Vec<Rewrite>,
+    host_requirements: Vec<HostRequirement>,
+}
+
+/// The manifest's entries (symlinks relocated), what was rewritten, the host
+/// requirements, and every finding, sorted by path.
+fn describe(
+    rewrite: bool,
+    tree: &relocate::Tree<'_>,
+    listing: &[Found],
+    order: &[usize],
+    files: &mut [Option<Surveyed>],
+) -> Release {
+    let mut entries = Vec::with_capacity(listing.len());
+    let mut findings = Vec::new();
+    let mut rewrites = Vec::new();
+    let mut host_requirements = Vec::new();
+    for &i in order {
+        let (item, surveyed) = (&listing[i], &mut files[i]);
+        let (mode, kind) = match &item.kind {
+            FoundKind::Dir => (Mode::EXECUTABLE, EntryKind::Dir),
             FoundKind::Symlink { target } => {
-                tar.header(path, Mode::SYMLINK, Kind::Symlink { target: &target })
-                    .map_err(add_err(&abs))?;
+                let target = match relocate::symlink(tree, &item.path, target, rewrite) {
+                    relocate::Link::Keep => target.clone(),
+                    relocate::Link::Relative { target, rewrite } => {
+                        rewrites.push(rewrite);
+                        target
+                    }
+                    relocate::Link::Host(required) => {
+                        host_requirements.push(required);
+                        target.clone()
+                    }
+                };
                 (Mode::SYMLINK, EntryKind::Symlink { target })
             }
-            FoundKind::File { size, executable } => {
-                let mode = if executable {
+            FoundKind::File => {
+                let surveyed = surveyed.as_mut().expect("every file was surveyed");
+                findings.append(&mut surveyed.findings);
+                rewrites.extend(surveyed.rewrite.take());
+                let mode = if surveyed.executable {
                     Mode::EXECUTABLE
                 } else {
                     Mode::REGULAR
                 };
-                tar.header(path, mode, Kind::File { size })
-                    .map_err(add_err(&abs))?;
-                let mut scan = ContentScan::new(build_paths);
-                let sha256 = copy_file(&abs, size, &mut buf, tar, |chunk, eof| {
-                    findings.extend(scan.feed(chunk, eof, path));
-                    progress.advance(chunk.len() as u64);
-                })?;
-                tar.pad(size).map_err(add_err(&abs))?;
-                if scan.is_elf() {
-                    findings.extend(scan::elf_findings(&abs, path, build_paths));
-                }
-                (mode, EntryKind::File { size, sha256 })
+                let kind = EntryKind::File {
+                    size: surveyed.size,
+                    sha256: surveyed.sha256.clone(),
+                };
+                (mode, kind)
             }
         };
         entries.push(Entry {
-            path: item.path,
+            path: item.path.clone(),
             mode,
             kind,
         });
     }
-    Ok((entries, findings))
+    let declared: HashSet<&str> = host_requirements.iter().map(|h| h.link.as_str()).collect();
+    findings.extend(scan::symlink_findings(
+        &manifest::symlinks(&entries),
+        &declared,
+    ));
+    findings.sort_by(|a, b| a.path.cmp(&b.path));
+    Release {
+        entries,
+        findings,
+        rewrites,
+        host_requirements,
+    }
 }
 
-/// Size of the pieces of compressed payload handed to the artifact writer.
-const SINK_CHUNK: usize = 1 << 20;
-
-/// How much compressed payload is kept in memory while the manifest is not known yet
-/// (beyond it, the payload goes to a temporary file): an eighth of the memory
-/// available, between 64 MiB and 256 MiB. Most artifacts fit, and then the payload
-/// is written to disk once, into the artifact itself.
-fn memory_cap() -> usize {
-    const MIN: usize = 64 << 20;
-    const MAX: usize = 256 << 20;
-    let available = fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
-        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-        let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib.saturating_mul(1024))
-    });
-    available.map_or(MIN, |bytes| (bytes / 8).clamp(MIN, MAX))
+/// Writes the artifact into a temporary file beside its final path: the manifest's
+/// frame, then the payload's, hashed as it is written. Returns the file, its digest
+/// and its size.
+fn write_artifact(
+    options: &PackOptions,
+    manifest: &Manifest,
+    surveyed: &[Option<&Surveyed>],
+    artifact: &Path,
+    progress: &dyn Progress,
+) -> Result<(tempfile::NamedTempFile, Sha256, u64), PackError> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".ship-artifact-")
+        .permissions(fs::Permissions::from_mode(0o644))
+        .tempfile_in(&options.out_dir)
+        .map_err(write_err(artifact))?;
+    let file = tmp.as_file().try_clone().map_err(write_err(artifact))?;
+    let mut out = Hashing {
+        inner: file,
+        hasher: sha2::Sha256::new(),
+        size: 0,
+    };
+    let frame = manifest_frame(manifest, options).map_err(write_err(artifact))?;
+    out.write_all(&frame).map_err(write_err(artifact))?;
+    let encoder = encoder(&mut out, options).map_err(write_err(artifact))?;
+    let mut tar = TarWriter::new(encoder, options.mtime);
+    let mut buf = vec![0u8; CHUNK];
+    for (entry, surveyed) in manifest.entries.iter().zip(surveyed) {
+        let path = entry.path.as_str();
+        let kind = match &entry.kind {
+            EntryKind::Dir => Kind::Dir,
+            EntryKind::Symlink { target } => Kind::Symlink { target },
+            EntryKind::File { size, .. } => Kind::File { size: *size },
+        };
+        tar.header(path, entry.mode, kind)
+            .map_err(write_err(artifact))?;
+        let Some(surveyed) = surveyed else { continue };
+        match &surveyed.content {
+            Content::Memory(bytes) => {
+                tar.get_mut()
+                    .write_all(bytes)
+                    .map_err(write_err(artifact))?;
+                progress.advance(bytes.len() as u64);
+            }
+            Content::Tree { check } => {
+                let abs = options.dir.join(path);
+                copy_again(
+                    &abs,
+                    surveyed.size,
+                    *check,
+                    &mut buf,
+                    &mut tar,
+                    artifact,
+                    progress,
+                )?;
+            }
+        }
+        tar.pad(surveyed.size).map_err(write_err(artifact))?;
+    }
+    tar.finish()
+        .and_then(|encoder| encoder.finish())
+        .map_err(write_err(artifact))?;
+    let Hashing { hasher, size, .. } = out;
+    Ok((tmp, Sha256::from_hasher(hasher), size))
 }
 
-/// What the packer hands the artifact writer, in order.
-enum Piece {
-    /// A piece of the compressed payload.
-    Payload(Vec<u8>),
-    /// The manifest's frame: the artifact starts with it.
-    Frame(Vec<u8>),
+/// Streams the file at `abs` into the archive again; it must still be `size` bytes
+/// with the checksum `check` it had when it was surveyed.
+fn copy_again<W: Write>(
+    abs: &Path,
+    size: u64,
+    check: u64,
+    buf: &mut [u8],
+    tar: &mut TarWriter<W>,
+    artifact: &Path,
+    progress: &dyn Progress,
+) -> Result<(), PackError> {
+    let mut file = File::open(abs).map_err(read_err(abs))?;
+    // A file that grew since the survey is archived as it was listed; one whose
+    // listed bytes changed fails the check below.
+    let mut reader = Exact::new(&mut file, abs, size, false);
+    let mut again = Xxh3::new();
+    loop {
+        let n = reader.next_chunk(buf)?;
+        if n == 0 {
+            break;
+        }
+        again.update(&buf[..n]);
+        tar.get_mut()
+            .write_all(&buf[..n])
+            .map_err(write_err(artifact))?;
+        progress.advance(n as u64);
+    }
+    if again.digest() != check {
+        return Err(PackError::ChangedContent {
+            path: abs.to_owned(),
+        });
+    }
+    Ok(())
 }
 
-/// The encoder's output: every write goes to the artifact writer.
-struct PayloadSink {
-    to_writer: mpsc::Sender<Piece>,
+/// Passes writes through to `inner`, hashing and counting them.
+struct Hashing<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+    size: u64,
 }
 
-impl Write for PayloadSink {
+impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.to_writer
-            .send(Piece::Payload(buf.to_vec()))
-            .map_err(|_| {
-                io::Error::new(io::ErrorKind::BrokenPipe, "the artifact writer stopped")
-            })?;
-        Ok(buf.len())
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.inner.flush()
     }
 }
 
@@ -324,51 +761,6 @@ fn encoder<W: Write>(out: W, options: &PackOptions) -> io::Result<zstd::Encoder<
     encoder.multithread(options.threads.max(1))?;
     encoder.include_checksum(true)?;
     Ok(encoder)
-}
-
-/// Streams `size` bytes of the file at `abs` into the archive, hashing them and
-/// showing each chunk to `inspect` (the last with `eof = true`). Fails if the file
-/// is not exactly `size` bytes long.
-fn copy_file<W: Write>(
-    abs: &Path,
-    size: u64,
-    buf: &mut [u8],
-    tar: &mut TarWriter<W>,
-    mut inspect: impl FnMut(&[u8], bool),
-) -> Result<Sha256, PackError> {
-    let read_err = |source| PackError::Read {
-        path: abs.to_owned(),
-        source,
-    };
-    let mut file = File::open(abs).map_err(read_err)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut left = size;
-    while left > 0 {
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = match file.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(PackError::Changed {
-                    path: abs.to_owned(),
-                    expected: size,
-                });
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_err(e)),
-        };
-        left -= n as u64;
-        let chunk = &buf[..n];
-        hasher.update(chunk);
-        inspect(chunk, left == 0);
-        tar.get_mut().write_all(chunk).map_err(add_err(abs))?;
-    }
-    if file.read(&mut buf[..1]).map_err(read_err)? != 0 {
-        return Err(PackError::Changed {
-            path: abs.to_owned(),
-            expected: size,
-        });
-    }
-    Ok(Sha256::from_hasher(hasher))
 }
 
 /// The zstd frame holding the manifest entry: the start of every artifact.
@@ -385,91 +777,6 @@ fn manifest_frame(manifest: &Manifest, options: &PackOptions) -> io::Result<Vec<
     tar.get_mut().write_all(&json)?;
     tar.pad(json.len() as u64)?;
     tar.into_inner().finish()
-}
-
-/// Writes the artifact into a temporary file in `dir` from the pieces the
-/// packer sends: payload pieces are held (in memory up to `memory_cap`, then in a
-/// spill file) until the manifest's frame arrives; then the frame, the held payload
-/// and every later piece are written in order. A second thread hashes the same bytes
-/// meanwhile. Returns the file, its digest and its size.
-fn write_artifact(
-    pieces: mpsc::Receiver<Piece>,
-    dir: &Path,
-    memory_cap: usize,
-) -> io::Result<(tempfile::NamedTempFile, Sha256, u64)> {
-    let mut out = tempfile::Builder::new()
-        .prefix(".ship-artifact-")
-        .permissions(fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)?;
-    let (to_hasher, hasher_input) = mpsc::sync_channel::<Arc<Vec<u8>>>(16);
-    let hasher = std::thread::spawn(move || {
-        let mut hasher = sha2::Sha256::new();
-        for piece in hasher_input {
-            hasher.update(piece.as_slice());
-        }
-        Sha256::from_hasher(hasher)
-    });
-    let mut size = 0u64;
-    let mut emit = |bytes: Vec<u8>| -> io::Result<()> {
-        out.write_all(&bytes)?;
-        size += bytes.len() as u64;
-        to_hasher
-            .send(Arc::new(bytes))
-            .map_err(|_| io::Error::other("the hasher stopped"))
-    };
-    let mut held: Vec<Vec<u8>> = Vec::new();
-    let mut held_bytes = 0usize;
-    let mut spill: Option<File> = None;
-    let mut started = false;
-    let result = (|| -> io::Result<()> {
-        for piece in &pieces {
-            match piece {
-                Piece::Payload(bytes) if started => emit(bytes)?,
-                Piece::Payload(bytes)
-                    if held_bytes + bytes.len() <= memory_cap && spill.is_none() =>
-                {
-                    held_bytes += bytes.len();
-                    held.push(bytes);
-                }
-                Piece::Payload(bytes) => {
-                    if spill.is_none() {
-                        spill = Some(tempfile::tempfile_in(dir)?);
-                    }
-                    spill.as_mut().expect("just created").write_all(&bytes)?;
-                }
-                Piece::Frame(frame) => {
-                    started = true;
-                    emit(frame)?;
-                    for bytes in held.drain(..) {
-                        emit(bytes)?;
-                    }
-                    if let Some(mut file) = spill.take() {
-                        file.rewind()?;
-                        loop {
-                            let mut bytes = vec![0u8; SINK_CHUNK];
-                            let n = file.read(&mut bytes)?;
-                            if n == 0 {
-                                break;
-                            }
-                            bytes.truncate(n);
-                            emit(bytes)?;
-                        }
-                    }
-                }
-            }
-        }
-        if started {
-            Ok(())
-        } else {
-            Err(io::Error::other(
-                "the packer stopped before the manifest was ready",
-            ))
-        }
-    })();
-    drop(to_hasher);
-    let digest = hasher.join().expect("the hasher does not panic");
-    result?;
-    Ok((out, digest, size))
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
@@ -510,46 +817,4 @@ fn git_source(dir: &Path) -> Option<Source> {
         commit,
         dirty: !status.stdout.is_empty(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write_with_cap(cap: usize, pieces: Vec<Piece>) -> io::Result<(Vec<u8>, Sha256, u64)> {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = mpsc::channel();
-        for piece in pieces {
-            tx.send(piece).unwrap();
-        }
-        drop(tx);
-        let (file, digest, size) = write_artifact(rx, dir.path(), cap)?;
-        Ok((fs::read(file.path()).unwrap(), digest, size))
-    }
-
-    fn pieces() -> Vec<Piece> {
-        vec![
-            Piece::Payload(b"aaaa".to_vec()),
-            Piece::Payload(b"bbbb".to_vec()),
-            Piece::Payload(b"cccc".to_vec()),
-            Piece::Frame(b"FRAME".to_vec()),
-            Piece::Payload(b"dddd".to_vec()),
-        ]
-    }
-
-    #[test]
-    fn the_frame_comes_first_whether_the_payload_was_held_or_spilled() {
-        for cap in [0, 5, 8, 1 << 20] {
-            let (bytes, digest, size) = write_with_cap(cap, pieces()).unwrap();
-            assert_eq!(bytes, b"FRAMEaaaabbbbccccdddd", "cap {cap}");
-            assert_eq!(digest, Sha256::of(&bytes), "cap {cap}");
-            assert_eq!(size, bytes.len() as u64);
-        }
-    }
-
-    #[test]
-    fn a_packer_that_stops_early_leaves_no_artifact() {
-        let err = write_with_cap(1 << 20, vec![Piece::Payload(b"x".to_vec())]).unwrap_err();
-        assert!(err.to_string().contains("before the manifest"), "{err}");
-    }
 }

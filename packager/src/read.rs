@@ -685,6 +685,8 @@ mod tests {
             unpacked_size: items.iter().map(|i| i.content.len() as u64).sum(),
             payload_digest: manifest::payload_digest(&entries),
             relocatability: Vec::new(),
+            rewrites: Vec::new(),
+            host_requirements: Vec::new(),
             behaviour: Default::default(),
             entries,
         }

@@ -6,7 +6,7 @@
 //! files and `#!` lines containing the build directory's absolute path, and ELF
 //! RPATH/RUNPATH entries that are absolute paths inside the build directory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::Path;
 
@@ -17,13 +17,21 @@ use memchr::memmem;
 /// How far into a file to look for a NUL byte before calling it binary (as git).
 const BINARY_PROBE: usize = 8000;
 
-/// Findings for the symlinks of a tree, given as `(path, target)` pairs.
-pub(crate) fn symlink_findings(links: &HashMap<&str, &str>) -> Vec<Finding> {
+/// Findings for the symlinks of a tree, given as `(path, target)` pairs: the ones
+/// `ship-agent` refuses. A symlink that resolves to (or through) a declared host
+/// requirement, one of `host`, is fine.
+pub(crate) fn symlink_findings(links: &HashMap<&str, &str>, host: &HashSet<&str>) -> Vec<Finding> {
     let mut findings: Vec<Finding> = links
         .iter()
         .filter_map(|(&path, &target)| {
             let (kind, detail) = match manifest::resolve(links, path) {
                 Resolution::Inside(_) => return None,
+                Resolution::Absolute
+                    if manifest::absolute_hop(links, path)
+                        .is_some_and(|hop| host.contains(hop.as_str())) =>
+                {
+                    return None;
+                }
                 Resolution::Absolute if target.starts_with('/') => (
                     FindingKind::AbsoluteSymlink,
                     format!("symlink to absolute path {target}"),
@@ -76,8 +84,19 @@ impl BuildPaths {
         BuildPaths { needles, longest }
     }
 
+    /// The spellings, as given to [`BuildPaths::new`] without trailing slashes.
+    pub(crate) fn spellings(&self) -> impl Iterator<Item = &str> {
+        self.needles.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The first occurrence of a spelling in `text` that ends at a path boundary,
+    /// with the spelling.
+    pub(crate) fn first_in(&self, text: &[u8]) -> Option<(usize, &str)> {
+        find_in(&self.needles, text, true)
+    }
+
     /// The spelling `path` starts with, when it is the build directory or inside it.
-    fn prefix_of<'a>(&'a self, path: &str) -> Option<&'a str> {
+    pub(crate) fn prefix_of<'a>(&'a self, path: &str) -> Option<&'a str> {
         self.needles.iter().map(|(n, _)| n.as_str()).find(|n| {
             path.strip_prefix(n)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -208,25 +227,35 @@ impl<'a> ContentScan<'a> {
     /// boundary (so `/build` is not found in `/build2`). A match touching the end of
     /// the window counts only at end of file; otherwise it is found again next time.
     fn find(&self, eof: bool) -> Option<(usize, &'a str)> {
-        let window = &self.window;
-        let mut best: Option<(usize, &'a str)> = None;
-        for (needle, finder) in &self.paths.needles {
-            for at in finder.find_iter(window) {
-                let end = at + needle.len();
-                let boundary = match window.get(end) {
-                    None => eof,
-                    Some(&b) => !(b.is_ascii_alphanumeric() || b"_.-".contains(&b)),
-                };
-                if boundary {
-                    if best.is_none_or(|(b, _)| at < b) {
-                        best = Some((at, needle.as_str()));
-                    }
-                    break;
+        find_in(&self.paths.needles, &self.window, eof)
+    }
+}
+
+/// The first occurrence of one of `needles` in `window` that ends at a path boundary
+/// (so `/build` is not found in `/build2`). A match touching the end of the window
+/// counts only when the window ends the text (`eof`).
+fn find_in<'a>(
+    needles: &'a [(String, memmem::Finder<'static>)],
+    window: &[u8],
+    eof: bool,
+) -> Option<(usize, &'a str)> {
+    let mut best: Option<(usize, &'a str)> = None;
+    for (needle, finder) in needles {
+        for at in finder.find_iter(window) {
+            let end = at + needle.len();
+            let boundary = match window.get(end) {
+                None => eof,
+                Some(&b) => !(b.is_ascii_alphanumeric() || b"_.-".contains(&b)),
+            };
+            if boundary {
+                if best.is_none_or(|(b, _)| at < b) {
+                    best = Some((at, needle.as_str()));
                 }
+                break;
             }
         }
-        best
     }
+    best
 }
 
 /// Findings for an ELF file: RPATH/RUNPATH entries that are absolute paths inside
@@ -350,7 +379,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let kinds: Vec<(String, FindingKind)> = symlink_findings(&links)
+        let kinds: Vec<(String, FindingKind)> = symlink_findings(&links, &HashSet::new())
             .into_iter()
             .map(|f| (f.path, f.kind))
             .collect();

@@ -1,17 +1,14 @@
 //! Walking the tree to pack: every directory, regular file and symlink under the
-//! root, yielded lazily in bytewise order of relative path, without following
-//! symlinks.
+//! root, without following symlinks, listed in bytewise order of relative path.
 //!
-//! The walk is lazy so that archiving starts with the first entry instead of after a
-//! full listing. Pending paths sit in a min-heap: a directory's children are pushed
-//! when the directory itself is popped, and every child's path is greater than its
-//! parent's, so popping the smallest pending path always yields the global order.
+//! Each entry is shown to the caller as soon as it is found, so that files can be
+//! read while the rest of the tree is still being listed; the listing is sorted once
+//! it is complete. Entry types come from the directory listing itself; a file's size
+//! and mode are left to whoever opens it.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 
 use manifests::EntryPath;
 
@@ -27,40 +24,32 @@ pub(crate) struct Found {
 #[derive(Debug)]
 pub(crate) enum FoundKind {
     Dir,
-    File { size: u64, executable: bool },
-    Symlink { target: String },
+    /// A regular file: its size and mode are read when it is opened.
+    File,
+    Symlink {
+        target: String,
+    },
 }
 
-/// Lazily lists the tree under a root; see the module docs.
-pub(crate) struct Walk {
-    root: PathBuf,
-    skip: Option<String>,
-    /// Relative paths found but not yet yielded, smallest first.
-    pending: BinaryHeap<Reverse<Vec<u8>>>,
-    started: bool,
-}
-
-impl Walk {
-    /// Walks `root`, leaving out the entry `skip` (a relative path) and everything
-    /// under it.
-    pub(crate) fn new(root: &Path, skip: Option<String>) -> Walk {
-        Walk {
-            root: root.to_owned(),
-            skip,
-            pending: BinaryHeap::new(),
-            started: false,
-        }
-    }
-
-    /// Pushes the children of the directory `rel` (`""` for the root).
-    fn list(&mut self, rel: &str) -> Result<(), PackError> {
-        let dir = self.root.join(rel);
+/// Lists the tree under `root`, leaving out the entry `skip` (a relative path) and
+/// everything under it. `found` sees each entry when it is found, with its index in
+/// the returned listing before the sort; the listing is returned sorted.
+pub(crate) fn walk(
+    root: &Path,
+    skip: Option<&str>,
+    mut found: impl FnMut(usize, &Found),
+) -> Result<Vec<Found>, PackError> {
+    let mut listing: Vec<Found> = Vec::new();
+    let mut dirs: Vec<String> = vec![String::new()];
+    while let Some(rel) = dirs.pop() {
+        let dir = root.join(&rel);
         let read_err = |source| PackError::Read {
             path: dir.clone(),
             source,
         };
         for item in fs::read_dir(&dir).map_err(read_err)? {
-            let name = item.map_err(read_err)?.file_name();
+            let item = item.map_err(read_err)?;
+            let name = item.file_name();
             let name = name.into_string().map_err(|name| PackError::NotUtf8 {
                 path: dir.join(name),
             })?;
@@ -69,81 +58,72 @@ impl Walk {
             } else {
                 format!("{rel}/{name}")
             };
-            if self.skip.as_deref() != Some(child.as_str()) {
-                self.pending.push(Reverse(child.into_bytes()));
+            if skip == Some(child.as_str()) {
+                continue;
             }
+            let entry = describe(root, child, &item)?;
+            if let FoundKind::Dir = entry.kind {
+                dirs.push(entry.path.as_str().to_owned());
+            }
+            found(listing.len(), &entry);
+            listing.push(entry);
         }
-        Ok(())
     }
-
-    /// Describes the entry at `rel`, refusing what cannot be packed.
-    fn describe(&self, rel: String) -> Result<Found, PackError> {
-        let abs = self.root.join(&rel);
-        let read_err = |source| PackError::Read {
-            path: abs.clone(),
-            source,
-        };
-        let path = EntryPath::new(&rel).map_err(|source| PackError::BadPath {
-            path: abs.clone(),
-            source,
-        })?;
-        let meta = fs::symlink_metadata(&abs).map_err(read_err)?;
-        let file_type = meta.file_type();
-        let kind = if file_type.is_dir() {
-            FoundKind::Dir
-        } else if file_type.is_file() {
-            FoundKind::File {
-                size: meta.len(),
-                executable: meta.permissions().mode() & 0o111 != 0,
-            }
-        } else if file_type.is_symlink() {
-            let target = fs::read_link(&abs).map_err(read_err)?;
-            let target = target
-                .into_os_string()
-                .into_string()
-                .map_err(|_| PackError::NotUtf8 { path: abs.clone() })?;
-            FoundKind::Symlink { target }
-        } else {
-            let what = if file_type.is_socket() {
-                "a socket"
-            } else if file_type.is_fifo() {
-                "a FIFO"
-            } else if file_type.is_block_device() {
-                "a block device"
-            } else if file_type.is_char_device() {
-                "a character device"
-            } else {
-                "of an unknown file type"
-            };
-            return Err(PackError::Unsupported { path: abs, what });
-        };
-        Ok(Found { path, kind })
-    }
+    Ok(listing)
 }
 
-impl Iterator for Walk {
-    type Item = Result<Found, PackError>;
+/// The listing's order: bytewise by path, which puts parents before children.
+pub(crate) fn order(listing: &[Found]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..listing.len()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        listing[a]
+            .path
+            .as_str()
+            .as_bytes()
+            .cmp(listing[b].path.as_str().as_bytes())
+    });
+    order
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        if !self.started {
-            self.started = true;
-            if let Err(e) = self.list("") {
-                return Some(Err(e));
-            }
-        }
-        let Reverse(rel) = self.pending.pop()?;
-        let rel = String::from_utf8(rel).expect("built from UTF-8 names");
-        let found = match self.describe(rel) {
-            Ok(found) => found,
-            Err(e) => return Some(Err(e)),
+/// Describes the entry `rel`, read from its directory as `item`, refusing what
+/// cannot be packed.
+fn describe(root: &Path, rel: String, item: &fs::DirEntry) -> Result<Found, PackError> {
+    let abs = root.join(&rel);
+    let read_err = |source| PackError::Read {
+        path: abs.clone(),
+        source,
+    };
+    let path = EntryPath::new(&rel).map_err(|source| PackError::BadPath {
+        path: abs.clone(),
+        source,
+    })?;
+    let file_type = item.file_type().map_err(read_err)?;
+    let kind = if file_type.is_dir() {
+        FoundKind::Dir
+    } else if file_type.is_file() {
+        FoundKind::File
+    } else if file_type.is_symlink() {
+        let target = fs::read_link(&abs).map_err(read_err)?;
+        let target = target
+            .into_os_string()
+            .into_string()
+            .map_err(|_| PackError::NotUtf8 { path: abs.clone() })?;
+        FoundKind::Symlink { target }
+    } else {
+        let what = if file_type.is_socket() {
+            "a socket"
+        } else if file_type.is_fifo() {
+            "a FIFO"
+        } else if file_type.is_block_device() {
+            "a block device"
+        } else if file_type.is_char_device() {
+            "a character device"
+        } else {
+            "of an unknown file type"
         };
-        if let FoundKind::Dir = found.kind
-            && let Err(e) = self.list(found.path.as_str())
-        {
-            return Some(Err(e));
-        }
-        Some(Ok(found))
-    }
+        return Err(PackError::Unsupported { path: abs, what });
+    };
+    Ok(Found { path, kind })
 }
 
 #[cfg(test)]
@@ -151,7 +131,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn yields_paths_in_bytewise_order_lazily() {
+    fn lists_every_entry_once_and_orders_them_bytewise() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         for dir in ["a", "a/b", "a-b", "z"] {
@@ -160,16 +140,24 @@ mod tests {
         for file in ["a.txt", "a/b/c", "a/0", "a-b/x", "B", "z/y"] {
             fs::write(root.join(file), "").unwrap();
         }
-        let paths: Vec<String> = Walk::new(root, Some("z/y".into()))
-            .map(|f| f.unwrap().path.as_str().to_owned())
+        std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
+        let mut seen = Vec::new();
+        let listing = walk(root, Some("z/y"), |i, f| {
+            seen.push((i, f.path.as_str().to_owned()))
+        })
+        .unwrap();
+        assert_eq!(seen.len(), listing.len());
+        for (i, path) in &seen {
+            assert_eq!(listing[*i].path.as_str(), path);
+        }
+        let paths: Vec<&str> = order(&listing)
+            .into_iter()
+            .map(|i| listing[i].path.as_str())
             .collect();
-        let mut sorted = paths.clone();
-        sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        assert_eq!(paths, sorted);
         assert_eq!(
             paths,
             [
-                "B", "a", "a-b", "a-b/x", "a.txt", "a/0", "a/b", "a/b/c", "z"
+                "B", "a", "a-b", "a-b/x", "a.txt", "a/0", "a/b", "a/b/c", "link", "z"
             ]
         );
     }
