@@ -56,6 +56,11 @@ fn relative_path(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+fn host_path(text: &str) -> Result<String, String> {
+    manifests::manifest::check_host_path(text).map_err(|reason| format!("{text:?} {reason}"))?;
+    Ok(text.to_owned())
+}
+
 fn env_name(text: &str) -> Result<String, String> {
     if manifests::behaviour::is_env_name(text) {
         Ok(text.to_owned())
@@ -123,6 +128,10 @@ pub enum Command {
         /// A file that must exist, relative to the app root (repeatable).
         #[arg(long = "need-file", value_name = "PATH", value_parser = relative_path)]
         need_file: Vec<String>,
+        /// An absolute path on this host that the release's symlinks point to
+        /// (a host requirement, such as a virtualenv's interpreter; repeatable).
+        #[arg(long = "need-host-path", value_name = "PATH", value_parser = host_path)]
+        need_host_path: Vec<String>,
         /// Bytes the release needs on disk (a margin is added).
         #[arg(long = "need-bytes", value_name = "BYTES")]
         need_bytes: Option<u64>,

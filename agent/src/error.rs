@@ -81,12 +81,14 @@ pub enum AgentError {
         reason: String,
     },
     /// What the release needs is not on this host; nothing was changed.
-    #[error("preflight failed{}: {}", version.as_ref().map_or(String::new(), |v| format!(" for {v}")), problems.join("; "))]
+    #[error("preflight failed{}: {}", version.as_ref().map_or(String::new(), |v| format!(" for {v}")), preflight_problems(lacking, problems))]
     Preflight {
         /// The release, when one was named.
         version: Option<Version>,
         /// What is missing, one phrase each (`DATABASE_URL is not set`).
         problems: Vec<String>,
+        /// The host paths the release's symlinks need that this host lacks.
+        lacking: Vec<crate::lifecycle::Lacking>,
     },
     /// A hook failed; before the switch, nothing else was changed.
     #[error("the {stage} hook {hook} of {version} failed")]
@@ -169,6 +171,18 @@ pub enum Revert {
     },
 }
 
+/// "web3 lacks /usr/bin/python3.11, which venv/bin/python3 needs; DATABASE_URL is
+/// not set".
+fn preflight_problems(lacking: &[crate::lifecycle::Lacking], problems: &[String]) -> String {
+    let host = host_name();
+    lacking
+        .iter()
+        .map(|l| l.sentence(&host))
+        .chain(problems.iter().cloned())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn unhealthy_message(
     version: &Version,
     failure: &str,
@@ -229,8 +243,12 @@ impl AgentError {
     /// them as `details`.
     pub fn details(&self) -> serde_json::Value {
         match self {
-            AgentError::Preflight { version, problems } => {
-                serde_json::json!({"preflight": {"version": version, "problems": problems}})
+            AgentError::Preflight {
+                version,
+                problems,
+                lacking,
+            } => {
+                serde_json::json!({"preflight": {"version": version, "problems": problems, "lacking": lacking}})
             }
             AgentError::Unhealthy {
                 version,

@@ -38,6 +38,7 @@ use serde::Serialize;
 use cli::{Cli, Command};
 pub use error::AgentError;
 use layout::AppRoot;
+pub use lifecycle::Lacking;
 use output::Output;
 pub use output::PROTOCOL;
 
@@ -191,29 +192,36 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             version,
             need_env,
             need_file,
+            need_host_path,
             need_bytes,
             release_env_file,
             host,
         } => {
             let app = AppRoot::new(&root.root)
                 .map_err(|e| AgentError::io("cannot use", &root.root, e))?;
-            let mut behaviour = match &version {
+            let (mut behaviour, mut host_paths) = match &version {
                 Some(version) => {
-                    receive::read_release_manifest(&app, version)?
-                        .ok_or_else(|| AgentError::NoRelease {
-                            version: version.clone(),
-                            present: releases::present(&app).unwrap_or_default(),
-                        })?
-                        .behaviour
+                    let manifest =
+                        receive::read_release_manifest(&app, version)?.ok_or_else(|| {
+                            AgentError::NoRelease {
+                                version: version.clone(),
+                                present: releases::present(&app).unwrap_or_default(),
+                            }
+                        })?;
+                    (manifest.behaviour.clone(), lifecycle::host_paths(&manifest))
                 }
-                None => manifests::behaviour::Behaviour::default(),
+                None => Default::default(),
             };
             behaviour.requires.env.extend(need_env);
             behaviour.requires.files.extend(need_file);
+            for path in need_host_path {
+                host_paths.entry(path).or_default();
+            }
             if release_env_file.is_some() {
                 behaviour.env_file = release_env_file;
             }
-            let checked = lifecycle::preflight(&app, &behaviour, &host.settings(), need_bytes)?;
+            let checked =
+                lifecycle::preflight(&app, &behaviour, &host_paths, &host.settings(), need_bytes)?;
             out.say(format!("{}: preflight passed", app.path().display()));
             done(out, &checked);
         }

@@ -5,6 +5,7 @@
 //! Programs run in the release directory with the release's environment plus
 //! `SHIP_APP`, `SHIP_VERSION`, `SHIP_PREVIOUS`, `SHIP_ROOT` and `SHIP_RELEASE_DIR`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -214,6 +215,57 @@ pub fn missing(root: &AppRoot, behaviour: &Behaviour, env: &Environment) -> Vec<
     problems
 }
 
+/// The host paths a release needs (the targets of its host requirements), each with
+/// the links of the release that point to it.
+pub type HostPaths = BTreeMap<String, Vec<String>>;
+
+/// The host paths `manifest` needs.
+pub fn host_paths(manifest: &manifests::Manifest) -> HostPaths {
+    manifest
+        .host_paths()
+        .into_iter()
+        .map(|(target, links)| {
+            (
+                target.to_owned(),
+                links.into_iter().map(str::to_owned).collect(),
+            )
+        })
+        .collect()
+}
+
+/// A host path that a release's symlinks point to and this host does not have.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Lacking {
+    /// The absolute path on the host.
+    pub path: String,
+    /// The release's symlinks that point to it (empty when not known).
+    pub needed_by: Vec<String>,
+}
+
+impl Lacking {
+    /// "web3 lacks /usr/bin/python3.11, which venv/bin/python3 needs".
+    pub fn sentence(&self, host: &str) -> String {
+        match self.needed_by.as_slice() {
+            [] => format!("{host} lacks {}", self.path),
+            [one] => format!("{host} lacks {}, which {one} needs", self.path),
+            many => format!("{host} lacks {}, which {} need", self.path, many.join(", ")),
+        }
+    }
+}
+
+/// The paths of `paths` that this host lacks: nothing there, or a symlink that
+/// leads nowhere.
+pub fn lacking(paths: &HostPaths) -> Vec<Lacking> {
+    paths
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(path, links)| Lacking {
+            path: path.clone(),
+            needed_by: links.clone(),
+        })
+        .collect()
+}
+
 /// What `check` found: nothing missing.
 #[derive(Debug, serde::Serialize)]
 pub struct Preflight {
@@ -226,13 +278,31 @@ pub struct Preflight {
 }
 
 /// Preflight alone, changing nothing: the lock is free, `need_bytes` (plus margin)
-/// fit, and what `behaviour` requires is here. Every problem is named at once.
+/// fit, what `behaviour` requires is here, and so are the host paths `host_paths`.
+/// Every problem is named at once.
 pub fn preflight(
     root: &AppRoot,
     behaviour: &Behaviour,
+    host_paths: &HostPaths,
     host: &HostSettings,
     need_bytes: Option<u64>,
 ) -> Result<Preflight, AgentError> {
+    // Nothing else can be checked under a root that cannot be a directory.
+    if let Some(blocked) = root
+        .path()
+        .ancestors()
+        .find(|dir| fs::symlink_metadata(dir).is_ok_and(|meta| !meta.is_dir()) && !dir.is_dir())
+    {
+        return Err(AgentError::Preflight {
+            version: None,
+            problems: vec![format!(
+                "the app root {} cannot be a directory: {} is in the way",
+                root.path().display(),
+                blocked.display()
+            )],
+            lacking: Vec::new(),
+        });
+    }
     let env = Environment::load(root, behaviour, host)?;
     let mut problems = Vec::new();
     if root.exists()
@@ -265,10 +335,12 @@ pub fn preflight(
         }
     }
     problems.extend(missing(root, behaviour, &env));
-    if !problems.is_empty() {
+    let lacking = lacking(host_paths);
+    if !problems.is_empty() || !lacking.is_empty() {
         return Err(AgentError::Preflight {
             version: None,
             problems,
+            lacking,
         });
     }
     Ok(Preflight {

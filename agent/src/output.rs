@@ -8,7 +8,7 @@ use serde::Serialize;
 /// The protocol version this agent speaks. It changes when a command or a field
 /// that `ship` relies on is added, so that hosts with an older agent get ship's own
 /// (3: `health`).
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 
 /// Where a command reports to.
 #[derive(Debug, Clone, Copy)]

@@ -10,6 +10,7 @@
 //! `--expect-digest`), the file system is flushed and the staging directory is renamed
 //! into `releases/`: a release directory only ever appears complete.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -371,16 +372,30 @@ fn copy(from: &mut dyn Read, to: &mut File, buf: &mut [u8]) -> Result<u64, Copy>
 }
 
 /// Refuses symlinks that are absolute or lead out of the release once the release's
-/// own symlinks are followed.
+/// own symlinks are followed, unless what they lead to is one of the manifest's host
+/// requirements (which `Manifest::check` has tied to those very links and targets).
 fn check_symlinks(manifest: &Manifest) -> Result<(), String> {
     let links = manifest::symlinks(&manifest.entries);
+    let declared: HashSet<&str> = manifest
+        .host_requirements
+        .iter()
+        .map(|required| required.link.as_str())
+        .collect();
     let mut paths: Vec<&&str> = links.keys().collect();
     paths.sort();
     for path in paths {
         let target = links[*path];
         let problem = match manifest::resolve(&links, path) {
             Resolution::Inside(_) => continue,
-            Resolution::Absolute if target.starts_with('/') => "is absolute",
+            Resolution::Absolute
+                if manifest::absolute_hop(&links, path)
+                    .is_some_and(|hop| declared.contains(hop.as_str())) =>
+            {
+                continue;
+            }
+            Resolution::Absolute if target.starts_with('/') => {
+                "is absolute, and not a host requirement of the manifest"
+            }
             Resolution::Absolute => "leads through an absolute symlink",
             Resolution::Escapes => "leads outside the release",
             Resolution::TooManyHops => "never resolves (a loop of symlinks)",

@@ -43,10 +43,12 @@ impl Ready {
     fn load(root: &AppRoot, version: &Version, host: &HostSettings) -> Result<Ready, AgentError> {
         let ready = Ready::read(root, version, host)?;
         let problems = lifecycle::missing(root, &ready.manifest.behaviour, &ready.env);
-        if !problems.is_empty() {
+        let lacking = lifecycle::lacking(&lifecycle::host_paths(&ready.manifest));
+        if !problems.is_empty() || !lacking.is_empty() {
             return Err(AgentError::Preflight {
                 version: Some(version.clone()),
                 problems,
+                lacking,
             });
         }
         Ok(ready)

@@ -270,6 +270,118 @@ fn absolute_and_escaping_symlinks() {
     );
 }
 
+/// `raws` with a manifest that declares `declared` (link, target) as host
+/// requirements, its payload digest covering them.
+fn declaring(raws: &[Raw], declared: &[(&str, &str)]) -> Vec<u8> {
+    let entries = entries_of(raws);
+    let host: Vec<manifests::HostRequirement> = declared
+        .iter()
+        .map(|(link, target)| manifests::HostRequirement {
+            link: EntryPath::new(link).unwrap(),
+            target: (*target).to_owned(),
+        })
+        .collect();
+    let mut m = manifest(&entries);
+    m["host_requirements"] = json!(host);
+    m["payload_digest"] = json!(manifests::manifest::payload_digest_of(&entries, &host));
+    artifact(&m, raws)
+}
+
+#[test]
+fn host_requirements_cover_only_the_links_they_name() {
+    // Another absolute link beside a declared one is refused.
+    refused(
+        &declaring(
+            &[
+                link("passwd", "/etc/passwd"),
+                link("python3", "/usr/bin/python3"),
+            ],
+            &[("python3", "/usr/bin/python3")],
+        ),
+        "symlink passwd -> /etc/passwd is absolute",
+    );
+    // The declaration must say where the link points.
+    refused(
+        &declaring(
+            &[link("python3", "/etc/shadow")],
+            &[("python3", "/usr/bin/python3")],
+        ),
+        "host requirement \"python3\" names target \"/usr/bin/python3\", but the symlink points to \"/etc/shadow\"",
+    );
+    // A host path is absolute and plain: no `..` to walk anywhere else.
+    refused(
+        &declaring(&[link("up", "../../etc")], &[("up", "../../etc")]),
+        "target \"../../etc\" is not absolute",
+    );
+    refused(
+        &declaring(&[link("x", "/usr/../etc")], &[("x", "/usr/../etc")]),
+        "target \"/usr/../etc\" has an empty, `.` or `..` component",
+    );
+    // Declaring a link does not let anything be written through it.
+    let raws = [link("a", "/tmp"), file("a/x", b"pwned")];
+    let mut entries = entries_of(&raws[..1]);
+    entries.push(Entry {
+        path: EntryPath::new("a/x").unwrap(),
+        mode: Mode::REGULAR,
+        kind: EntryKind::File {
+            size: 5,
+            sha256: Sha256::of(b"pwned"),
+        },
+    });
+    let host = vec![manifests::HostRequirement {
+        link: EntryPath::new("a").unwrap(),
+        target: "/tmp".into(),
+    }];
+    let mut m = manifest(&entries);
+    m["host_requirements"] = json!(host);
+    m["payload_digest"] = json!(manifests::manifest::payload_digest_of(&entries, &host));
+    refused(
+        &artifact(&m, &raws),
+        "entry \"a/x\" has no directory entry for its parent \"a\"",
+    );
+    // A declaration the payload digest does not cover is refused: pinning the
+    // payload pins the host requirements too.
+    let raws = [link("python3", "/usr/bin/python3")];
+    let mut m = manifest(&entries_of(&raws));
+    m["host_requirements"] = json!([{"link": "python3", "target": "/usr/bin/python3"}]);
+    refused(&artifact(&m, &raws), "payload_digest says");
+}
+
+#[test]
+fn declared_host_links_and_links_through_them_are_received() {
+    let host = Host::new();
+    let raws = [
+        dir("bin"),
+        link("bin/python", "python3"),
+        link("bin/python3", "/usr/bin/python3.99"),
+    ];
+    host.receive(&declaring(&raws, &[("bin/python3", "/usr/bin/python3.99")]))
+        .expect(0);
+    let release = host.root().join("releases/v6/bin");
+    assert_eq!(
+        fs::read_link(release.join("python3")).unwrap(),
+        std::path::Path::new("/usr/bin/python3.99")
+    );
+    assert_eq!(
+        fs::read_link(release.join("python")).unwrap(),
+        std::path::Path::new("python3")
+    );
+    // This host lacks the path: the release is here, but it does not go live.
+    let out = host.agent("activate", &["v6"], None).expect(1);
+    let failed = out.event("failed");
+    assert_eq!(
+        failed["details"]["preflight"]["lacking"],
+        json!([{"path": "/usr/bin/python3.99", "needed_by": ["bin/python3"]}])
+    );
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("lacks /usr/bin/python3.99, which bin/python3 needs"),
+        "{error}"
+    );
+    assert_eq!(host.current(), None);
+    host.check_invariants();
+}
+
 #[test]
 fn writes_through_a_symlink() {
     // "a" is a symlink; "a/x" would be written wherever it points.
