@@ -45,9 +45,19 @@ pub enum Command {
     /// 1970-01-01, owner 0, modes 0644/0755), so the same tree always gives the same
     /// bytes. The sha256 of the artifact is printed on stdout.
     ///
-    /// Things that tie the tree to its build directory (absolute or escaping
-    /// symlinks, the build path in text files or #! lines, ELF RPATH/RUNPATH inside
-    /// the build directory) are reported as warnings, or errors with --strict.
+    /// The release must run from whatever directory a host unpacks it in, so what
+    /// ties the tree to its build directory is rewritten and recorded in the
+    /// manifest (--no-relocate keeps the bytes as they are): #! lines naming a
+    /// Python interpreter of the tree become a sh preamble that finds it beside the
+    /// script; virtualenv activation scripts (sh, fish, csh) find their directory
+    /// when sourced; pyvenv.cfg loses its `command` line; .pth paths and absolute
+    /// symlinks into the tree become relative. Absolute symlinks out of the tree
+    /// (a virtualenv's bin/python3 -> /usr/bin/python3.11) are host requirements:
+    /// deploys check that every host has their targets.
+    ///
+    /// What is left (escaping symlinks, the build path in other text or #! lines,
+    /// ELF RPATH/RUNPATH inside the build directory) is reported as warnings, or
+    /// errors with --strict.
     Pack(PackArgs),
     /// Show an artifact's manifest (without verifying the artifact).
     Inspect(InspectArgs),
@@ -260,7 +270,10 @@ pub struct PackArgs {
     /// zstd compression level.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub level: i32,
-    /// Make relocatability findings errors.
+    /// Pack the bytes as they are: rewrite nothing (findings are still reported).
+    #[arg(long)]
+    pub no_relocate: bool,
+    /// Make relocatability findings (what is left unrelocated) errors.
     #[arg(long)]
     pub strict: bool,
     /// Print the result as a JSON line on stdout.

@@ -227,12 +227,47 @@ pub(crate) fn agent_events<'a>(
 /// Why a call failed, for the host's line: `step: cause`, or for a failed preflight
 /// or health check, a sentence that names the host.
 pub(crate) fn describe(host: &str, step: &str, error: &CallError) -> String {
+    describe_for(host, step, error, None)
+}
+
+/// [`describe`], naming the links of `manifest` that need a host path the host
+/// lacks where the agent did not (it was given only the paths).
+pub(crate) fn describe_for(
+    host: &str,
+    step: &str,
+    error: &CallError,
+    manifest: Option<&Manifest>,
+) -> String {
     let CallError::Refused { details, .. } = error else {
         return format!("{step}: {}", crate::error::chain(error));
     };
-    if let Some(problems) = details["preflight"]["problems"].as_array() {
-        let problems: Vec<&str> = problems.iter().filter_map(Value::as_str).collect();
-        return format!("preflight: {} on {host}", problems.join("; "));
+    let preflight = &details["preflight"];
+    if preflight.is_object() {
+        let strings = |value: &Value| -> Vec<String> {
+            value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut phrases: Vec<String> = Vec::new();
+        for lacking in preflight["lacking"].as_array().into_iter().flatten() {
+            let path = lacking["path"].as_str().unwrap_or("?").to_owned();
+            let mut needed_by = strings(&lacking["needed_by"]);
+            if needed_by.is_empty()
+                && let Some(links) = manifest.and_then(|m| m.host_paths().remove(path.as_str()))
+            {
+                needed_by = links.into_iter().map(str::to_owned).collect();
+            }
+            phrases.push(agent::Lacking { path, needed_by }.sentence(host));
+        }
+        let problems = strings(&preflight["problems"]);
+        if !problems.is_empty() {
+            phrases.push(format!("{} on {host}", problems.join("; ")));
+        }
+        return format!("preflight: {}", phrases.join("; "));
     }
     // The agent's own sentence, which names the host, the failure and the revert.
     if details["unhealthy"].is_object() || details["unhealthy_now"].is_object() {
@@ -309,12 +344,13 @@ pub(crate) fn preflight(
         ));
     }
     let requires = &artifact.manifest.behaviour.requires;
+    let host_paths: Vec<&str> = artifact.manifest.host_paths().into_keys().collect();
     if let Some(agent) = agent
-        && (!requires.env.is_empty() || !requires.files.is_empty())
+        && (!requires.env.is_empty() || !requires.files.is_empty() || !host_paths.is_empty())
     {
         agent
-            .check(&artifact.manifest.behaviour, None)
-            .map_err(|e| describe(name, "preflight", &e))?;
+            .check(&artifact.manifest.behaviour, &host_paths, None)
+            .map_err(|e| describe_for(name, "preflight", &e, Some(&artifact.manifest)))?;
     }
     if let Some(free) = status["free_bytes"].as_u64() {
         let need = artifact.manifest.unpacked_size + DISK_MARGIN;
@@ -519,20 +555,24 @@ pub(crate) fn warnings(switched: &Value) -> String {
         .collect()
 }
 
-/// Preflight alone on every host: the lock, what `behaviour` requires, and
-/// `need_bytes` of disk when given.
+/// Preflight alone on every host: the lock, what `behaviour` requires, the host
+/// paths `manifest` needs, and `need_bytes` of disk when given.
 pub fn check(
     hosts: &[&Host],
     behaviour: &Behaviour,
+    manifest: Option<&Manifest>,
     need_bytes: Option<u64>,
     options: &Options,
 ) -> Vec<(String, Result<Value, String>)> {
     let quiet = Reporter::Quiet;
+    let host_paths: Vec<&str> = manifest
+        .map(|m| m.host_paths().into_keys().collect())
+        .unwrap_or_default();
     let results = parallel(hosts, options.parallel, |_, host| {
         let (mut agent, _) = open(host, options, &quiet)?;
         agent
-            .check(behaviour, need_bytes)
-            .map_err(|e| describe(host.name.as_str(), "preflight", &e))
+            .check(behaviour, &host_paths, need_bytes)
+            .map_err(|e| describe_for(host.name.as_str(), "preflight", &e, manifest))
     });
     by_host(hosts, results)
 }

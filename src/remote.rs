@@ -203,11 +203,12 @@ impl RemoteAgent {
         self.call_with_events("rollback", &args, None, on_event)
     }
 
-    /// Preflight alone: the lock, what `behaviour` requires, and `need_bytes` of
-    /// disk when given.
+    /// Preflight alone: the lock, what `behaviour` requires, the host paths the
+    /// release's symlinks point to, and `need_bytes` of disk when given.
     pub fn check(
         &mut self,
         behaviour: &manifests::behaviour::Behaviour,
+        host_paths: &[&str],
         need_bytes: Option<u64>,
     ) -> Result<Value, CallError> {
         let mut args = Vec::new();
@@ -216,6 +217,9 @@ impl RemoteAgent {
         }
         for file in &behaviour.requires.files {
             args.extend(["--need-file".to_owned(), file.clone()]);
+        }
+        for path in host_paths {
+            args.extend(["--need-host-path".to_owned(), (*path).to_owned()]);
         }
         if let Some(bytes) = need_bytes {
             args.extend(["--need-bytes".to_owned(), bytes.to_string()]);

@@ -32,6 +32,7 @@ impl Env {
 #[derive(Debug)]
 pub struct PackSettings {
     pub options: PackOptions,
+    pub relocation: packager::Relocation,
     pub json: bool,
     pub progress: bool,
 }
@@ -67,6 +68,11 @@ impl PackSettings {
             .map(|n| n.get() as u32)
             .unwrap_or(1);
         Ok(PackSettings {
+            relocation: if args.no_relocate {
+                packager::Relocation::KeepBytes
+            } else {
+                packager::Relocation::Rewrite
+            },
             options: PackOptions {
                 dir: args.dir,
                 name,

@@ -115,8 +115,11 @@ fn a_failing_host_is_reported_and_the_others_deploy() {
     let out = fleet.ship(&["deploy", "v1", "--hosts", "*"]).expect(1);
     let bad_row = out.row("bad");
     assert!(bad_row.contains("FAILED"), "{bad_row}");
+    // Preflight finds it, before anything is sent.
     assert!(
-        bad_row.contains("transfer: cannot create the app root"),
+        bad_row.contains("preflight: the app root ")
+            && bad_row.contains("hosts/bad cannot be a directory: ")
+            && bad_row.contains("hosts/bad is in the way on bad"),
         "{bad_row}"
     );
     assert!(

@@ -504,7 +504,14 @@ pub fn check(settings: FleetSettings, release: Option<&str>, hosts: &str) -> Res
             format!("{} (requirements from ship.toml)", settings.fleet.app),
         ),
     };
-    let results = fleet::check(&selected, behaviour, need_bytes, &settings.options);
+    let manifest = artifact.as_ref().map(|a| &a.manifest);
+    let results = fleet::check(
+        &selected,
+        behaviour,
+        manifest,
+        need_bytes,
+        &settings.options,
+    );
     let mut rows = Vec::new();
     let mut failed = 0;
     for (host, result) in &results {

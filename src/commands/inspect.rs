@@ -55,6 +55,21 @@ pub fn run(artifact: &Path, json: bool) -> Result<(), CliError> {
         manifest.compression.zstd_version, manifest.compression.level
     ));
     out.push_str(&format!("  payload      {}\n", manifest.payload_digest));
+    if !manifest.rewrites.is_empty() {
+        out.push_str(&format!(
+            "  relocated    {} rewritten:\n",
+            output::count(manifest.rewrites.len() as u64, "entry")
+        ));
+        for rewrite in &manifest.rewrites {
+            out.push_str(&format!("    {rewrite}\n"));
+        }
+    }
+    for (target, links) in manifest.host_paths() {
+        out.push_str(&format!(
+            "  host needs   {target} (for {})\n",
+            links.join(", ")
+        ));
+    }
     if manifest.relocatability.is_empty() {
         out.push_str("  relocatable  yes\n");
     } else {

@@ -15,7 +15,7 @@ pub fn run(settings: PackSettings) -> Result<(), CliError> {
     let options = &settings.options;
     let bar = Bar::new(settings.progress);
     let started = std::time::Instant::now();
-    let packed = packager::pack(options, &bar).map_err(|e| {
+    let packed = packager::pack_with(options, settings.relocation, &bar).map_err(|e| {
         let strict = matches!(e, packager::PackError::NotRelocatable { .. });
         let err = CliError::failure(
             format!(
@@ -47,6 +47,8 @@ pub fn run(settings: PackSettings) -> Result<(), CliError> {
             unpacked_size: u64,
             payload_digest: &'a manifests::Sha256,
             relocatability: &'a [manifests::Finding],
+            rewrites: &'a [manifests::Rewrite],
+            host_requirements: &'a [manifests::HostRequirement],
         }
         output::json_event(
             "packed",
@@ -61,9 +63,24 @@ pub fn run(settings: PackSettings) -> Result<(), CliError> {
                 unpacked_size: manifest.unpacked_size,
                 payload_digest: &manifest.payload_digest,
                 relocatability: &manifest.relocatability,
+                rewrites: &manifest.rewrites,
+                host_requirements: &manifest.host_requirements,
             },
         );
         return Ok(());
+    }
+    if !manifest.rewrites.is_empty() {
+        output::note(format_args!(
+            "relocated: rewrote {} so the release runs from any path ({}); `ship inspect` lists them",
+            output::count(manifest.rewrites.len() as u64, "entry"),
+            rewrite_kinds(&manifest.rewrites)
+        ));
+    }
+    for (target, links) in manifest.host_paths() {
+        output::note(format_args!(
+            "host requirement: every host needs {target} ({} points to it)",
+            links.join(", ")
+        ));
     }
     for finding in &manifest.relocatability {
         output::warn(format_args!("not relocatable: {finding}"));
@@ -90,6 +107,34 @@ pub fn run(settings: PackSettings) -> Result<(), CliError> {
     ));
     println!("{}  {}", packed.digest, packed.artifact.display());
     Ok(())
+}
+
+/// "3 #! lines, 1 activation script, …": how many rewrites of each kind.
+fn rewrite_kinds(rewrites: &[manifests::Rewrite]) -> String {
+    use manifests::RewriteKind;
+    let mut counts: Vec<(&str, u64)> = Vec::new();
+    for rewrite in rewrites {
+        let noun = match rewrite.kind {
+            RewriteKind::Shebang => "#! line",
+            RewriteKind::ActivateScript => "activation script",
+            RewriteKind::PyvenvCfg => "pyvenv.cfg",
+            RewriteKind::Pth => ".pth file",
+            RewriteKind::Symlink => "symlink",
+            RewriteKind::Other => "other",
+        };
+        match counts.iter_mut().find(|(n, _)| *n == noun) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((noun, 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(noun, n)| match noun {
+            "pyvenv.cfg" | "other" => format!("{n} {noun}"),
+            _ => output::count(n, noun),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Bytes packed and the rate, drawn once the tree proves bigger than a few MB, and
