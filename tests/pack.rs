@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Command;
 
 use common::{Tree, run, sample_app, ship, ship_in, tool};
 
@@ -389,27 +390,9 @@ fn bad_names_and_versions_are_refused_before_anything_is_written() {
     assert!(!tmp.path().join("dist").exists(), "nothing may be written");
 }
 
-#[test]
-fn relocatability_findings_are_warnings_and_strict_makes_them_errors() {
-    let tmp = tempfile::tempdir().unwrap();
-    let tree = Tree::new(tmp.path().join("build"));
-    let build = fs::canonicalize(&tree.root).unwrap();
-    let build = build.to_str().unwrap();
-    tree.file_mode(
-        "bin/tool",
-        format!("#!{build}/venv/bin/python\nprint(1)\n"),
-        0o755,
-    )
-    .file(
-        "etc/paths.cfg",
-        format!("home = /opt\ncache = {build}/cache\n"),
-    )
-    .file("etc/other.cfg", format!("unrelated = {build}-other/x\n"))
-    .symlink("abs", "/etc/hostname")
-    .symlink("up", "../../outside")
-    .symlink("fine", "etc/paths.cfg");
-    let packed = pack_json(tmp.path(), "build", &[]);
-    let findings: BTreeMap<String, (String, String)> = packed["relocatability"]
+/// The findings of a packed manifest: path to (kind, detail).
+fn findings_of(packed: &serde_json::Value) -> BTreeMap<String, (String, String)> {
+    packed["relocatability"]
         .as_array()
         .unwrap()
         .iter()
@@ -422,14 +405,49 @@ fn relocatability_findings_are_warnings_and_strict_makes_them_errors() {
                 ),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn what_cannot_be_relocated_is_reported_and_strict_makes_it_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = Tree::new(tmp.path().join("build"));
+    let build = fs::canonicalize(&tree.root).unwrap();
+    let build = build.to_str().unwrap();
+    tree.file_mode(
+        "bin/tool",
+        format!("#!{build}/venv/bin/python\nprint(1)\n"),
+        0o755,
+    )
+    .file_mode("bin/node", "an interpreter", 0o755)
+    .file_mode("bin/serve", format!("#!{build}/bin/node\n"), 0o755)
+    .file(
+        "etc/paths.cfg",
+        format!("home = /opt\ncache = {build}/cache\n"),
+    )
+    .file("etc/other.cfg", format!("unrelated = {build}-other/x\n"))
+    .symlink("abs", "/etc/hostname")
+    .symlink("up", "../../outside")
+    .symlink("fine", "etc/paths.cfg");
+    let packed = pack_json(tmp.path(), "build", &[]);
+    let findings = findings_of(&packed);
     assert_eq!(findings.len(), 4, "{findings:#?}");
-    assert_eq!(findings["abs"].0, "absolute-symlink");
     assert_eq!(findings["up"].0, "escaping-symlink");
-    assert_eq!(findings["bin/tool"].0, "build-path-in-shebang");
     assert_eq!(
-        findings["bin/tool"].1,
-        format!("shebang names the build directory: #!{build}/venv/bin/python")
+        findings["bin/tool"],
+        (
+            "build-path-in-shebang".to_owned(),
+            format!(
+                "shebang names {build}/venv/bin/python, which is not in the tree: #!{build}/venv/bin/python"
+            )
+        )
+    );
+    assert_eq!(findings["bin/serve"].0, "build-path-in-shebang");
+    assert!(
+        findings["bin/serve"]
+            .1
+            .contains("only Python interpreters are rewritten: node"),
+        "{findings:#?}"
     );
     assert_eq!(
         findings["etc/paths.cfg"],
@@ -438,6 +456,12 @@ fn relocatability_findings_are_warnings_and_strict_makes_them_errors() {
             format!("line 2 contains the build directory {build}"),
         )
     );
+    // An absolute link out of the tree is no finding: it is the host's to provide.
+    assert_eq!(
+        packed["host_requirements"],
+        serde_json::json!([{"link": "abs", "target": "/etc/hostname"}])
+    );
+    assert_eq!(packed["rewrites"], serde_json::json!([]));
 
     // Human output warns, naming file and reason, and the manifest keeps them.
     let human = ship_in(
@@ -445,26 +469,20 @@ fn relocatability_findings_are_warnings_and_strict_makes_them_errors() {
         &["pack", "build", "--name", "shop", "--version", "v2"],
     )
     .expect(0);
-    assert!(
-        human.stderr.contains(
-            "warning: not relocatable: up: symlink to ../../outside leads outside the tree"
-        ),
-        "{}",
-        human.stderr
-    );
-    assert!(
-        human
-            .stderr
-            .contains("warning: ship-agent refuses to unpack absolute or escaping symlinks"),
-        "{}",
-        human.stderr
-    );
+    for expected in [
+        "warning: not relocatable: up: symlink to ../../outside leads outside the tree",
+        "warning: ship-agent refuses to unpack absolute or escaping symlinks",
+        "host requirement: every host needs /etc/hostname (abs points to it)",
+    ] {
+        assert!(human.stderr.contains(expected), "{}", human.stderr);
+    }
     let inspect = ship_in(tmp.path(), &["inspect", "dist/shop-v2.tar.zst"]).expect(0);
-    assert!(
-        inspect.stdout.contains("relocatable  no, 4 finding(s):"),
-        "{}",
-        inspect.stdout
-    );
+    for expected in [
+        "relocatable  no, 4 finding(s):",
+        "host needs   /etc/hostname (for abs)",
+    ] {
+        assert!(inspect.stdout.contains(expected), "{}", inspect.stdout);
+    }
 
     let strict = ship_in(
         tmp.path(),
@@ -479,20 +497,14 @@ fn relocatability_findings_are_warnings_and_strict_makes_them_errors() {
         ],
     )
     .expect(1);
-    assert!(
-        strict
-            .stderr
-            .contains("4 relocatability finding(s) and --strict is set"),
-        "{}",
-        strict.stderr
-    );
-    assert!(
-        strict
-            .stderr
-            .contains("abs: symlink to absolute path /etc/hostname"),
-        "{}",
-        strict.stderr
-    );
+    for expected in [
+        "4 relocatability finding(s) and --strict is set",
+        "up: symlink to ../../outside leads outside the tree",
+        "bin/serve: shebang names the build directory",
+        "hint: fix the findings",
+    ] {
+        assert!(strict.stderr.contains(expected), "{}", strict.stderr);
+    }
     assert!(!tmp.path().join("dist/shop-v3.tar.zst").exists());
     let leftovers: Vec<_> = fs::read_dir(tmp.path().join("dist"))
         .unwrap()
@@ -503,6 +515,206 @@ fn relocatability_findings_are_warnings_and_strict_makes_them_errors() {
         4,
         "temporary files left behind: {leftovers:?}"
     );
+}
+
+/// A virtualenv-shaped tree built in `root`, naming `root` where a real one does:
+/// a script's #! line, the activation script, pyvenv.cfg, a .pth file and an
+/// absolute symlink into the tree; its interpreter links to `python`.
+fn venv_like(root: &Path, python: &str) -> Tree {
+    let tree = Tree::new(root);
+    let build = fs::canonicalize(root).unwrap();
+    let build = build.to_str().unwrap();
+    tree.file(
+        "venv/pyvenv.cfg",
+        format!(
+            "home = {}\ninclude-system-site-packages = false\ncommand = {python} -m venv {build}/venv\n",
+            Path::new(python).parent().unwrap().display()
+        ),
+    )
+    .symlink("venv/bin/python3", python)
+    .symlink("venv/bin/python", "python3")
+    .file_mode(
+        "venv/bin/tool",
+        format!(
+            "#!{build}/venv/bin/python3\nimport json, sys\nprint(json.dumps([sys.argv[1:], sys.stdin.read(), sys.prefix]))\n"
+        ),
+        0o755,
+    )
+    .file(
+        "venv/bin/activate",
+        format!("# from bash\nVIRTUAL_ENV=\"{build}/venv\"\nexport VIRTUAL_ENV\n"),
+    )
+    .file(
+        "venv/lib/python3/site-packages/app.pth",
+        format!("{build}/src\n"),
+    )
+    .file("src/app.py", "X = 1\n")
+    .symlink("venv/lib64", &format!("{build}/venv/lib"));
+    tree
+}
+
+/// The interpreter behind `python3`, as a venv links it.
+fn system_python() -> String {
+    tool(
+        "python3",
+        &["-c", "import sys; print(sys.executable)"],
+        Path::new("/"),
+    )
+    .trim()
+    .to_owned()
+}
+
+#[test]
+fn relocation_rewrites_what_names_the_build_directory_and_records_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let python = system_python();
+    venv_like(&tmp.path().join("build"), &python);
+    let packed = pack_json(tmp.path(), "build", &["--strict"]);
+    assert_eq!(packed["relocatability"], serde_json::json!([]));
+    let rewrites: BTreeMap<String, String> = packed["rewrites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["what"].is_string() && r["why"].is_string(), "{r}");
+            (
+                r["path"].as_str().unwrap().to_owned(),
+                r["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rewrites.into_iter().collect::<Vec<_>>(),
+        [
+            ("venv/bin/activate", "activate-script"),
+            ("venv/bin/tool", "shebang"),
+            ("venv/lib/python3/site-packages/app.pth", "pth"),
+            ("venv/lib64", "symlink"),
+            ("venv/pyvenv.cfg", "pyvenv-cfg"),
+        ]
+        .map(|(p, k)| (p.to_owned(), k.to_owned()))
+    );
+    assert_eq!(
+        packed["host_requirements"],
+        serde_json::json!([{"link": "venv/bin/python3", "target": python}])
+    );
+
+    // GNU tar unpacks the rewritten bytes, which the manifest's hashes describe (verify
+    // checks every file), and nothing names the build directory any more.
+    ship_in(tmp.path(), &["verify", "dist/shop-v1.tar.zst"]).expect(0);
+    let release = tmp.path().join("elsewhere/releases/v1");
+    fs::create_dir_all(&release).unwrap();
+    tool(
+        "tar",
+        &[
+            "--zstd",
+            "-xf",
+            tmp.path().join("dist/shop-v1.tar.zst").to_str().unwrap(),
+            "-C",
+            release.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    let build = fs::canonicalize(tmp.path().join("build")).unwrap();
+    let grep = run(Command::new("grep")
+        .args(["-rl", build.to_str().unwrap()])
+        .arg(&release));
+    assert_eq!(grep.stdout, "", "the build directory is still named");
+    assert_eq!(
+        fs::read_link(release.join("venv/lib64")).unwrap(),
+        Path::new("lib")
+    );
+    assert_eq!(
+        fs::read_to_string(release.join("venv/lib/python3/site-packages/app.pth")).unwrap(),
+        "../../../../src\n"
+    );
+
+    // The build directory is gone; the script runs from its new place, through a
+    // symlink to its release, with its arguments and stdin.
+    fs::remove_dir_all(tmp.path().join("build")).unwrap();
+    std::os::unix::fs::symlink("releases/v1", tmp.path().join("elsewhere/current")).unwrap();
+    let mut script = Command::new(tmp.path().join("elsewhere/current/venv/bin/tool"));
+    script
+        .args(["a b", "c'd"])
+        .stdin(std::process::Stdio::piped());
+    let mut child = script.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"input\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        printed,
+        serde_json::json!([
+            ["a b", "c'd"],
+            "input\n",
+            release.join("venv").to_str().unwrap()
+        ])
+    );
+}
+
+#[test]
+fn the_same_tree_built_in_two_places_packs_to_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let python = system_python();
+    venv_like(&tmp.path().join("ci-job-1/app"), &python);
+    venv_like(&tmp.path().join("ci-job-2/app"), &python);
+    let digests: Vec<String> = ["ci-job-1", "ci-job-2"]
+        .iter()
+        .map(|job| {
+            let out = ship_in(
+                &tmp.path().join(job),
+                &["pack", "app", "--name", "shop", "--version", "v1"],
+            )
+            .expect(0);
+            out.stdout.split_whitespace().next().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn no_relocate_keeps_the_bytes_and_reports_what_ties_them_to_the_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let python = system_python();
+    let tree = venv_like(&tmp.path().join("build"), &python);
+    let packed = pack_json(tmp.path(), "build", &["--no-relocate"]);
+    assert_eq!(packed["rewrites"], serde_json::json!([]));
+    let findings = findings_of(&packed);
+    let kinds: Vec<(&str, &str)> = findings
+        .iter()
+        .map(|(path, (kind, _))| (path.as_str(), kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("venv/bin/activate", "build-path-in-text"),
+            ("venv/bin/tool", "build-path-in-shebang"),
+            (
+                "venv/lib/python3/site-packages/app.pth",
+                "build-path-in-text"
+            ),
+            ("venv/lib64", "absolute-symlink"),
+            ("venv/pyvenv.cfg", "build-path-in-text"),
+        ]
+    );
+    // Declaring a host requirement changes no byte: it is still declared.
+    assert_eq!(
+        packed["host_requirements"][0]["link"],
+        serde_json::json!("venv/bin/python3")
+    );
+    let manifest = ship_in(tmp.path(), &["inspect", "dist/shop-v1.tar.zst", "--json"])
+        .expect(0)
+        .json();
+    let tool_entry = manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "venv/bin/tool")
+        .unwrap()
+        .clone();
+    let original = fs::read(tree.root.join("venv/bin/tool")).unwrap();
+    assert_eq!(tool_entry["size"], original.len());
 }
 
 #[test]
@@ -808,10 +1020,11 @@ fn inspect_summarises_the_manifest() {
 #[test]
 fn the_example_app_packs_relocatably() {
     let tmp = tempfile::tempdir().unwrap();
-    let app = common::example_app();
+    let tree = tmp.path().join("build");
+    common::build_shop(&tree);
     let out = run(ship().current_dir(tmp.path()).args([
         "pack",
-        app.to_str().unwrap(),
+        "build",
         "--version",
         "v1",
         "--strict",
@@ -821,6 +1034,36 @@ fn the_example_app_packs_relocatably() {
     .json()["data"]
         .clone();
     assert_eq!(out["name"], "shop");
+    assert_eq!(out["relocatability"], serde_json::json!([]));
+    let rewritten: BTreeMap<String, String> = out["rewrites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap().to_owned(),
+                r["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (path, kind) in [
+        ("venv/bin/shop-web", "shebang"),
+        ("venv/bin/activate", "activate-script"),
+        ("venv/bin/activate.fish", "activate-script"),
+        ("venv/bin/activate.csh", "activate-script"),
+        ("venv/pyvenv.cfg", "pyvenv-cfg"),
+    ] {
+        assert_eq!(
+            rewritten.get(path).map(String::as_str),
+            Some(kind),
+            "{rewritten:#?}"
+        );
+    }
+    let python = fs::read_link(tree.join("venv/bin/python3")).unwrap();
+    assert_eq!(
+        out["host_requirements"],
+        serde_json::json!([{"link": "venv/bin/python3", "target": python.to_str().unwrap()}])
+    );
     ship_in(tmp.path(), &["verify", "dist/shop-v1.tar.zst"]).expect(0);
 }
 

@@ -60,7 +60,7 @@ impl Supervisor {
                  [supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\nnodaemon=true\n\
                  [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
                  [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\
-                 [program:shop-web]\ncommand={}/current/bin/shop-web\nenvironment=SHOP_PORT=\"{port}\"\n\
+                 [program:shop-web]\ncommand={}/current/venv/bin/shop-web\nenvironment=SHOP_PORT=\"{port}\"\n\
                  autostart=false\nautorestart=false\nstartsecs=0\nstopasgroup=true\nkillasgroup=true\n\
                  stdout_logfile={d}/web.log\nredirect_stderr=true\n",
                 root.display()
@@ -159,7 +159,7 @@ fn with_notify(tree: &Path) {
 /// Makes the release's web server answer /health with 503.
 fn broken(tree: &Path) {
     with_notify(tree);
-    let shop = tree.join("lib/shop.py");
+    let shop = common::shop_module(tree);
     let code = fs::read_to_string(&shop)
         .unwrap()
         .replace("self.send_response(200)", "self.send_response(503)");
@@ -515,7 +515,7 @@ fn a_server_that_reloads_on_hup_is_signalled_and_checked() {
     fleet.pack_with("v1", "[app]\nname = \"shop\"\n", |_| {});
     fleet.ship(&["deploy", "v1", "--hosts", "web1"]).expect(0);
     // The server runs from `current`, as a service manager would start it.
-    let mut server = Command::new(root.join("current/bin/shop-web"))
+    let mut server = Command::new(root.join("current/venv/bin/shop-web"))
         .env("SHOP_PORT", port.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -543,7 +543,7 @@ fn a_server_that_reloads_on_hup_is_signalled_and_checked() {
     // Same process, new code: it re-exec'd through `current`.
     assert_eq!(health(port).as_deref(), Some("ok v2"));
     let running = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
-    assert!(running.contains("current/bin/shop-web"), "{running}");
+    assert!(running.contains("current/venv/bin/shop-web"), "{running}");
     fleet.ship(&["deploy", "v3", "--hosts", "web1"]).expect(0);
     assert_eq!(health(port).as_deref(), Some("ok v3"));
     fleet.ship(&["rollback", "--hosts", "web1"]).expect(0);

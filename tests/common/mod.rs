@@ -154,9 +154,82 @@ impl Tree {
     }
 }
 
-/// The example app shipped with the project.
+/// The example app shipped with the project (its source: `build_shop` makes the
+/// release tree).
 pub fn example_app() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop")
+}
+
+/// What `scripts/test-deps` fetched (wheels, uv, npm's cache), fetching it on first
+/// use in this process.
+pub fn test_cache() -> PathBuf {
+    static FETCHED: std::sync::Once = std::sync::Once::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cache = std::env::var_os("SHIP_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/test-cache"));
+    FETCHED.call_once(|| {
+        let status = Command::new(root.join("scripts/test-deps"))
+            .env("SHIP_TEST_CACHE", &cache)
+            .status()
+            .expect("scripts/test-deps runs");
+        assert!(status.success(), "scripts/test-deps failed");
+    });
+    cache
+}
+
+/// The uv binary the tests use.
+pub fn uv() -> PathBuf {
+    test_cache().join("uv/bin/uv")
+}
+
+/// A command running uv with its cache inside the test cache, offline, never
+/// downloading an interpreter.
+pub fn uv_command() -> Command {
+    let cache = test_cache();
+    let mut cmd = Command::new(cache.join("uv/bin/uv"));
+    cmd.env("UV_CACHE_DIR", cache.join("uv-cache"))
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env("UV_OFFLINE", "1")
+        .env("UV_NO_PROGRESS", "1");
+    cmd
+}
+
+/// Makes the example shop's release tree in `out` with `examples/shop/build`: its
+/// files and a virtualenv (`python3 -m venv`) with the shop installed as a package
+/// (by uv, for speed; the demo uses pip).
+pub fn build_shop(out: &Path) {
+    let cache = test_cache();
+    let output = Command::new(example_app().join("build"))
+        .arg(out)
+        .env("UV", uv())
+        .env("UV_CACHE_DIR", cache.join("uv-cache"))
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .output()
+        .expect("examples/shop/build runs");
+    assert!(
+        output.status.success(),
+        "examples/shop/build {} failed:\n{}",
+        out.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The shop's web server module as installed in the virtualenv of the release tree
+/// `tree` (to break it, say).
+pub fn shop_module(tree: &Path) -> PathBuf {
+    let lib = tree.join("venv/lib");
+    let python = fs::read_dir(&lib)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("python")
+        })
+        .unwrap_or_else(|| panic!("no python* under {}", lib.display()));
+    python.join("site-packages/shop/web.py")
 }
 
 /// A small app tree with a bit of everything.
@@ -287,13 +360,13 @@ impl LocalFleet {
     }
 
     /// Packs the example app as `version` with `ship_toml` as its config, after
-    /// `change` has had its way with the tree.
+    /// `change` has had its way with the release tree.
     pub fn pack_with(&self, version: &str, ship_toml: &str, change: impl FnOnce(&Path)) {
         let tree = self.dir.path().join(format!("build-{version}"));
         if tree.exists() {
             fs::remove_dir_all(&tree).unwrap();
         }
-        copy_tree(&example_app(), &tree);
+        build_shop(&tree);
         fs::write(tree.join("ship.toml"), ship_toml).unwrap();
         fs::write(tree.join("public/version.txt"), format!("{version}\n")).unwrap();
         change(&tree);
@@ -490,6 +563,55 @@ impl SshFleet {
 
     pub fn hosts(&self) -> Vec<String> {
         (1..=self.size).map(|i| format!("h{i}")).collect()
+    }
+
+    /// The address `scripts/fleet` gives `host` (h1 is 127.0.0.11).
+    pub fn address(&self, host: &str) -> String {
+        let n: u8 = host.trim_start_matches('h').parse().unwrap();
+        format!("127.0.0.{}", 10 + n)
+    }
+
+    /// Runs the shell command line `command` on `host` through the OpenSSH client,
+    /// as root, with `stdin` on its standard input.
+    pub fn ssh(&self, host: &str, command: &str, stdin: &[u8]) -> Run {
+        use std::io::Write;
+        let dir = self.dir.path();
+        let mut child = Command::new("ssh")
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR"])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                dir.join("known_hosts").display()
+            ))
+            .arg("-i")
+            .arg(dir.join("id_ed25519"))
+            .args(["-p", &self.port.to_string()])
+            .arg(format!("root@{}", self.address(host)))
+            .arg(command)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ssh runs (openssh-client)");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().unwrap();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
     }
 
     /// Points the fleet's `[app] artifacts` at `dir`.
