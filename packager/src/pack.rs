@@ -818,3 +818,52 @@ fn git_source(dir: &Path) -> Option<Source> {
         dirty: !status.stdout.is_empty(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(path: &Path, size: u64, check: u64) -> Result<Vec<u8>, PackError> {
+        let mut tar = TarWriter::new(Vec::new(), 0);
+        let mut buf = vec![0u8; 4];
+        copy_again(path, size, check, &mut buf, &mut tar, Path::new("out"), &())?;
+        Ok(tar.into_inner())
+    }
+
+    #[test]
+    fn a_file_read_again_must_have_the_bytes_it_was_hashed_with() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        fs::write(&path, b"hello world").unwrap();
+        let check = xxhash_rust::xxh3::xxh3_64(b"hello world");
+        assert_eq!(copy(&path, 11, check).unwrap(), b"hello world");
+
+        // The same size, other bytes.
+        fs::write(&path, b"hello there").unwrap();
+        let err = copy(&path, 11, check).unwrap_err().to_string();
+        assert!(
+            err.ends_with("changed while it was being packed: its bytes differ from those hashed for the manifest"),
+            "{err}"
+        );
+        // Shorter than it was listed.
+        fs::write(&path, b"hello").unwrap();
+        let err = copy(&path, 11, check).unwrap_err().to_string();
+        assert!(err.contains("expected 11 bytes"), "{err}");
+    }
+
+    #[test]
+    fn small_files_are_read_in_one_go_and_must_keep_their_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        fs::write(&path, b"0123456789").unwrap();
+        let mut file = File::open(&path).unwrap();
+        let mut reader = Exact::new(&mut file, &path, 10, true);
+        assert_eq!(read_whole(&mut reader).unwrap(), b"0123456789");
+        for listed in [9, 11] {
+            let mut file = File::open(&path).unwrap();
+            let mut reader = Exact::new(&mut file, &path, listed, true);
+            let err = read_whole(&mut reader).unwrap_err().to_string();
+            assert!(err.contains(&format!("expected {listed} bytes")), "{err}");
+        }
+    }
+}

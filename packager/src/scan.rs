@@ -1,10 +1,13 @@
-//! Relocatability checks: what ties a tree to the directory it was built in.
+//! Relocatability checks: what still ties a tree to the directory it was built in,
+//! once `relocate` has rewritten what it can.
 //!
 //! A release is unpacked under `releases/<version>/` on every host, so anything that
-//! names the build directory breaks there. Three sources are checked:
-//! symlinks (absolute, or leaving the tree once other symlinks are followed), text
-//! files and `#!` lines containing the build directory's absolute path, and ELF
-//! RPATH/RUNPATH entries that are absolute paths inside the build directory.
+//! names the build directory breaks there. Three sources are checked: symlinks that
+//! the agent would refuse (absolute ones that are not host requirements, or leaving
+//! the tree once other symlinks are followed), text files and `#!` lines containing
+//! the build directory's absolute path, and ELF RPATH/RUNPATH entries that are
+//! absolute paths inside the build directory. This module also knows how the build
+//! directory is spelled ([`BuildPaths`]), which relocation shares.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
