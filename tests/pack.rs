@@ -553,21 +553,10 @@ fn venv_like(root: &Path, python: &str) -> Tree {
     tree
 }
 
-/// The interpreter behind `python3`, as a venv links it.
-fn system_python() -> String {
-    tool(
-        "python3",
-        &["-c", "import sys; print(sys.executable)"],
-        Path::new("/"),
-    )
-    .trim()
-    .to_owned()
-}
-
 #[test]
 fn relocation_rewrites_what_names_the_build_directory_and_records_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let python = system_python();
+    let python = common::system_python();
     venv_like(&tmp.path().join("build"), &python);
     let packed = pack_json(tmp.path(), "build", &["--strict"]);
     assert_eq!(packed["relocatability"], serde_json::json!([]));
@@ -656,7 +645,7 @@ fn relocation_rewrites_what_names_the_build_directory_and_records_it() {
 #[test]
 fn the_same_tree_built_in_two_places_packs_to_the_same_bytes() {
     let tmp = tempfile::tempdir().unwrap();
-    let python = system_python();
+    let python = common::system_python();
     venv_like(&tmp.path().join("ci-job-1/app"), &python);
     venv_like(&tmp.path().join("ci-job-2/app"), &python);
     let digests: Vec<String> = ["ci-job-1", "ci-job-2"]
@@ -676,7 +665,7 @@ fn the_same_tree_built_in_two_places_packs_to_the_same_bytes() {
 #[test]
 fn no_relocate_keeps_the_bytes_and_reports_what_ties_them_to_the_build() {
     let tmp = tempfile::tempdir().unwrap();
-    let python = system_python();
+    let python = common::system_python();
     let tree = venv_like(&tmp.path().join("build"), &python);
     let packed = pack_json(tmp.path(), "build", &["--no-relocate"]);
     assert_eq!(packed["rewrites"], serde_json::json!([]));

@@ -33,17 +33,6 @@ fn installed(program: &str) -> bool {
         .is_ok_and(|out| out.status.success())
 }
 
-/// The interpreter `python3` runs, as `venv` links it.
-fn system_python() -> String {
-    tool(
-        "python3",
-        &["-c", "import sys; print(sys.executable)"],
-        Path::new("/"),
-    )
-    .trim()
-    .to_owned()
-}
-
 /// The source of a package whose console script `tool` prints, as JSON, the
 /// package's version, its arguments, its stdin and the prefix it runs in. It builds
 /// with the example shop's backend: no network.
@@ -89,14 +78,44 @@ fn pack(app: &Path, dist: &Path, version: &str) -> Value {
     out.json()["data"].clone()
 }
 
-/// The paths of the rewrites a pack made.
-fn rewritten(packed: &Value) -> Vec<String> {
-    packed["rewrites"]
+/// Asserts that a pack rewrote (at least) `paths`.
+#[track_caller]
+fn assert_rewrote(packed: &Value, paths: &[&str]) {
+    let rewritten: Vec<&str> = packed["rewrites"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["path"].as_str().unwrap().to_owned())
-        .collect()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    for path in paths {
+        assert!(rewritten.contains(path), "{path} in {rewritten:?}");
+    }
+}
+
+/// A build directory for an app (`<tmp>/build/app`) and where its artifacts go.
+fn build_dirs(tmp: &Path) -> (PathBuf, PathBuf) {
+    (tmp.join("build/app"), tmp.join("dist"))
+}
+
+/// `bin/tool` of the app: a relative link to its virtualenv's console script.
+fn link_tool(app: &Path) {
+    fs::create_dir_all(app.join("bin")).unwrap();
+    std::os::unix::fs::symlink("../venv/bin/tool", app.join("bin/tool")).unwrap();
+}
+
+/// Starts a one-host SSH fleet and deploys shop v1 from `dist` to it.
+fn deployed(dist: &Path, cwd: &Path) -> SshFleet {
+    let fleet = SshFleet::start(1, None);
+    fleet.artifacts_in(dist);
+    let deploy = fleet
+        .ship(cwd, &["deploy", "v1", "--hosts", "h1"])
+        .expect(0);
+    assert!(
+        deploy.stderr.contains("deployed shop v1 on 1 of 1 host(s)"),
+        "{}",
+        deploy.stderr
+    );
+    fleet
 }
 
 /// Runs `command` on `host` over SSH, failing the test with its output if it fails.
@@ -223,8 +242,7 @@ fn a_default_venv_runs_from_current_over_ssh_after_the_build_directory_is_gone()
     }
     let wheels = test_cache().join("wheels");
     let tmp = tempfile::tempdir().unwrap();
-    let app = tmp.path().join("build/app");
-    let dist = tmp.path().join("dist");
+    let (app, dist) = build_dirs(tmp.path());
     tool(
         "python3",
         &["-m", "venv", app.join("venv").to_str().unwrap()],
@@ -253,8 +271,7 @@ fn a_default_venv_runs_from_current_over_ssh_after_the_build_directory_is_gone()
         );
     };
     pip(&["gunicorn", "numpy", "markupsafe"]);
-    fs::create_dir_all(app.join("bin")).unwrap();
-    std::os::unix::fs::symlink("../venv/bin/tool", app.join("bin/tool")).unwrap();
+    link_tool(&app);
     for version in ["v1", "v2"] {
         // v2 is the same build directory with the tool upgraded, as a CI job's
         // workspace would be.
@@ -262,35 +279,26 @@ fn a_default_venv_runs_from_current_over_ssh_after_the_build_directory_is_gone()
         pip(&["--force-reinstall", "--no-deps", package.to_str().unwrap()]);
         let packed = pack(&app, &dist, version);
         assert_eq!(packed["relocatability"], json!([]), "{packed}");
-        let paths = rewritten(&packed);
-        for path in [
-            "venv/bin/activate",
-            "venv/bin/activate.csh",
-            "venv/bin/activate.fish",
-            "venv/bin/gunicorn",
-            "venv/bin/pip",
-            "venv/bin/tool",
-            "venv/pyvenv.cfg",
-        ] {
-            assert!(paths.iter().any(|p| p == path), "{path} in {paths:?}");
-        }
+        assert_rewrote(
+            &packed,
+            &[
+                "venv/bin/activate",
+                "venv/bin/activate.csh",
+                "venv/bin/activate.fish",
+                "venv/bin/gunicorn",
+                "venv/bin/pip",
+                "venv/bin/tool",
+                "venv/pyvenv.cfg",
+            ],
+        );
         assert_eq!(
             packed["host_requirements"],
-            json!([{"link": "venv/bin/python3", "target": system_python()}])
+            json!([{"link": "venv/bin/python3", "target": common::system_python()}])
         );
     }
     fs::remove_dir_all(tmp.path().join("build")).unwrap();
 
-    let fleet = SshFleet::start(1, None);
-    fleet.artifacts_in(&dist);
-    let deploy = fleet
-        .ship(tmp.path(), &["deploy", "v1", "--hosts", "h1"])
-        .expect(0);
-    assert!(
-        deploy.stderr.contains("deployed shop v1 on 1 of 1 host(s)"),
-        "{}",
-        deploy.stderr
-    );
+    let fleet = deployed(&dist, tmp.path());
     check_venv(&fleet, "h1", "v1", true);
     let pip = on_host(
         &fleet,
@@ -328,11 +336,10 @@ fn a_uv_venv_runs_from_current_over_ssh_after_the_build_directory_is_gone() {
     }
     let wheels = test_cache().join("wheels");
     let tmp = tempfile::tempdir().unwrap();
-    let app = tmp.path().join("build/app");
-    let dist = tmp.path().join("dist");
+    let (app, dist) = build_dirs(tmp.path());
     let venv = app.join("venv");
     let status = uv_command()
-        .args(["venv", "--quiet", "--python", &system_python()])
+        .args(["venv", "--quiet", "--python", &common::system_python()])
         .arg(&venv)
         .status()
         .unwrap();
@@ -351,21 +358,21 @@ fn a_uv_venv_runs_from_current_over_ssh_after_the_build_directory_is_gone() {
     fs::create_dir_all(app.join("bin")).unwrap();
     std::os::unix::fs::symlink("../venv/bin/tool", app.join("bin/tool")).unwrap();
     let packed = pack(&app, &dist, "v1");
-    let paths = rewritten(&packed);
-    for path in [
-        "venv/bin/activate",
-        "venv/bin/activate.csh",
-        "venv/bin/activate.fish",
-        "venv/bin/gunicorn",
-        "venv/bin/tool",
-    ] {
-        assert!(paths.iter().any(|p| p == path), "{path} in {paths:?}");
-    }
+    assert_rewrote(
+        &packed,
+        &[
+            "venv/bin/activate",
+            "venv/bin/activate.csh",
+            "venv/bin/activate.fish",
+            "venv/bin/gunicorn",
+            "venv/bin/tool",
+        ],
+    );
     // uv's interpreter link is bin/python; nushell's and Windows' activation
     // scripts cannot find their directory the same way, and are reported.
     assert_eq!(
         packed["host_requirements"],
-        json!([{"link": "venv/bin/python", "target": system_python()}])
+        json!([{"link": "venv/bin/python", "target": common::system_python()}])
     );
     let reported: Vec<&str> = packed["relocatability"]
         .as_array()
@@ -376,11 +383,7 @@ fn a_uv_venv_runs_from_current_over_ssh_after_the_build_directory_is_gone() {
     assert_eq!(reported, ["venv/bin/activate.bat", "venv/bin/activate.nu"]);
     fs::remove_dir_all(tmp.path().join("build")).unwrap();
 
-    let fleet = SshFleet::start(1, None);
-    fleet.artifacts_in(&dist);
-    fleet
-        .ship(tmp.path(), &["deploy", "v1", "--hosts", "h1"])
-        .expect(0);
+    let fleet = deployed(&dist, tmp.path());
     check_venv(&fleet, "h1", "v1", false);
 }
 

@@ -270,6 +270,22 @@ fn absolute_and_escaping_symlinks() {
     );
 }
 
+/// A symlink `a -> /tmp` and a file `a/x`, which would be written wherever `a`
+/// points; and the manifest's entries for them.
+fn through_a_link() -> ([Raw; 2], Vec<Entry>) {
+    let raws = [link("a", "/tmp"), file("a/x", b"pwned")];
+    let mut entries = entries_of(&raws[..1]);
+    entries.push(Entry {
+        path: EntryPath::new("a/x").unwrap(),
+        mode: Mode::REGULAR,
+        kind: EntryKind::File {
+            size: 5,
+            sha256: Sha256::of(b"pwned"),
+        },
+    });
+    (raws, entries)
+}
+
 /// `raws` with a manifest that declares `declared` (link, target) as host
 /// requirements, its payload digest covering them.
 fn declaring(raws: &[Raw], declared: &[(&str, &str)]) -> Vec<u8> {
@@ -318,16 +334,7 @@ fn host_requirements_cover_only_the_links_they_name() {
         "target \"/usr/../etc\" has an empty, `.` or `..` component",
     );
     // Declaring a link does not let anything be written through it.
-    let raws = [link("a", "/tmp"), file("a/x", b"pwned")];
-    let mut entries = entries_of(&raws[..1]);
-    entries.push(Entry {
-        path: EntryPath::new("a/x").unwrap(),
-        mode: Mode::REGULAR,
-        kind: EntryKind::File {
-            size: 5,
-            sha256: Sha256::of(b"pwned"),
-        },
-    });
+    let (raws, entries) = through_a_link();
     let host = vec![manifests::HostRequirement {
         link: EntryPath::new("a").unwrap(),
         target: "/tmp".into(),
@@ -385,16 +392,7 @@ fn declared_host_links_and_links_through_them_are_received() {
 #[test]
 fn writes_through_a_symlink() {
     // "a" is a symlink; "a/x" would be written wherever it points.
-    let raws = [link("a", "/tmp"), file("a/x", b"pwned")];
-    let mut entries = entries_of(&raws[..1]);
-    entries.push(Entry {
-        path: EntryPath::new("a/x").unwrap(),
-        mode: Mode::REGULAR,
-        kind: EntryKind::File {
-            size: 5,
-            sha256: Sha256::of(b"pwned"),
-        },
-    });
+    let (raws, entries) = through_a_link();
     refused(
         &artifact(&manifest(&entries), &raws),
         "entry \"a/x\" has no directory entry for its parent \"a\"",

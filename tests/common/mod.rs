@@ -261,6 +261,17 @@ pub fn tool(program: &str, args: &[&str], cwd: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The interpreter that `python3` runs (what a virtualenv links to).
+pub fn system_python() -> String {
+    tool(
+        "python3",
+        &["-c", "import sys; print(sys.executable)"],
+        Path::new("/"),
+    )
+    .trim()
+    .to_owned()
+}
+
 /// Whether the tests run as root (mounting needs it).
 pub fn is_root() -> bool {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
