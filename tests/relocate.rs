@@ -515,3 +515,86 @@ fn a_release_needing_a_host_path_no_host_has_is_refused_everywhere_before_any_sw
     );
     assert_eq!(fleet.current("web1").as_deref(), Some("releases/v1"));
 }
+
+#[test]
+fn the_activation_scripts_of_every_python_here_find_their_virtualenv() {
+    // venv quotes the path in its scripts (pyenv's 3.11.7), or leaves a plain path
+    // bare (shlex.quote, since 3.11.11 and in Debian's 3.11.2): both are rewritten.
+    let mut pythons = vec![common::system_python()];
+    if Path::new("/usr/bin/python3").exists() {
+        pythons.push("/usr/bin/python3".to_owned());
+    }
+    for python in pythons {
+        let tmp = tempfile::tempdir().unwrap();
+        let (app, dist) = build_dirs(tmp.path());
+        tool(
+            &python,
+            &[
+                "-m",
+                "venv",
+                "--without-pip",
+                app.join("venv").to_str().unwrap(),
+            ],
+            tmp.path(),
+        );
+        let packed = pack(&app, &dist, "v1");
+        assert_eq!(packed["relocatability"], json!([]), "{python}: {packed}");
+        assert_rewrote(
+            &packed,
+            &[
+                "venv/bin/activate",
+                "venv/bin/activate.csh",
+                "venv/bin/activate.fish",
+                "venv/pyvenv.cfg",
+            ],
+        );
+        fs::remove_dir_all(tmp.path().join("build")).unwrap();
+        let release = tmp.path().join("elsewhere/releases/v1");
+        fs::create_dir_all(&release).unwrap();
+        tool(
+            "tar",
+            &[
+                "--zstd",
+                "-xf",
+                dist.join("shop-v1.tar.zst").to_str().unwrap(),
+                "-C",
+                release.to_str().unwrap(),
+            ],
+            tmp.path(),
+        );
+        std::os::unix::fs::symlink("releases/v1", tmp.path().join("elsewhere/current")).unwrap();
+        let current = tmp.path().join("elsewhere/current/venv/bin");
+        let current = current.to_str().unwrap();
+        let venv = release.join("venv");
+        for (shell, script) in [
+            (
+                "bash",
+                format!(". {current}/activate && echo \"$VIRTUAL_ENV\""),
+            ),
+            (
+                "dash",
+                format!(". {current}/activate && echo \"$VIRTUAL_ENV\""),
+            ),
+            (
+                "fish",
+                format!("source {current}/activate.fish; echo $VIRTUAL_ENV"),
+            ),
+            (
+                "tcsh",
+                format!("set prompt = \"\"; source {current}/activate.csh; echo $VIRTUAL_ENV"),
+            ),
+        ] {
+            if !installed(shell) {
+                eprintln!("{shell} is not installed: its activation script is not tried");
+                continue;
+            }
+            let out = run(Command::new(shell).args(["-c", &script]).current_dir("/"));
+            assert_eq!(
+                out.stdout.trim(),
+                venv.to_str().unwrap(),
+                "{python}, {shell}: {}",
+                out.stderr
+            );
+        }
+    }
+}

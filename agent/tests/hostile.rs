@@ -316,6 +316,24 @@ fn host_requirements_cover_only_the_links_they_name() {
         ),
         "symlink passwd -> /etc/passwd is absolute",
     );
+    // A link through a declared one, to somewhere nobody declared, is refused.
+    refused(
+        &declaring(
+            &[
+                link("py", "/usr/lib/python3"),
+                link("up", "py/../../../etc"),
+            ],
+            &[("py", "/usr/lib/python3")],
+        ),
+        "symlink up -> py/../../../etc leads through an absolute symlink",
+    );
+    refused(
+        &declaring(
+            &[link("inner", "py/secret"), link("py", "/usr/lib/python3")],
+            &[("py", "/usr/lib/python3")],
+        ),
+        "symlink inner -> py/secret leads through an absolute symlink",
+    );
     // The declaration must say where the link points.
     refused(
         &declaring(

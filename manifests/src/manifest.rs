@@ -632,8 +632,10 @@ pub fn resolve(links: &HashMap<&str, &str>, link: &str) -> Resolution {
     walk_links(links, link).0
 }
 
-/// The symlink with an absolute target that resolving `link` reaches (`link` itself,
-/// or one on the way), when resolution ends at one ([`Resolution::Absolute`]).
+/// The symlink with an absolute target that resolving `link` ends at (`link` itself,
+/// or the last of a chain). `None` when resolution does not end at an absolute link,
+/// including when it meets one with path still to walk (`x -> py/../../etc`, where
+/// `py` is absolute): where that leads on a host is no declared path.
 pub fn absolute_hop(links: &HashMap<&str, &str>, link: &str) -> Option<String> {
     walk_links(links, link).1
 }
@@ -662,7 +664,10 @@ fn walk_links(links: &HashMap<&str, &str>, link: &str) -> (Resolution, Option<St
                         return (Resolution::TooManyHops, None);
                     }
                     if target.starts_with('/') {
-                        return (Resolution::Absolute, Some(here));
+                        // The link the path ends at, or one it only passes through
+                        // (whose target nobody declared: no hop to name).
+                        let last = todo.iter().all(|c| c.is_empty() || c == ".");
+                        return (Resolution::Absolute, last.then_some(here));
                     }
                     done.pop();
                     todo.extend(target.rsplit('/').map(str::to_owned));
@@ -1057,5 +1062,18 @@ mod tests {
             Some("bin/python3")
         );
         assert_eq!(absolute_hop(&links, "lib64"), None);
+        // Through the absolute link, not to it: nothing declared names where it leads.
+        let through: HashMap<&str, &str> = [
+            ("py", "/usr/lib/python3"),
+            ("up", "py/../../../etc/shadow"),
+            ("inner", "py/secret"),
+            ("dot", "py/."),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(absolute_hop(&through, "up"), None);
+        assert_eq!(absolute_hop(&through, "inner"), None);
+        assert_eq!(absolute_hop(&through, "dot").as_deref(), Some("py"));
+        assert_eq!(resolve(&through, "up"), Resolution::Absolute);
     }
 }

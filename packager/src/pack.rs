@@ -245,8 +245,22 @@ struct Surveyed {
 enum Content {
     /// From the tree, read again: it must have the same xxh3 as when surveyed.
     Tree { check: u64 },
-    /// Rewritten by relocation, held in memory.
+    /// Held in memory: a small file within the budget, or rewritten by relocation.
     Memory(Vec<u8>),
+}
+
+impl Content {
+    /// `content`, read whole, kept in memory when it is `held` (within the budget),
+    /// else to be read again.
+    fn kept(content: Vec<u8>, held: bool) -> Content {
+        if held {
+            Content::Memory(content)
+        } else {
+            Content::Tree {
+                check: xxhash_rust::xxh3::xxh3_64(&content),
+            }
+        }
+    }
 }
 
 /// What the survey learnt of a file.
@@ -254,19 +268,25 @@ enum Survey {
     /// Hashed and scanned: final.
     Done(Surveyed),
     /// A file relocation may rewrite, naming the build directory: held until the
-    /// whole tree is known (relocation looks at other entries).
-    Pending { content: Vec<u8>, executable: bool },
+    /// whole tree is known (relocation looks at other entries); `held` when it was
+    /// within the budget of files kept in memory.
+    Pending {
+        content: Vec<u8>,
+        executable: bool,
+        held: bool,
+    },
 }
 
 impl Survey {
     /// The file as it goes into the artifact: pending files relocated.
     fn finish(self, dir: &Path, tree: &relocate::Tree<'_>, item: &Found) -> Surveyed {
-        let (content, executable) = match self {
+        let (content, executable, held) = match self {
             Survey::Done(surveyed) => return surveyed,
             Survey::Pending {
                 content,
                 executable,
-            } => (content, executable),
+                held,
+            } => (content, executable, held),
         };
         let path = item.path.as_str();
         let abs = dir.join(path);
@@ -274,7 +294,7 @@ impl Survey {
             sha256: Sha256::of(&content),
             size: content.len() as u64,
             executable,
-            content: Content::Memory(content),
+            content: Content::kept(content, held),
             findings,
             rewrite: None,
         };
@@ -388,8 +408,7 @@ fn survey_file(
 ) -> Result<Survey, PackError> {
     let path = path.as_str();
     let abs = options.dir.join(path);
-    let mut file = File::open(&abs).map_err(read_err(&abs))?;
-    let meta = file.metadata().map_err(read_err(&abs))?;
+    let (mut file, meta) = open_regular(&abs)?;
     let (size, executable) = (meta.len(), meta.permissions().mode() & 0o111 != 0);
     let hold = size <= HOLD_MAX && {
         let before = held.fetch_add(size, Ordering::Relaxed);
@@ -423,6 +442,7 @@ fn survey_file(
             return Ok(Survey::Pending {
                 content,
                 executable,
+                held: hold,
             });
         }
         return Ok(Survey::Done(Surveyed {
@@ -430,7 +450,7 @@ fn survey_file(
             size,
             executable,
             findings: scan_bytes(paths, &abs, path, &content),
-            content: Content::Memory(content),
+            content: Content::kept(content, hold),
             rewrite: None,
         }));
     }
@@ -459,6 +479,26 @@ fn survey_file(
         findings,
         rewrite: None,
     }))
+}
+
+/// Opens the file at `abs` for reading, without following a symlink or waiting on a
+/// FIFO: the listing saw a regular file there, and it must still be one.
+fn open_regular(abs: &Path) -> Result<(File, fs::Metadata), PackError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(abs)
+        .map_err(read_err(abs))?;
+    let meta = file.metadata().map_err(read_err(abs))?;
+    if !meta.is_file() {
+        return Err(PackError::Read {
+            path: abs.to_owned(),
+            source: io::Error::other("it is no longer a regular file"),
+        });
+    }
+    Ok((file, meta))
 }
 
 /// Reads a whole (small) file. A read that stops short exactly at the listed size is
@@ -709,7 +749,7 @@ fn copy_again<W: Write>(
     artifact: &Path,
     progress: &dyn Progress,
 ) -> Result<(), PackError> {
-    let mut file = File::open(abs).map_err(read_err(abs))?;
+    let (mut file, _) = open_regular(abs)?;
     // A file that grew since the survey is archived as it was listed; one whose
     // listed bytes changed fails the check below.
     let mut reader = Exact::new(&mut file, abs, size, false);

@@ -224,9 +224,13 @@ fn pip_long_form<'a>(first: &str, rest: &'a [u8]) -> Option<(String, &'a [u8])> 
     if third != b"' '''" {
         return None;
     }
-    let interpreter = interpreter
-        .strip_prefix('"')
-        .and_then(|i| i.strip_suffix('"'))
+    let interpreter = ['"', '\'']
+        .iter()
+        .find_map(|q| {
+            interpreter
+                .strip_prefix(*q)
+                .and_then(|i| i.strip_suffix(*q))
+        })
         .unwrap_or(interpreter);
     Some((interpreter.to_owned(), after))
 }
@@ -309,9 +313,12 @@ fn activation(tree: &Tree<'_>, path: &str, content: &[u8], shell: Shell) -> File
         } else {
             format!("{spelling}/{venv}")
         };
-        for quote in ['"', '\''] {
+        // Quoted, or a bare word: venv quotes the path with shlex.quote since
+        // CPython 3.11.11 (and in Debian's 3.11.2), which leaves a plain path bare.
+        for quote in ["\"", "'", ""] {
             let literal = format!("{quote}{abs}{quote}");
-            let (next, n) = replace_all(&text, literal.as_bytes(), found.as_bytes());
+            let bare = quote.is_empty();
+            let (next, n) = replace_all(&text, literal.as_bytes(), found.as_bytes(), bare);
             text = next;
             replaced += n;
         }
@@ -321,7 +328,7 @@ fn activation(tree: &Tree<'_>, path: &str, content: &[u8], shell: Shell) -> File
             path,
             FindingKind::BuildPathInText,
             format!(
-                "activation script {file} names the build directory other than as the virtualenv's quoted path"
+                "activation script {file} names the build directory other than as the virtualenv's own path"
             ),
         );
     }
@@ -387,7 +394,7 @@ fn csh_preamble(file: &str) -> String {
         r#"# Added by ship pack: the virtualenv is wherever this script really is.
 set _ship_venv = `sh -c 'for f in /proc/$1/fd/*; do t=$(readlink -f -- "$f") || continue; case $t in */bin/{file}) echo "${{t%/bin/{file}}}"; exit 0;; esac; done' sh $$`
 set _ship_venv = "$_ship_venv"
-if ("$_ship_venv" == "") echo "{file}: cannot tell where this script is"
+if ("$_ship_venv" == "") echo "{file}: cannot tell where this script is (no /proc?)" > /dev/stderr
 "#
     )
 }
@@ -403,13 +410,14 @@ fn pyvenv_cfg(tree: &Tree<'_>, path: &str, content: &[u8]) -> File {
             continue;
         }
         let text = String::from_utf8_lossy(line);
-        let key = text.split_once('=').map_or("", |(k, _)| k.trim());
-        if key != "command" {
+        let key = text.split_once('=').map(|(k, _)| k.trim());
+        if key != Some("command") {
+            let key = key.map_or(String::new(), |k| format!(" ({k})"));
             return refused(
                 path,
                 FindingKind::BuildPathInText,
                 format!(
-                    "line {} ({key}) names the build directory: the virtualenv's base interpreter is inside the tree",
+                    "line {}{key} names the build directory: the virtualenv's base interpreter is inside the tree",
                     n + 1
                 ),
             );
@@ -489,13 +497,17 @@ fn lines(numbers: &[usize]) -> String {
     }
 }
 
-/// Replaces every `from` in `text` with `to`; returns the new text and the count.
-fn replace_all(text: &[u8], from: &[u8], to: &[u8]) -> (Vec<u8>, usize) {
+/// Replaces every `from` in `text` with `to` — with `word`, only where it stands as a
+/// whole shell word (after `=`, a blank or `(`; before a blank, `)`, `;` or the end of
+/// the line). Returns the new text and the count.
+fn replace_all(text: &[u8], from: &[u8], to: &[u8], word: bool) -> (Vec<u8>, usize) {
+    let starts_word = |at: usize| at == 0 || b"= \t(\n".contains(&text[at - 1]);
+    let ends_word = |end: usize| text.get(end).is_none_or(|b| b" \t\r\n);".contains(b));
     let mut out = Vec::with_capacity(text.len());
     let mut count = 0;
     let mut last = 0;
     for at in memchr::memmem::find_iter(text, from) {
-        if at < last {
+        if at < last || (word && !(starts_word(at) && ends_word(at + from.len()))) {
             continue;
         }
         out.extend_from_slice(&text[last..at]);
@@ -643,6 +655,12 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("'''exec'").count(), 1);
+        // uv's form quotes the interpreter.
+        let (quoted, _) = rewritten(
+            "venv/bin/gunicorn",
+            "#!/bin/sh\n'''exec' '/tmp/b/venv/bin/python3' \"$0\" \"$@\"\n' '''\nimport sys\n",
+        );
+        assert_eq!(quoted, text);
     }
 
     #[test]
@@ -699,13 +717,39 @@ mod tests {
             "{csh}"
         );
 
-        assert!(
-            refusal(
+        // CPython 3.11.11+ (and Debian's 3.11.2) write the path bare.
+        for (file, bare, expected) in [
+            (
                 "venv/bin/activate",
-                "VIRTUAL_ENV=\"/tmp/b/venv\"\nX=/tmp/b/venv/bin\n"
-            )
-            .contains("other than as the virtualenv's quoted path")
-        );
+                "VIRTUAL_ENV=/tmp/b/venv\nX=$(cygpath /tmp/b/venv)\n",
+                "VIRTUAL_ENV=\"$_ship_venv\"\nX=$(cygpath \"$_ship_venv\")\n",
+            ),
+            (
+                "venv/bin/activate.csh",
+                "setenv VIRTUAL_ENV /tmp/b/venv\n",
+                "setenv VIRTUAL_ENV \"$_ship_venv\"\n",
+            ),
+            (
+                "venv/bin/activate.fish",
+                "set -gx VIRTUAL_ENV /tmp/b/venv\n",
+                "set -gx VIRTUAL_ENV (builtin realpath (dirname (builtin realpath (status filename)))/..)\n",
+            ),
+        ] {
+            let (text, _) = rewritten(file, bare);
+            assert!(text.contains(expected), "{text}");
+        }
+        // Anything else naming the build directory leaves the script as it is.
+        for other in [
+            "VIRTUAL_ENV=\"/tmp/b/venv\"\nX=/tmp/b/venv/bin\n",
+            "VIRTUAL_ENV=/tmp/b/venv2\n",
+            "VIRTUAL_ENV=x/tmp/b/venv\n",
+        ] {
+            assert!(
+                refusal("venv/bin/activate", other)
+                    .contains("other than as the virtualenv's own path"),
+                "{other}"
+            );
+        }
         assert!(
             refusal(
                 "venv/bin/activate.nu",

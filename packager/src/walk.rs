@@ -33,7 +33,7 @@ pub(crate) enum FoundKind {
 
 /// Lists the tree under `root`, leaving out the entry `skip` (a relative path) and
 /// everything under it. `found` sees each entry when it is found, with its index in
-/// the returned listing before the sort; the listing is returned sorted.
+/// the returned listing, which is in the order found; [`order`] sorts it.
 pub(crate) fn walk(
     root: &Path,
     skip: Option<&str>,
