@@ -291,6 +291,13 @@ fn a_default_venv_runs_from_current_over_ssh_after_the_build_directory_is_gone()
                 "venv/pyvenv.cfg",
             ],
         );
+        let bytecode = packed["rewrites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == "bytecode")
+            .count();
+        assert!(bytecode > 500, "{bytecode} compiled files retimed");
         assert_eq!(
             packed["host_requirements"],
             json!([{"link": "venv/bin/python3", "target": common::system_python()}])
@@ -309,6 +316,18 @@ fn a_default_venv_runs_from_current_over_ssh_after_the_build_directory_is_gone()
     assert!(
         pip.starts_with("pip ") && pip.contains("from /srv/shop/releases/v1/venv/lib/python"),
         "{pip}"
+    );
+    // Python found its compiled files up to date: it wrote nothing into the release.
+    let verified = on_host(
+        &fleet,
+        "h1",
+        "env -u PYTHONDONTWRITEBYTECODE /srv/shop/current/venv/bin/python -c 'import numpy, gunicorn.app.wsgiapp' \
+         && /srv/shop/.ship/bin/ship-agent verify --root /srv/shop 2>&1",
+        b"",
+    );
+    assert!(
+        verified.contains("v1: every entry matches its manifest"),
+        "{verified}"
     );
 
     // The second release runs its own scripts; the first, still on disk, its own.

@@ -3,10 +3,11 @@
 //!
 //! The artifact is read once, through the packager's reader, which checks every entry
 //! against the manifest as it goes by; this module is its visitor and writes what it
-//! is shown into `.ship/incoming/<version>.<nonce>/`. Before anything is written the
-//! manifest is checked against the host: no symlink may be absolute or lead out of the
-//! release, the disk must have room, and a release of that version must not already
-//! be here with other content. Once the whole artifact has verified (and matched
+//! is shown into `.ship/incoming/<version>.<nonce>/`, each file with the archive's
+//! time (the manifest's `created`), as tar would. Before anything is written the
+//! manifest is checked against the host: no symlink may be absolute (but for the
+//! manifest's host requirements) or lead out of the release, the disk must have room,
+//! and a release of that version must not already be here with other content. Once the whole artifact has verified (and matched
 //! `--expect-digest`), the file system is flushed and the staging directory is renamed
 //! into `releases/`: a release directory only ever appears complete.
 
@@ -105,6 +106,7 @@ pub fn receive(
         next_progress: PROGRESS_EVERY,
         out,
         buf: vec![0u8; 1 << 20],
+        mtime: std::time::UNIX_EPOCH,
     };
     let result = packager::read_artifact(input, &mut unpack, expect.digest.is_some());
     let staging = unpack.staging.take();
@@ -244,6 +246,8 @@ struct Unpack<'a> {
     next_progress: u64,
     out: Output,
     buf: Vec<u8>,
+    /// The modification time of every file: the manifest's `created`.
+    mtime: std::time::SystemTime,
 }
 
 impl Visitor for Unpack<'_> {
@@ -252,6 +256,8 @@ impl Visitor for Unpack<'_> {
     fn manifest(&mut self, manifest: &Manifest) -> Result<(), Stop> {
         let version = &manifest.version;
         self.version = Some(version.clone());
+        self.mtime =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(manifest.created.unix());
         let refuse = |reason: String| AgentError::Refused {
             version: version.clone(),
             reason,
@@ -332,6 +338,10 @@ impl Visitor for Unpack<'_> {
                     Copy::Read(e) => AgentError::Artifact(ReadError::Io(e)),
                     Copy::Write(e) => fail("cannot write", e),
                 })?;
+                // The time the archive gives every entry, as tar sets it: what
+                // compiled bytecode expects of its source (see docs/FORMAT.md).
+                file.set_modified(self.mtime)
+                    .map_err(|e| fail("cannot set the time of", e))?;
                 self.files += 1;
                 self.bytes += written;
                 if self.bytes >= self.next_progress {

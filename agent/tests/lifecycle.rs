@@ -312,3 +312,14 @@ fn commands_explain_bad_input() {
     );
     assert!(human.stdout.is_empty(), "human output belongs on stderr");
 }
+
+#[test]
+fn received_files_have_the_archives_time() {
+    // As tar sets them: what compiled bytecode in the release expects of its source.
+    let host = Host::new();
+    host.receive(&common::artifact("v1").0).expect(0);
+    for file in ["bin/server", "public/index.html"] {
+        let meta = fs::metadata(host.root().join("releases/v1").join(file)).unwrap();
+        assert_eq!(meta.modified().unwrap(), std::time::UNIX_EPOCH, "{file}");
+    }
+}

@@ -199,6 +199,9 @@ pub enum RewriteKind {
     Pth,
     /// A symlink to an absolute path inside the tree became relative.
     Symlink,
+    /// A compiled Python file (`.pyc`) records the release's time as its source's,
+    /// which is the time the source has wherever the release is unpacked.
+    Bytecode,
     /// A kind this version does not know (the list is informational).
     #[serde(other)]
     Other,

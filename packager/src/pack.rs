@@ -243,8 +243,9 @@ struct Surveyed {
 
 /// Where a file's bytes come from when the artifact is written.
 enum Content {
-    /// From the tree, read again: it must have the same xxh3 as when surveyed.
-    Tree { check: u64 },
+    /// From the tree, read again: it must have the same xxh3 as when surveyed; with
+    /// `retime`, compiled bytecode whose header gets that time (see `relocate`).
+    Tree { check: u64, retime: Option<u64> },
     /// Held in memory: a small file within the budget, or rewritten by relocation.
     Memory(Vec<u8>),
 }
@@ -258,6 +259,7 @@ impl Content {
         } else {
             Content::Tree {
                 check: xxhash_rust::xxh3::xxh3_64(&content),
+                retime: None,
             }
         }
     }
@@ -437,7 +439,7 @@ fn survey_file(
             (None, head)
         }
     };
-    if let Some(content) = content {
+    if let Some(mut content) = content {
         if rewrite && relocate::is_candidate(path, &content) && paths.first_in(&content).is_some() {
             return Ok(Survey::Pending {
                 content,
@@ -445,24 +447,35 @@ fn survey_file(
                 held: hold,
             });
         }
+        let retimed = rewrite && bytecode_fresh(&options.dir, path, &content);
+        if retimed {
+            relocate::retime_bytecode(&mut content, options.mtime);
+        }
         return Ok(Survey::Done(Surveyed {
             sha256: Sha256::of(&content),
             size,
             executable,
             findings: scan_bytes(paths, &abs, path, &content),
-            content: Content::kept(content, hold),
-            rewrite: None,
+            content: Content::kept(content, hold || retimed),
+            rewrite: retimed.then(|| relocate::bytecode_rewrite(path)),
         }));
     }
+    let retimed = rewrite && bytecode_fresh(&options.dir, path, &buf[..head]);
     let mut hasher = sha2::Sha256::new();
     let mut check = Xxh3::new();
     let mut scan = ContentScan::new(paths);
     let mut findings = Vec::new();
     let mut n = head;
+    let mut first = true;
     while n > 0 {
+        // The checksum is of the bytes in the tree, the hash of those archived.
+        check.update(&buf[..n]);
+        if retimed && first {
+            relocate::retime_bytecode(&mut buf[..n], options.mtime);
+        }
+        first = false;
         let chunk = &buf[..n];
         hasher.update(chunk);
-        check.update(chunk);
         findings.extend(scan.feed(chunk, reader.left == 0, path));
         n = reader.next_chunk(buf)?;
     }
@@ -472,13 +485,28 @@ fn survey_file(
     Ok(Survey::Done(Surveyed {
         content: Content::Tree {
             check: check.digest(),
+            retime: retimed.then_some(options.mtime),
         },
         size,
         sha256: Sha256::from_hasher(hasher),
         executable,
         findings,
-        rewrite: None,
+        rewrite: retimed.then(|| relocate::bytecode_rewrite(path)),
     }))
+}
+
+/// Whether the file at `path` (in the tree `dir`, starting with `header`) is compiled
+/// bytecode that is up to date with its source in the tree.
+fn bytecode_fresh(dir: &Path, path: &str, header: &[u8]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(source) = relocate::bytecode_source(path) else {
+        return false;
+    };
+    fs::symlink_metadata(dir.join(source)).is_ok_and(|meta| {
+        meta.is_file()
+            && u64::try_from(meta.mtime())
+                .is_ok_and(|mtime| relocate::bytecode_is_fresh(header, mtime, meta.len()))
+    })
 }
 
 /// Opens the file at `abs` for reading, without following a symlink or waiting on a
@@ -716,17 +744,14 @@ fn write_artifact(
                     .map_err(write_err(artifact))?;
                 progress.advance(bytes.len() as u64);
             }
-            Content::Tree { check } => {
+            Content::Tree { check, retime } => {
                 let abs = options.dir.join(path);
-                copy_again(
-                    &abs,
-                    surveyed.size,
-                    *check,
-                    &mut buf,
-                    &mut tar,
-                    artifact,
-                    progress,
-                )?;
+                let again = Again {
+                    size: surveyed.size,
+                    check: *check,
+                    retime: *retime,
+                };
+                copy_again(&abs, &again, &mut buf, &mut tar, artifact, progress)?;
             }
         }
         tar.pad(surveyed.size).map_err(write_err(artifact))?;
@@ -738,12 +763,21 @@ fn write_artifact(
     Ok((tmp, Sha256::from_hasher(hasher), size))
 }
 
-/// Streams the file at `abs` into the archive again; it must still be `size` bytes
-/// with the checksum `check` it had when it was surveyed.
+/// What a file read again must be, and what becomes of it.
+struct Again {
+    /// Its size when it was surveyed.
+    size: u64,
+    /// Its checksum (xxh3) then.
+    check: u64,
+    /// Compiled bytecode whose header gets this time (see `relocate`).
+    retime: Option<u64>,
+}
+
+/// Streams the file at `abs` into the archive again; it must still be the size, with
+/// the checksum, it had when it was surveyed.
 fn copy_again<W: Write>(
     abs: &Path,
-    size: u64,
-    check: u64,
+    expected: &Again,
     buf: &mut [u8],
     tar: &mut TarWriter<W>,
     artifact: &Path,
@@ -752,20 +786,25 @@ fn copy_again<W: Write>(
     let (mut file, _) = open_regular(abs)?;
     // A file that grew since the survey is archived as it was listed; one whose
     // listed bytes changed fails the check below.
-    let mut reader = Exact::new(&mut file, abs, size, false);
+    let mut reader = Exact::new(&mut file, abs, expected.size, false);
     let mut again = Xxh3::new();
+    let mut first = true;
     loop {
         let n = reader.next_chunk(buf)?;
         if n == 0 {
             break;
         }
         again.update(&buf[..n]);
+        if let Some(mtime) = expected.retime.filter(|_| first) {
+            relocate::retime_bytecode(&mut buf[..n], mtime);
+        }
+        first = false;
         tar.get_mut()
             .write_all(&buf[..n])
             .map_err(write_err(artifact))?;
         progress.advance(n as u64);
     }
-    if again.digest() != check {
+    if again.digest() != expected.check {
         return Err(PackError::ChangedContent {
             path: abs.to_owned(),
         });
@@ -866,7 +905,12 @@ mod tests {
     fn copy(path: &Path, size: u64, check: u64) -> Result<Vec<u8>, PackError> {
         let mut tar = TarWriter::new(Vec::new(), 0);
         let mut buf = vec![0u8; 4];
-        copy_again(path, size, check, &mut buf, &mut tar, Path::new("out"), &())?;
+        let again = Again {
+            size,
+            check,
+            retime: None,
+        };
+        copy_again(path, &again, &mut buf, &mut tar, Path::new("out"), &())?;
         Ok(tar.into_inner())
     }
 

@@ -19,6 +19,10 @@
 //! - `pyvenv.cfg` loses its `command` line, the only one naming the build directory.
 //! - A `.pth` line that names a directory of the tree by its build path becomes
 //!   relative to the `.pth` file's directory, which `site` resolves it against.
+//! - A compiled Python file (`__pycache__/*.pyc`) that was up to date with its source
+//!   records the release's time as its source's: every file of a release has that
+//!   time on a host (the agent sets it, as tar does), so Python keeps using the
+//!   bytecode instead of compiling the source again and writing into the release.
 //!
 //! Anything else that names the build directory — or one of these that does so in a
 //! form not known here — is left byte for byte and reported with the reason.
@@ -519,6 +523,48 @@ fn replace_all(text: &[u8], from: &[u8], to: &[u8], word: bool) -> (Vec<u8>, usi
     (out, count)
 }
 
+/// The source of a compiled Python file: `pkg/__pycache__/mod.cpython-311.pyc` is
+/// compiled from `pkg/mod.py`.
+pub(crate) fn bytecode_source(path: &str) -> Option<String> {
+    let cache = parent(path);
+    if name(cache) != "__pycache__" || !path.ends_with(".pyc") {
+        return None;
+    }
+    let stem = name(path).split('.').next().filter(|s| !s.is_empty())?;
+    Some(match parent(cache) {
+        "" => format!("{stem}.py"),
+        package => format!("{package}/{stem}.py"),
+    })
+}
+
+/// Whether the compiled file whose content starts with `header` is up to date with a
+/// source of `mtime` (seconds) and `size`, as Python checks a timestamp-based `.pyc`:
+/// flags 0, then the source's mtime and size, each modulo 2^32.
+pub(crate) fn bytecode_is_fresh(header: &[u8], mtime: u64, size: u64) -> bool {
+    let word = |at: usize| {
+        header
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    word(4) == Some(0) && word(8) == Some(mtime as u32) && word(12) == Some(size as u32)
+}
+
+/// Puts the release's time `mtime` where a `.pyc` header records its source's.
+pub(crate) fn retime_bytecode(header: &mut [u8], mtime: u64) {
+    header[8..12].copy_from_slice(&(mtime as u32).to_le_bytes());
+}
+
+/// The record of a retimed compiled file.
+pub(crate) fn bytecode_rewrite(path: &str) -> Rewrite {
+    Rewrite {
+        path: path.to_owned(),
+        kind: RewriteKind::Bytecode,
+        what: "recorded source time → the release's time".into(),
+        why: "every file gets the release's time on a host, so Python keeps using the bytecode"
+            .into(),
+    }
+}
+
 /// The first line (without its newline) and everything after the newline.
 fn split_line(bytes: &[u8]) -> (&[u8], &[u8]) {
     match memchr::memchr(b'\n', bytes) {
@@ -825,6 +871,38 @@ mod tests {
                 Link::Relative { target, .. } if target == "."
             ));
         });
+    }
+
+    #[test]
+    fn compiled_files_know_their_source_and_whether_they_are_up_to_date() {
+        assert_eq!(
+            bytecode_source("venv/lib/pkg/__pycache__/mod.cpython-311.pyc").as_deref(),
+            Some("venv/lib/pkg/mod.py")
+        );
+        assert_eq!(
+            bytecode_source("__pycache__/top.cpython-311.opt-1.pyc").as_deref(),
+            Some("top.py")
+        );
+        assert_eq!(bytecode_source("pkg/mod.pyc"), None);
+        assert_eq!(bytecode_source("pkg/__pycache__/.pyc"), None);
+
+        let mut header = Vec::new();
+        for word in [0x0a0d0da7u32, 0, 1_700_000_000, 357] {
+            header.extend_from_slice(&word.to_le_bytes());
+        }
+        assert!(bytecode_is_fresh(&header, 1_700_000_000, 357));
+        assert!(!bytecode_is_fresh(&header, 1_700_000_001, 357));
+        assert!(!bytecode_is_fresh(&header, 1_700_000_000, 358));
+        assert!(!bytecode_is_fresh(&header[..12], 1_700_000_000, 357));
+        // Modulo 2^32, as Python compares them.
+        assert!(bytecode_is_fresh(&header, 1_700_000_000 + (1 << 32), 357));
+        let mut hashed = header.clone();
+        hashed[4] = 1;
+        assert!(!bytecode_is_fresh(&hashed, 1_700_000_000, 357));
+
+        retime_bytecode(&mut header, 0);
+        assert!(bytecode_is_fresh(&header, 0, 357));
+        assert_eq!(bytecode_rewrite("x.pyc").kind, RewriteKind::Bytecode);
     }
 
     #[test]

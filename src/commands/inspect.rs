@@ -60,8 +60,21 @@ pub fn run(artifact: &Path, json: bool) -> Result<(), CliError> {
             "  relocated    {} rewritten:\n",
             output::count(manifest.rewrites.len() as u64, "entry")
         ));
-        for rewrite in &manifest.rewrites {
+        // Compiled files come by the thousand: one line for them (--json lists each).
+        let (bytecode, others): (Vec<_>, Vec<_>) = manifest
+            .rewrites
+            .iter()
+            .partition(|r| r.kind == manifests::RewriteKind::Bytecode);
+        for rewrite in others {
             out.push_str(&format!("    {rewrite}\n"));
+        }
+        if let Some(first) = bytecode.first() {
+            out.push_str(&format!(
+                "    {}: {} ({})\n",
+                output::count(bytecode.len() as u64, "compiled .pyc file"),
+                first.what,
+                first.why
+            ));
         }
     }
     for (target, links) in manifest.host_paths() {

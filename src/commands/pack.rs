@@ -120,6 +120,7 @@ fn rewrite_kinds(rewrites: &[manifests::Rewrite]) -> String {
             RewriteKind::PyvenvCfg => "pyvenv.cfg",
             RewriteKind::Pth => ".pth file",
             RewriteKind::Symlink => "symlink",
+            RewriteKind::Bytecode => "compiled .pyc file",
             RewriteKind::Other => "other",
         };
         match counts.iter_mut().find(|(n, _)| *n == noun) {
