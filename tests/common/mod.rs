@@ -665,7 +665,7 @@ impl Drop for SshFleet {
 /// An app root's lock held by `flock(1)` (which does not say who it is), in a
 /// process group of its own: flock and its `sleep`, which inherits the lock, are
 /// killed together when this is dropped, even when the test fails.
-pub struct HeldLock(std::process::Child);
+pub struct HeldLock(std::process::Child, PathBuf);
 
 impl HeldLock {
     /// Takes the lock of the app root `root`; returns once the lock file is held.
@@ -678,8 +678,8 @@ impl HeldLock {
             .process_group(0)
             .spawn()
             .unwrap();
-        let held = HeldLock(child);
         let probe = root.join(".ship/lock");
+        let held = HeldLock(child, probe.clone());
         wait_until("flock holds the lock", || {
             !Command::new("flock")
                 .args(["-n", "-x"])
@@ -698,6 +698,19 @@ impl Drop for HeldLock {
         let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.0.wait();
+        // `sleep`, not our child, may outlive flock for a moment, holding the lock.
+        for _ in 0..500 {
+            let free = Command::new("flock")
+                .args(["-n", "-x"])
+                .arg(&self.1)
+                .arg("true")
+                .status()
+                .is_ok_and(|s| s.success());
+            if free {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 
