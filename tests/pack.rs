@@ -587,22 +587,28 @@ fn relocation_rewrites_what_names_the_build_directory_and_records_it() {
         packed["host_requirements"],
         serde_json::json!([{"link": "venv/bin/python3", "target": python}])
     );
+    // `ship inspect` says what was rewritten, and why, and what hosts must have.
+    let inspect = ship_in(tmp.path(), &["inspect", "dist/shop-v1.tar.zst"]).expect(0);
+    for expected in [
+        "relocated    5 entries rewritten:",
+        "venv/bin/tool: #! line → a sh preamble that runs python3 from the script's real directory (it named the interpreter venv/bin/python3 by its path in the build directory)",
+        "venv/lib64: target → lib (",
+        &format!("host needs   {python} (for venv/bin/python3)"),
+        "relocatable  yes",
+    ] {
+        assert!(
+            inspect.stdout.contains(expected),
+            "{expected}\n{}",
+            inspect.stdout
+        );
+    }
 
     // GNU tar unpacks the rewritten bytes, which the manifest's hashes describe (verify
     // checks every file), and nothing names the build directory any more.
     ship_in(tmp.path(), &["verify", "dist/shop-v1.tar.zst"]).expect(0);
-    let release = tmp.path().join("elsewhere/releases/v1");
-    fs::create_dir_all(&release).unwrap();
-    tool(
-        "tar",
-        &[
-            "--zstd",
-            "-xf",
-            tmp.path().join("dist/shop-v1.tar.zst").to_str().unwrap(),
-            "-C",
-            release.to_str().unwrap(),
-        ],
-        tmp.path(),
+    let release = common::unpack_with_tar(
+        &tmp.path().join("dist/shop-v1.tar.zst"),
+        &tmp.path().join("elsewhere"),
     );
     let build = fs::canonicalize(tmp.path().join("build")).unwrap();
     let grep = run(Command::new("grep")
@@ -621,7 +627,6 @@ fn relocation_rewrites_what_names_the_build_directory_and_records_it() {
     // The build directory is gone; the script runs from its new place, through a
     // symlink to its release, with its arguments and stdin.
     fs::remove_dir_all(tmp.path().join("build")).unwrap();
-    std::os::unix::fs::symlink("releases/v1", tmp.path().join("elsewhere/current")).unwrap();
     let mut script = Command::new(tmp.path().join("elsewhere/current/venv/bin/tool"));
     script
         .args(["a b", "c'd"])

@@ -568,20 +568,8 @@ fn the_activation_scripts_of_every_python_here_find_their_virtualenv() {
             ],
         );
         fs::remove_dir_all(tmp.path().join("build")).unwrap();
-        let release = tmp.path().join("elsewhere/releases/v1");
-        fs::create_dir_all(&release).unwrap();
-        tool(
-            "tar",
-            &[
-                "--zstd",
-                "-xf",
-                dist.join("shop-v1.tar.zst").to_str().unwrap(),
-                "-C",
-                release.to_str().unwrap(),
-            ],
-            tmp.path(),
-        );
-        std::os::unix::fs::symlink("releases/v1", tmp.path().join("elsewhere/current")).unwrap();
+        let release =
+            common::unpack_with_tar(&dist.join("shop-v1.tar.zst"), &tmp.path().join("elsewhere"));
         let current = tmp.path().join("elsewhere/current/venv/bin");
         let current = current.to_str().unwrap();
         let venv = release.join("venv");

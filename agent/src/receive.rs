@@ -395,14 +395,11 @@ fn check_symlinks(manifest: &Manifest) -> Result<(), String> {
     paths.sort();
     for path in paths {
         let target = links[*path];
-        let problem = match manifest::resolve(&links, path) {
+        let Some(refused) = manifest::refused_link(&links, &declared, path) else {
+            continue;
+        };
+        let problem = match refused {
             Resolution::Inside(_) => continue,
-            Resolution::Absolute
-                if manifest::absolute_hop(&links, path)
-                    .is_some_and(|hop| declared.contains(hop.as_str())) =>
-            {
-                continue;
-            }
             Resolution::Absolute if target.starts_with('/') => {
                 "is absolute, and not a host requirement of the manifest"
             }

@@ -635,11 +635,28 @@ pub fn resolve(links: &HashMap<&str, &str>, link: &str) -> Resolution {
     walk_links(links, link).0
 }
 
+/// Where the symlink `link` leads, when that is somewhere a release may not point;
+/// `None` when it stays inside the tree or ends at one of the `declared` host
+/// requirements' links. The one rule of what `ship pack` reports and what
+/// `ship-agent receive` refuses.
+pub fn refused_link(
+    links: &HashMap<&str, &str>,
+    declared: &HashSet<&str>,
+    link: &str,
+) -> Option<Resolution> {
+    match walk_links(links, link) {
+        (Resolution::Inside(_), _) => None,
+        (Resolution::Absolute, Some(hop)) if declared.contains(hop.as_str()) => None,
+        (resolution, _) => Some(resolution),
+    }
+}
+
 /// The symlink with an absolute target that resolving `link` ends at (`link` itself,
 /// or the last of a chain). `None` when resolution does not end at an absolute link,
 /// including when it meets one with path still to walk (`x -> py/../../etc`, where
 /// `py` is absolute): where that leads on a host is no declared path.
-pub fn absolute_hop(links: &HashMap<&str, &str>, link: &str) -> Option<String> {
+#[cfg(test)]
+fn absolute_hop(links: &HashMap<&str, &str>, link: &str) -> Option<String> {
     walk_links(links, link).1
 }
 

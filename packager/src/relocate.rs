@@ -112,7 +112,7 @@ pub(crate) fn is_candidate(path: &str, head: &[u8]) -> bool {
     head.starts_with(b"#!")
         || name(path) == "pyvenv.cfg"
         || pth_dir(path).is_some()
-        || (name(path).to_ascii_lowercase().starts_with("activate") && name(parent(path)) == "bin")
+        || (is_activate(name(path)) && name(parent(path)) == "bin")
 }
 
 /// Rewrites the content of the file at `path` if it names the build directory in a
@@ -267,7 +267,7 @@ enum Shell {
 /// in the `bin` directory of a virtualenv (beside which is a `pyvenv.cfg`).
 fn activation_shell(tree: &Tree<'_>, path: &str) -> Option<Shell> {
     let file = name(path);
-    if !file.to_ascii_lowercase().starts_with("activate") {
+    if !is_activate(file) {
         return None;
     }
     let bin = parent(path);
@@ -571,6 +571,12 @@ fn split_line(bytes: &[u8]) -> (&[u8], &[u8]) {
         Some(at) => (&bytes[..at], &bytes[at + 1..]),
         None => (bytes, &[]),
     }
+}
+
+/// Whether a file name is an activation script's: `activate*`, `Activate*`.
+fn is_activate(file: &str) -> bool {
+    file.get(.."activate".len())
+        .is_some_and(|start| start.eq_ignore_ascii_case("activate"))
 }
 
 /// The last component of a `/`-separated path.

@@ -27,14 +27,8 @@ pub(crate) fn symlink_findings(links: &HashMap<&str, &str>, host: &HashSet<&str>
     let mut findings: Vec<Finding> = links
         .iter()
         .filter_map(|(&path, &target)| {
-            let (kind, detail) = match manifest::resolve(links, path) {
+            let (kind, detail) = match manifest::refused_link(links, host, path)? {
                 Resolution::Inside(_) => return None,
-                Resolution::Absolute
-                    if manifest::absolute_hop(links, path)
-                        .is_some_and(|hop| host.contains(hop.as_str())) =>
-                {
-                    return None;
-                }
                 Resolution::Absolute if target.starts_with('/') => (
                     FindingKind::AbsoluteSymlink,
                     format!("symlink to absolute path {target}"),

@@ -183,28 +183,28 @@ pub fn uv() -> PathBuf {
     test_cache().join("uv/bin/uv")
 }
 
-/// A command running uv with its cache inside the test cache, offline, never
-/// downloading an interpreter.
+/// A command running uv; see [`uv_env`].
 pub fn uv_command() -> Command {
-    let cache = test_cache();
-    let mut cmd = Command::new(cache.join("uv/bin/uv"));
-    cmd.env("UV_CACHE_DIR", cache.join("uv-cache"))
+    let mut cmd = Command::new(uv());
+    uv_env(&mut cmd);
+    cmd
+}
+
+/// Makes the uv that `cmd` runs keep its cache inside the test cache, work offline
+/// and never download an interpreter.
+pub fn uv_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("UV_CACHE_DIR", test_cache().join("uv-cache"))
         .env("UV_PYTHON_DOWNLOADS", "never")
         .env("UV_OFFLINE", "1")
-        .env("UV_NO_PROGRESS", "1");
-    cmd
+        .env("UV_NO_PROGRESS", "1")
 }
 
 /// Makes the example shop's release tree in `out` with `examples/shop/build`: its
 /// files and a virtualenv (`python3 -m venv`) with the shop installed as a package
 /// (by uv, for speed; the demo uses pip).
 pub fn build_shop(out: &Path) {
-    let cache = test_cache();
-    let output = Command::new(example_app().join("build"))
-        .arg(out)
+    let output = uv_env(Command::new(example_app().join("build")).arg(out))
         .env("UV", uv())
-        .env("UV_CACHE_DIR", cache.join("uv-cache"))
-        .env("UV_PYTHON_DOWNLOADS", "never")
         .output()
         .expect("examples/shop/build runs");
     assert!(
@@ -259,6 +259,26 @@ pub fn tool(program: &str, args: &[&str], cwd: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Unpacks `artifact` with GNU tar as release v1 of the app root `root`, and points
+/// `root/current` at it, as a host would; returns the release directory.
+pub fn unpack_with_tar(artifact: &Path, root: &Path) -> PathBuf {
+    let release = root.join("releases/v1");
+    fs::create_dir_all(&release).unwrap();
+    tool(
+        "tar",
+        &[
+            "--zstd",
+            "-xf",
+            artifact.to_str().unwrap(),
+            "-C",
+            release.to_str().unwrap(),
+        ],
+        root,
+    );
+    std::os::unix::fs::symlink("releases/v1", root.join("current")).unwrap();
+    release
 }
 
 /// The interpreter that `python3` runs (what a virtualenv links to).
