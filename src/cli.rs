@@ -1,5 +1,5 @@
-//! The command line as clap sees it. These types stay here: each command resolves
-//! them into settings (`settings.rs`) before doing anything.
+//! The command line as clap sees it. Each command's arguments are resolved into
+//! settings (`settings.rs`) before it runs; the commands never see these types.
 
 use std::path::PathBuf;
 
@@ -27,12 +27,35 @@ pub struct Cli {
 /// Flags every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
+    /// More log output on stderr: -v each host's steps with their times, -vv also the
+    /// agent commands run and the bytes sent; RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Global options")]
     pub verbose: u8,
     /// Never draw progress bars, even on a terminal.
     #[arg(long, global = true, help_heading = "Global options")]
     pub no_progress: bool,
+    /// Print only the command's data on stdout, and warnings and errors on stderr:
+    /// no progress, no notes.
+    #[arg(short, long, global = true, help_heading = "Global options")]
+    pub quiet: bool,
+}
+
+impl Command {
+    /// Whether the command prints JSON Lines (`--json`; for `inspect`, it prints
+    /// the manifest document instead, which is data like its text).
+    pub fn json_lines(&self) -> bool {
+        match self {
+            Command::Pack(args) => args.json,
+            Command::Inspect(_) => false,
+            Command::Verify(args) => args.json,
+            Command::Deploy(args) => args.fleet.json,
+            Command::Rollback(args) => args.fleet.json,
+            Command::Promote(args) => args.fleet.json,
+            Command::Check(args) => args.fleet.json,
+            Command::Status(args) => args.fleet.json,
+            Command::History(args) => args.fleet.json,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

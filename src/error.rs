@@ -91,10 +91,9 @@ impl CliError {
     pub fn render(&self) -> String {
         let mut lines: Vec<String> = Vec::new();
         lines.extend(self.context.clone());
-        let mut next: Option<&(dyn Error + 'static)> = self.cause.as_deref().map(|e| e as _);
-        while let Some(e) = next {
-            lines.push(e.to_string());
-            next = e.source();
+        if let Some(cause) = &self.cause {
+            lines.push(cause.to_string());
+            lines.extend(agent::protocol::causes(cause.as_ref()));
         }
         let mut out = String::new();
         for (i, line) in lines.iter().enumerate() {
@@ -106,15 +105,4 @@ impl CliError {
         }
         out
     }
-}
-
-/// An error and its causes on one line, `a: b: c`.
-pub fn chain(e: &(dyn Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut next = e.source();
-    while let Some(cause) = next {
-        parts.push(cause.to_string());
-        next = cause.source();
-    }
-    parts.join(": ")
 }

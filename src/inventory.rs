@@ -55,6 +55,20 @@ pub struct Host {
     pub env: BTreeMap<String, String>,
 }
 
+#[cfg(test)]
+impl Host {
+    /// A local host named `name` with its app root at `root`.
+    pub fn local(name: &str, root: &str) -> Host {
+        Host {
+            name: name.parse().expect("a valid host name"),
+            root: root.to_owned(),
+            reach: Reach::Local,
+            env_file: None,
+            env: BTreeMap::new(),
+        }
+    }
+}
+
 /// How a host is reached.
 #[derive(Debug, Clone)]
 pub enum Reach {

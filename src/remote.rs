@@ -1,14 +1,19 @@
 //! `ship-agent` on one host, as `ship` talks to it: finding (or installing) the agent,
-//! the protocol (JSON events on its stdout), and one typed call per agent command.
-//! Every call goes through the host's [`Transport`], built from an argv of validated
-//! values.
+//! and one typed call per request of [`agent::protocol`]. Every call goes through the
+//! host's [`Transport`], built from an argv of validated values; every line the agent
+//! answers is parsed as a protocol [`Event`], and the reply as the request's own type,
+//! so a reply of the wrong shape is a protocol error naming the host.
 
 use std::io::Read;
 use std::path::PathBuf;
 
+use agent::protocol::{
+    self, Activate, Check, Event, Failure, FailureKind, HelloReply, History, HostSettings, Prune,
+    Received, Record, Request, Rollback, Switched,
+};
 use manifests::{Sha256, Version};
-use serde_json::Value;
 
+use crate::fleet::Options;
 use crate::inventory::{Host, Reach};
 use crate::transport::local::Local;
 use crate::transport::ssh::Ssh;
@@ -21,17 +26,20 @@ pub enum CallError {
     #[error(transparent)]
     Transport(#[from] TransportError),
     /// The agent refused or failed.
-    #[error("{message}")]
-    Refused {
-        /// The agent's error and its causes, on one line.
-        message: String,
-        /// Facts beside the message (`preflight`, `unhealthy`), or null.
-        details: Value,
-    },
+    #[error("{}", .0.message)]
+    Failed(Box<Failure>),
     /// No usable agent on the host and none could be installed.
     #[error("no usable ship-agent on the host: {0}")]
     NoAgent(String),
-    /// The agent's answer made no sense.
+    /// The agent's answer broke the protocol.
+    #[error("ship-agent on {host} broke the protocol: {what}")]
+    Protocol {
+        /// The host.
+        host: String,
+        /// What was wrong.
+        what: String,
+    },
+    /// The agent ended without a closing event.
     #[error("ship-agent answered without a result (exit {code}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
     NoResult {
         /// Its exit status.
@@ -48,71 +56,51 @@ pub struct RemoteAgent {
     /// The host's inventory name, which the agent uses in its messages.
     host: String,
     /// `--env-file` and `--set` for the calls that run the app's programs.
-    host_args: Vec<String>,
+    settings: HostSettings,
     /// The agent's command on the host: a guess until `hello` has found it.
     program: Option<String>,
     /// Whether `hello` has found (or installed) the agent.
     found: bool,
     local: bool,
-}
-
-/// Who is deploying: `SHIP_USER`, else the local user's name.
-pub(crate) fn operator() -> String {
-    ["SHIP_USER", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
-        .or_else(|| {
-            let uid = nix::unistd::getuid();
-            nix::unistd::User::from_uid(uid)
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// The local `ship-agent` binary: `SHIP_AGENT`, else the one beside `ship`.
-pub fn local_agent_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("SHIP_AGENT") {
-        return PathBuf::from(path);
-    }
-    std::env::current_exe()
-        .map(|exe| exe.with_file_name("ship-agent"))
-        .unwrap_or_else(|_| PathBuf::from("ship-agent"))
+    /// Who is deploying.
+    operator: String,
+    /// ship's own agent.
+    agent_binary: PathBuf,
 }
 
 impl RemoteAgent {
     /// Connects to `host` (over SSH, or not at all for a local host).
-    pub fn connect(host: &Host, accept_new_keys: bool) -> Result<RemoteAgent, CallError> {
+    pub fn connect(host: &Host, options: &Options) -> Result<RemoteAgent, CallError> {
         let (transport, local): (Box<dyn Transport>, bool) = match &host.reach {
             Reach::Local => (Box::new(Local), true),
-            Reach::Ssh(target) => (Box::new(Ssh::connect(target, accept_new_keys)?), false),
+            Reach::Ssh(target) => (
+                Box::new(Ssh::connect(target, options.accept_new_keys)?),
+                false,
+            ),
         };
-        let mut host_args = Vec::new();
-        if let Some(file) = &host.env_file {
-            host_args.extend(["--env-file".to_owned(), file.clone()]);
-        }
-        for (name, value) in &host.env {
-            host_args.extend(["--set".to_owned(), format!("{name}={value}")]);
-        }
         Ok(RemoteAgent {
             transport,
             root: host.root.clone(),
             host: host.name.to_string(),
-            host_args,
+            settings: HostSettings {
+                env_file: host.env_file.clone(),
+                set: host.env.clone().into_iter().collect(),
+            },
             program: None,
             found: false,
             local,
+            operator: options.operator.clone(),
+            agent_binary: options.agent_binary.clone(),
         })
     }
 
     /// Where the agent is looked for, most likely first.
     fn candidates(&self) -> Vec<String> {
         if self.local {
-            vec![local_agent_binary().display().to_string()]
+            vec![self.agent_binary.display().to_string()]
         } else {
             vec![
-                format!("{}/.ship/bin/ship-agent", self.root.trim_end_matches('/')),
+                agent::installed_agent(&self.root).display().to_string(),
                 "ship-agent".to_owned(),
             ]
         }
@@ -120,7 +108,7 @@ impl RemoteAgent {
 
     /// The first exchange: finds a usable agent (installing ship's own where the host
     /// has none, or one that speaks another protocol) and returns its hello.
-    pub fn hello(&mut self) -> Result<Value, CallError> {
+    pub fn hello(&mut self) -> Result<HelloReply, CallError> {
         let last = match self.probe()? {
             Ok(hello) => return Ok(hello),
             Err(why) => why,
@@ -128,28 +116,29 @@ impl RemoteAgent {
         if self.local {
             return Err(CallError::NoAgent(last));
         }
-        let binary = local_agent_binary();
-        let bytes = std::fs::read(&binary).map_err(|e| {
+        let binary = &self.agent_binary;
+        let bytes = std::fs::read(binary).map_err(|e| {
             CallError::NoAgent(format!(
                 "{last}; and ship's own agent cannot be read from {}: {e}",
                 binary.display()
             ))
         })?;
         let installed = self.candidates()[0].clone();
+        tracing::debug!(path = %installed, bytes = bytes.len(), "installing ship-agent");
         self.transport.install(&bytes, &installed)?;
         self.program = Some(installed);
-        let hello = self.run_agent("hello", &[], None, &mut |_, _| {})?;
+        let hello = self.run_agent(&protocol::Hello, None, &mut |_| {})?;
         self.found = true;
         Ok(hello)
     }
 
     /// Says hello to the agent where it usually is, installing nothing: its hello,
     /// or (inner `Err`) why no usable agent answered.
-    pub fn probe(&mut self) -> Result<Result<Value, String>, CallError> {
+    pub fn probe(&mut self) -> Result<Result<HelloReply, String>, CallError> {
         let mut last = String::new();
         for program in self.candidates() {
             self.program = Some(program);
-            match self.run_agent("hello", &[], None, &mut |_, _| {}) {
+            match self.run_agent(&protocol::Hello, None, &mut |_| {}) {
                 Ok(hello) => {
                     self.found = true;
                     return Ok(Ok(hello));
@@ -166,15 +155,15 @@ impl RemoteAgent {
         &mut self,
         artifact: &mut (dyn Read + Send),
         payload: &Sha256,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<Value, CallError> {
-        let payload = payload.to_string();
-        self.call(
-            "receive",
-            &["--expect-payload".to_owned(), payload],
-            Some(artifact),
-            progress,
-        )
+    ) -> Result<Received, CallError> {
+        let request = protocol::Receive {
+            expect_payload: payload.clone(),
+        };
+        self.call(&request, Some(artifact), &mut |event| {
+            if let Event::Progress(p) = event {
+                tracing::debug!(files = p.files, bytes = p.bytes, "received");
+            }
+        })
     }
 
     /// Activates `version`; the agent's events (phases, hook output) go to
@@ -182,185 +171,165 @@ impl RemoteAgent {
     pub fn activate(
         &mut self,
         version: &Version,
-        on_event: &mut dyn FnMut(&str, &Value),
-    ) -> Result<Value, CallError> {
-        let mut args = vec![version.as_str().to_owned()];
-        args.extend(self.host_args.iter().cloned());
-        self.call_with_events("activate", &args, None, on_event)
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Switched, CallError> {
+        let request = Activate {
+            version: version.clone(),
+            host: self.settings.clone(),
+        };
+        self.call(&request, None, on_event)
     }
 
     /// Rolls back, to `to` or the previous release; events as for `activate`.
     pub fn rollback(
         &mut self,
         to: Option<&Version>,
-        on_event: &mut dyn FnMut(&str, &Value),
-    ) -> Result<Value, CallError> {
-        let mut args = Vec::new();
-        if let Some(v) = to {
-            args.extend(["--to".to_owned(), v.to_string()]);
-        }
-        args.extend(self.host_args.iter().cloned());
-        self.call_with_events("rollback", &args, None, on_event)
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Switched, CallError> {
+        let request = Rollback {
+            to: to.cloned(),
+            host: self.settings.clone(),
+        };
+        self.call(&request, None, on_event)
     }
 
-    /// Preflight alone: the lock, what `behaviour` requires, the host paths the
-    /// release's symlinks point to, and `need_bytes` of disk when given.
-    pub fn check(
-        &mut self,
-        behaviour: &manifests::behaviour::Behaviour,
-        host_paths: &[&str],
-        need_bytes: Option<u64>,
-    ) -> Result<Value, CallError> {
-        let mut args = Vec::new();
-        for name in &behaviour.requires.env {
-            args.extend(["--need-env".to_owned(), name.clone()]);
-        }
-        for file in &behaviour.requires.files {
-            args.extend(["--need-file".to_owned(), file.clone()]);
-        }
-        for path in host_paths {
-            args.extend(["--need-host-path".to_owned(), (*path).to_owned()]);
-        }
-        if let Some(bytes) = need_bytes {
-            args.extend(["--need-bytes".to_owned(), bytes.to_string()]);
-        }
-        if let Some(file) = &behaviour.env_file {
-            args.extend(["--release-env-file".to_owned(), file.clone()]);
-        }
-        args.extend(self.host_args.iter().cloned());
-        self.call_with_events("check", &args, None, &mut |_, _| {})
+    /// Preflight alone: the lock, and what `check` names (its host settings are the
+    /// host's own).
+    pub fn check(&mut self, check: Check) -> Result<protocol::Preflight, CallError> {
+        let request = Check {
+            host: self.settings.clone(),
+            ..check
+        };
+        self.call(&request, None, &mut |_| {})
     }
 
     /// Checks the services of the current release, once each.
-    pub fn health(&mut self) -> Result<Value, CallError> {
-        let args = self.host_args.clone();
-        self.call_with_events("health", &args, None, &mut |_, _| {})
+    pub fn health(&mut self) -> Result<protocol::Checked, CallError> {
+        let request = protocol::Health {
+            host: self.settings.clone(),
+        };
+        self.call(&request, None, &mut |_| {})
     }
 
     /// Prunes to `keep` releases.
-    pub fn prune(&mut self, keep: u32) -> Result<Value, CallError> {
-        self.call(
-            "prune",
-            &["--keep".to_owned(), keep.to_string()],
-            None,
-            &mut |_| {},
-        )
+    pub fn prune(&mut self, keep: u32) -> Result<protocol::Pruned, CallError> {
+        self.call(&Prune { keep }, None, &mut |_| {})
     }
 
     /// The journal's records.
-    pub fn history(&mut self) -> Result<Vec<Value>, CallError> {
+    pub fn history(&mut self) -> Result<Vec<Record>, CallError> {
         let mut records = Vec::new();
-        self.call_with_events("history", &[], None, &mut |kind, data| {
-            if kind == "record" {
-                records.push(data.clone());
+        self.call(&History, None, &mut |event| {
+            if let Event::Record(record) = event {
+                records.push(record.clone());
             }
         })?;
         Ok(records)
     }
 
-    fn call(
+    /// Runs a request. Without a `hello` first, the agent is tried where it usually
+    /// is; only if it is not there does `hello` look further (and install it), so a
+    /// rollback costs one round trip.
+    fn call<R: Request>(
         &mut self,
-        command: &str,
-        args: &[String],
+        request: &R,
         stdin: Option<&mut (dyn Read + Send)>,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<Value, CallError> {
-        self.call_with_events(command, args, stdin, &mut |kind, data| {
-            if kind == "progress" {
-                progress(data["bytes"].as_u64().unwrap_or(0));
-            }
-        })
-    }
-
-    /// Runs an agent command. Without a `hello` first, the agent is tried where it
-    /// usually is; only if it is not there does `hello` look further (and install
-    /// it), so a rollback costs one round trip.
-    fn call_with_events(
-        &mut self,
-        command: &str,
-        args: &[String],
-        stdin: Option<&mut (dyn Read + Send)>,
-        on_event: &mut dyn FnMut(&str, &Value),
-    ) -> Result<Value, CallError> {
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<R::Reply, CallError> {
         if self.program.is_none() {
             self.program = self.candidates().into_iter().next();
         }
-        // A command fed on stdin is not retried: part of the input may be gone.
+        // A request fed on stdin is not retried: part of the input may be gone.
         // (Deploys say hello before they transfer.)
         if stdin.is_some() {
-            return self.run_agent(command, args, stdin, on_event);
+            return self.run_agent(request, stdin, on_event);
         }
-        match self.run_agent(command, args, None, on_event) {
+        match self.run_agent(request, None, on_event) {
             Err(CallError::NoAgent(_)) if !self.found => {
                 self.hello()?;
-                self.run_agent(command, args, None, on_event)
+                self.run_agent(request, None, on_event)
             }
             other => other,
         }
     }
 
-    /// Runs `ship-agent --json --protocol N <command> --root ROOT <args>`; every event
-    /// goes to `on_event`; returns the `done` event's data.
-    fn run_agent(
+    /// Runs `ship-agent --json --protocol N <command> --root ROOT <args>`; every
+    /// event goes to `on_event`; returns the `done` event's reply.
+    fn run_agent<R: Request>(
         &mut self,
-        command: &str,
-        args: &[String],
+        request: &R,
         stdin: Option<&mut (dyn Read + Send)>,
-        on_event: &mut dyn FnMut(&str, &Value),
-    ) -> Result<Value, CallError> {
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<R::Reply, CallError> {
         let program = self.program.clone().expect("a candidate is set");
         // The operator's name goes into the host's journal, and the host's inventory
         // name into the agent's messages; `env` carries them without needing the SSH
         // server to accept environment variables.
         let mut argv = vec![
             "env".to_owned(),
-            format!("SHIP_USER={}", operator()),
+            format!("SHIP_USER={}", self.operator),
             format!("SHIP_HOST={}", self.host),
             program.clone(),
             "--json".to_owned(),
             "--protocol".to_owned(),
-            agent::PROTOCOL.to_string(),
-            command.to_owned(),
+            protocol::VERSION.to_string(),
+            R::COMMAND.to_owned(),
             "--root".to_owned(),
             self.root.clone(),
         ];
-        argv.extend(args.iter().cloned());
+        argv.extend(request.args());
+        tracing::debug!(command = %crate::quote::command_line(&argv), "run");
         let mut done = None;
         let mut failed = None;
-        let mut spoke = false;
+        let mut theirs = None;
+        let mut broken = None;
         let finished = self.transport.run(&argv, stdin, &mut |line| {
-            let Ok(event) = serde_json::from_str::<Value>(line) else {
-                return;
+            let event = match serde_json::from_str::<Event>(line) {
+                Ok(event) => event,
+                Err(e) => {
+                    broken.get_or_insert_with(|| format!("{e} in {:?}", shorten(line)));
+                    return;
+                }
             };
-            let kind = event["type"].as_str().unwrap_or("");
-            let data = &event["data"];
-            match kind {
-                "agent" => spoke = true,
-                "done" => done = Some(data.clone()),
-                "failed" => failed = Some(data.clone()),
+            match &event {
+                Event::Agent(info) => theirs = Some(info.protocol),
+                Event::Done(data) => done = Some(data.clone()),
+                Event::Failed(failure) => failed = Some(failure.clone()),
                 _ => {}
             }
-            on_event(kind, data);
+            on_event(&event);
         })?;
-        if let Some(data) = done.filter(|_| finished.code == 0) {
-            return Ok(data);
+        tracing::debug!(command = R::COMMAND, exit = finished.code, "finished");
+        let protocol_error = |what: String| CallError::Protocol {
+            host: self.host.clone(),
+            what,
+        };
+        // An agent of another protocol is replaced, whatever else it said.
+        if let Some(theirs) = theirs.filter(|&p| p != protocol::VERSION) {
+            return Err(CallError::NoAgent(format!(
+                "{program} speaks protocol {theirs}, ship speaks {}",
+                protocol::VERSION
+            )));
         }
-        if let Some(data) = failed {
-            let mut message = data["error"].as_str().unwrap_or("failed").to_owned();
-            for cause in data["causes"].as_array().into_iter().flatten() {
-                message.push_str(": ");
-                message.push_str(cause.as_str().unwrap_or(""));
-            }
-            if message.starts_with("protocol mismatch") {
-                return Err(CallError::NoAgent(format!("{program}: {message}")));
-            }
-            return Err(CallError::Refused {
-                message,
-                details: data["details"].clone(),
+        if let Some(what) = broken {
+            return Err(protocol_error(what));
+        }
+        if let Some(data) = done.filter(|_| finished.code == 0) {
+            return serde_json::from_value(data).map_err(|e| {
+                protocol_error(format!("its reply to {} does not parse: {e}", R::COMMAND))
             });
         }
+        if let Some(failure) = failed {
+            if failure.kind == FailureKind::ProtocolMismatch {
+                return Err(CallError::NoAgent(format!(
+                    "{program}: {}",
+                    failure.message
+                )));
+            }
+            return Err(CallError::Failed(Box::new(failure)));
+        }
         let stderr = finished.stderr.trim().to_owned();
-        if finished.code == 127 || (!spoke && finished.code == 2) {
+        if finished.code == 127 || (theirs.is_none() && finished.code == 2) {
             // Not installed, or too old to know the protocol's flags.
             return Err(CallError::NoAgent(format!(
                 "{program}: {}",
@@ -371,5 +340,13 @@ impl RemoteAgent {
             code: finished.code,
             stderr,
         })
+    }
+}
+
+/// The start of a long line, for a message.
+fn shorten(line: &str) -> &str {
+    match line.char_indices().nth(120) {
+        Some((end, _)) => &line[..end],
+        None => line,
     }
 }

@@ -1,6 +1,7 @@
 //! Resolved settings: what each command will do, merged from the command line, the
 //! environment and `ship.toml` (in that order of precedence). Commands receive these
-//! and never see clap types.
+//! and never see the clap types of `cli.rs`. The environment variables ship reads
+//! are read here, once, into [`Env`].
 
 use std::path::PathBuf;
 
@@ -9,21 +10,46 @@ use packager::PackOptions;
 
 use manifests::rollout::{Policy, RolloutTable};
 
-use crate::cli::{GlobalArgs, PackArgs, RolloutArgs};
+use crate::cli::{PackArgs, RolloutArgs};
 use crate::error::CliError;
 
-/// The environment variables ship reads, captured once.
-#[derive(Debug, Clone, Default)]
+/// What ship takes from its environment, read once.
+#[derive(Debug, Clone)]
 pub struct Env {
     /// `SOURCE_DATE_EPOCH`: the timestamp for reproducible builds.
     pub source_date_epoch: Option<String>,
+    /// Who is deploying: `SHIP_USER`, else `USER` or `LOGNAME`, else the name of
+    /// the user ship runs as.
+    pub operator: String,
+    /// The local `ship-agent`: `SHIP_AGENT`, else the one beside `ship`.
+    pub agent_binary: PathBuf,
 }
 
 impl Env {
     /// Reads the process environment.
     pub fn from_process() -> Env {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let operator = ["SHIP_USER", "USER", "LOGNAME"]
+            .into_iter()
+            .find_map(var)
+            .or_else(|| {
+                nix::unistd::User::from_uid(nix::unistd::getuid())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .unwrap_or_else(|| "unknown".to_owned());
+        let agent_binary = std::env::var_os("SHIP_AGENT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::current_exe()
+                    .map(|exe| exe.with_file_name("ship-agent"))
+                    .unwrap_or_else(|_| PathBuf::from("ship-agent"))
+            });
         Env {
-            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+            source_date_epoch: var("SOURCE_DATE_EPOCH"),
+            operator,
+            agent_binary,
         }
     }
 }
@@ -33,12 +59,10 @@ impl Env {
 pub struct PackSettings {
     pub options: PackOptions,
     pub relocation: packager::Relocation,
-    pub json: bool,
-    pub progress: bool,
 }
 
 impl PackSettings {
-    pub fn resolve(args: PackArgs, global: &GlobalArgs, env: &Env) -> Result<Self, CliError> {
+    pub fn resolve(args: PackArgs, env: &Env) -> Result<Self, CliError> {
         let toml = ShipToml::load_from_dir(&args.dir)
             .map_err(|e| CliError::config("cannot use the app config", e))?
             .unwrap_or_default();
@@ -57,7 +81,7 @@ impl PackSettings {
             ))
         })?;
         let mtime = match env.source_date_epoch.as_deref() {
-            None | Some("") => 0,
+            None => 0,
             Some(value) => value.trim().parse::<u64>().map_err(|_| {
                 CliError::usage(format!(
                     "SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds since 1970"
@@ -84,8 +108,6 @@ impl PackSettings {
                 threads,
                 behaviour,
             },
-            json: args.json,
-            progress: !args.json && crate::output::progress_allowed(global.no_progress),
         })
     }
 }
@@ -105,8 +127,6 @@ pub fn artifact_path(path: PathBuf) -> Result<PathBuf, CliError> {
 pub struct FleetSettings {
     pub fleet: crate::inventory::Fleet,
     pub options: crate::fleet::Options,
-    pub json: bool,
-    pub progress: bool,
     /// The whole file, for commands that use more than one environment.
     pub toml: ShipToml,
     /// Where it was read from.
@@ -117,8 +137,9 @@ impl FleetSettings {
     /// Reads the fleet file; the fleet is its top-level hosts, or environment `env`.
     pub fn resolve(
         args: crate::cli::FleetArgs,
-        env: Option<&str>,
-        global: &GlobalArgs,
+        environment: Option<&str>,
+        env: &Env,
+        interrupt: &crate::fleet::Interrupt,
     ) -> Result<Self, CliError> {
         let path = args
             .config
@@ -131,15 +152,17 @@ impl FleetSettings {
         }
         let toml = ShipToml::load(&path)
             .map_err(|e| CliError::config("cannot use the fleet config", e))?;
-        let fleet = crate::inventory::Fleet::resolve(&toml, &path, env).map_err(CliError::usage)?;
+        let fleet =
+            crate::inventory::Fleet::resolve(&toml, &path, environment).map_err(CliError::usage)?;
         Ok(FleetSettings {
             fleet,
             options: crate::fleet::Options {
                 parallel: args.parallel as usize,
                 accept_new_keys: args.accept_new_host_keys,
+                interrupt: interrupt.clone(),
+                operator: env.operator.clone(),
+                agent_binary: env.agent_binary.clone(),
             },
-            json: args.json,
-            progress: !args.json && crate::output::progress_allowed(global.no_progress),
             toml,
             path,
         })
@@ -151,26 +174,40 @@ impl FleetSettings {
             .map_err(CliError::usage)
     }
 
-    /// The rollout policy: `flags` over the file's (the environment's over
-    /// `[rollout]`).
-    pub fn policy(&self, flags: &RolloutArgs) -> Result<Policy, CliError> {
+    /// How a deploy rolls out: the policy of `args` over the file's (the
+    /// environment's over `[rollout]`), and its switches.
+    pub fn rollout(&self, args: &RolloutArgs) -> Result<RolloutSettings, CliError> {
         let flags = RolloutTable {
-            canary: flags.canary,
-            canary_wait: flags.canary_wait,
-            batch: flags.batch,
-            max_failures: flags.max_failures,
-            on_failure: flags.on_failure,
+            canary: args.canary,
+            canary_wait: args.canary_wait,
+            batch: args.batch,
+            max_failures: args.max_failures,
+            on_failure: args.on_failure,
         };
         flags
             .check("")
             .map_err(|_| CliError::usage("--batch must be at least 1 host"))?;
-        Ok(flags.over(&self.fleet.rollout).policy())
+        Ok(RolloutSettings {
+            policy: flags.over(&self.fleet.rollout).policy(),
+            plan: args.plan,
+            all_or_nothing: args.all_or_nothing,
+        })
     }
 
     /// Where this fleet's deploy events go.
     pub fn notifier(&self) -> crate::notify::Notifier {
         crate::notify::Notifier::new(self.fleet.webhooks.clone(), self.fleet.deploy_log.clone())
     }
+}
+
+/// How a deploy rolls out.
+pub struct RolloutSettings {
+    /// Canary, waves, budget, what a failure does.
+    pub policy: Policy,
+    /// Show what would happen; change nothing.
+    pub plan: bool,
+    /// Activate no host unless every host staged.
+    pub all_or_nothing: bool,
 }
 
 /// The hosts a deploy or rollback works on: `--hosts`, else every host of the

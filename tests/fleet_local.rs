@@ -303,3 +303,192 @@ fn rolling_back_a_host_that_never_received_anything_says_so() {
     );
     assert_eq!(fleet.current("a").as_deref(), Some("releases/v1"));
 }
+
+/// Writes an executable script standing in for `ship-agent` that prints `lines` on
+/// stdout and exits with `code`.
+fn fake_agent(dir: &std::path::Path, name: &str, lines: &[&str], code: i32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let mut script = String::from("#!/bin/sh\n");
+    for line in lines {
+        script += &format!("printf '%s\\n' '{line}'\n");
+    }
+    script += &format!("exit {code}\n");
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn an_agent_that_breaks_the_protocol_is_named_never_guessed() {
+    let fleet = LocalFleet::new(&["web1"]);
+    let protocol = agent::protocol::VERSION;
+    let hello = format!(r#"{{"type":"agent","data":{{"version":"9.9.9","protocol":{protocol}}}}}"#);
+    let cases = [
+        (
+            "unknown-event",
+            vec![hello.as_str(), r#"{"type":"gossip","data":{}}"#],
+            0,
+            "ship-agent on web1 broke the protocol: unknown variant `gossip`",
+        ),
+        (
+            "wrong-shape",
+            vec![
+                hello.as_str(),
+                r#"{"type":"done","data":{"agent":"9.9.9"}}"#,
+            ],
+            0,
+            "ship-agent on web1 broke the protocol: its reply to hello does not parse: missing field `protocol`",
+        ),
+        (
+            "not-json",
+            vec![hello.as_str(), "Welcome to web1!"],
+            0,
+            "ship-agent on web1 broke the protocol: expected value at line 1 column 1 in \"Welcome to web1!\"",
+        ),
+    ];
+    for (name, lines, code, expected) in cases {
+        let agent = fake_agent(fleet.dir.path(), name, &lines, code);
+        let out = run(fleet
+            .command(&["status", "--hosts", "web1"])
+            .env("SHIP_AGENT", &agent))
+        .expect(1);
+        let row = out.row("web1");
+        assert!(
+            row.contains(&format!("unreachable: hello: {expected}")),
+            "{name}: {row}"
+        );
+        let json = run(fleet
+            .command(&["status", "--hosts", "web1", "--json"])
+            .env("SHIP_AGENT", &agent))
+        .expect(1);
+        let status = &events(&json, "status")[0];
+        assert_eq!(status["error"]["kind"], "protocol", "{name}: {status}");
+        assert_eq!(status["error"]["step"], "hello", "{name}: {status}");
+    }
+}
+
+#[test]
+fn a_newer_agent_is_met_with_a_clear_error() {
+    let fleet = LocalFleet::new(&["web1"]);
+    // What an agent of a later protocol answers a caller of this one.
+    let newer = fake_agent(
+        fleet.dir.path(),
+        "newer",
+        &[
+            r#"{"type":"agent","data":{"version":"9.9.9","protocol":99}}"#,
+            r#"{"type":"failed","data":{"kind":"protocol_mismatch","message":"protocol mismatch: the caller speaks protocol 5, this ship-agent 9.9.9 speaks 99"}}"#,
+        ],
+        2,
+    );
+    let out = run(fleet
+        .command(&["deploy", "v1", "--hosts", "web1"])
+        .env("SHIP_AGENT", &newer))
+    .expect(1);
+    let row = out.row("web1");
+    assert!(
+        row.contains(&format!(
+            "hello: no usable ship-agent on the host: {} speaks protocol 99, ship speaks {}",
+            newer.display(),
+            agent::protocol::VERSION
+        )),
+        "{row}"
+    );
+    assert_eq!(fleet.current("web1"), None);
+}
+
+#[test]
+fn a_command_runs_in_process_and_quiet_keeps_only_the_data() {
+    let fleet = LocalFleet::new(&["web1", "web2"]);
+    let env = ship::Env {
+        source_date_epoch: None,
+        operator: "tester".into(),
+        agent_binary: common::agent_binary(),
+    };
+    let config = fleet.dir.path().join("ship.toml");
+    let ship = |args: &[&str]| {
+        let (console, buffers) = ship::Console::buffers();
+        let mut argv = vec!["ship"];
+        argv.extend_from_slice(args);
+        argv.extend(["--config", config.to_str().unwrap()]);
+        let status = ship::run_in(argv, console, &env, &ship::Interrupt::default());
+        (status, buffers.stdout(), buffers.stderr())
+    };
+    // Ctrl-C before the deploy: no host starts, and each says so.
+    let interrupted = ship::Interrupt::default();
+    interrupted.set();
+    let (console, buffers) = ship::Console::buffers();
+    let status = ship::run_in(
+        [
+            "ship",
+            "rollback",
+            "--hosts",
+            "*",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        console,
+        &env,
+        &interrupted,
+    );
+    assert_eq!(status, ship::ExitStatus::Failure);
+    assert!(
+        buffers
+            .stdout()
+            .contains("web1  -     -   FAILED  -     0.0s      not started: interrupted"),
+        "{}",
+        buffers.stdout()
+    );
+
+    let (status, stdout, stderr) = ship(&["deploy", "v1", "--hosts", "*", "--quiet"]);
+    assert_eq!(status, ship::ExitStatus::Success, "{stderr}");
+    assert!(stdout.starts_with("HOST  FROM  TO  RESULT"), "{stdout}");
+    assert_eq!(stderr, "", "--quiet prints no notes and no progress");
+    assert_eq!(fleet.current("web2").as_deref(), Some("releases/v1"));
+
+    let (status, stdout, stderr) = ship(&["status", "--hosts", "*"]);
+    assert_eq!(status, ship::ExitStatus::Success, "{stderr}");
+    assert!(stdout.contains("web2  v1       -         1"), "{stdout}");
+    let (status, _, stderr) = ship(&["deploy", "v1", "--hosts", "web1"]);
+    assert_eq!(status, ship::ExitStatus::Success);
+    assert!(
+        stderr.contains("web1: transfer skipped: already there")
+            && stderr.contains("deployed shop v1 on 1 of 1 host(s)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn verbose_shows_each_hosts_steps_with_their_times() {
+    let fleet = LocalFleet::new(&["web1"]);
+    let out = fleet
+        .ship(&["deploy", "v1", "--hosts", "web1", "-v"])
+        .expect(0);
+    for step in [
+        "connect",
+        "hello",
+        "preflight",
+        "transfer",
+        "activate",
+        "prune",
+    ] {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.contains("host{host=\"web1\"}:step{phase=\"")
+                    && l.contains(&format!("phase=\"{step}\""))
+                    && l.contains("close time.busy=")),
+            "{step}: {}",
+            out.stderr
+        );
+    }
+    let out = fleet
+        .ship(&["rollback", "--hosts", "web1", "-vv"])
+        .expect(1);
+    assert!(
+        out.stderr
+            .contains("run command=env SHIP_USER=tester SHIP_HOST=web1 "),
+        "{}",
+        out.stderr
+    );
+}

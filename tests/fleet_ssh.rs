@@ -10,11 +10,10 @@ use std::time::Instant;
 use common::{LocalFleet, SshFleet, events};
 
 fn can_run() -> bool {
-    if !common::is_root() || !std::path::Path::new("/usr/sbin/sshd").exists() {
-        eprintln!("skipped: needs root and /usr/sbin/sshd (scripts/test installs it)");
-        return false;
-    }
-    true
+    common::skip::runs_here(
+        common::skip::is_root() && std::path::Path::new("/usr/sbin/sshd").exists(),
+        "root and /usr/sbin/sshd (scripts/test installs it)",
+    )
 }
 
 /// Artifacts v1..v3 of the example app, packed in a directory of their own, and

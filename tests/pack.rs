@@ -1063,8 +1063,7 @@ fn the_example_app_packs_relocatably() {
 
 #[test]
 fn a_full_output_disk_is_reported_and_leaves_nothing_behind() {
-    if !common::is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
+    if !common::skip::runs_here(common::skip::is_root(), "root, to mount a tmpfs") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -18,11 +18,10 @@ use common::{LocalFleet, Run, SshFleet, run, ship_in, test_cache, tool, uv_comma
 use serde_json::{Value, json};
 
 fn can_run_ssh() -> bool {
-    if !common::is_root() || !Path::new("/usr/sbin/sshd").exists() {
-        eprintln!("skipped: needs root and /usr/sbin/sshd (scripts/test installs it)");
-        return false;
-    }
-    true
+    common::skip::runs_here(
+        common::skip::is_root() && Path::new("/usr/sbin/sshd").exists(),
+        "root and /usr/sbin/sshd (scripts/test installs it)",
+    )
 }
 
 /// Whether `program` is on the PATH (the shells of the activation scripts).
@@ -216,12 +215,11 @@ fn check_venv(fleet: &SshFleet, host: &str, version: &str, with_numpy: bool) {
             "tcsh -c 'set prompt = \"\"; source /srv/shop/current/venv/bin/activate.csh; echo $VIRTUAL_ENV; which python'",
         ),
     ] {
-        if installed(shell) {
+        if common::skip::runs_here(
+            installed(shell),
+            &format!("{shell}, to source its activation script (scripts/test installs it)"),
+        ) {
             shells.push((shell, command));
-        } else {
-            eprintln!(
-                "{shell} is not installed: its activation script is not tried (scripts/test installs it)"
-            );
         }
     }
     for (shell, command) in shells {
@@ -408,8 +406,10 @@ fn a_uv_venv_runs_from_current_over_ssh_after_the_build_directory_is_gone() {
 
 #[test]
 fn a_node_tree_with_bin_links_runs_from_current() {
-    if !installed("npm") || !installed("node") {
-        eprintln!("skipped: needs node and npm (scripts/test installs them)");
+    if !common::skip::runs_here(
+        installed("npm") && installed("node"),
+        "node and npm (scripts/test installs them)",
+    ) {
         return;
     }
     let cache = test_cache().join("npm");
@@ -591,8 +591,10 @@ fn the_activation_scripts_of_every_python_here_find_their_virtualenv() {
                 format!("set prompt = \"\"; source {current}/activate.csh; echo $VIRTUAL_ENV"),
             ),
         ] {
-            if !installed(shell) {
-                eprintln!("{shell} is not installed: its activation script is not tried");
+            if !common::skip::runs_here(
+                installed(shell),
+                &format!("{shell}, to source its activation script"),
+            ) {
                 continue;
             }
             let out = run(Command::new(shell).args(["-c", &script]).current_dir("/"));

@@ -43,8 +43,8 @@ pub struct HostArgs {
 
 impl HostArgs {
     /// As the environment module takes them.
-    pub fn settings(self) -> crate::env::HostSettings {
-        crate::env::HostSettings {
+    pub fn settings(self) -> crate::protocol::HostSettings {
+        crate::protocol::HostSettings {
             env_file: self.env_file,
             set: self.set,
         }
@@ -132,7 +132,8 @@ pub enum Command {
         /// (a host requirement, such as a virtualenv's interpreter; repeatable).
         #[arg(long = "need-host-path", value_name = "PATH", value_parser = host_path)]
         need_host_path: Vec<String>,
-        /// Bytes the release needs on disk (a margin is added).
+        /// Bytes the release needs on disk, all told (its files, 4 KiB per entry and a
+        /// 16 MiB margin, as receive reckons).
         #[arg(long = "need-bytes", value_name = "BYTES")]
         need_bytes: Option<u64>,
         /// The environment file the release names (its manifest's `env_file`);
@@ -182,4 +183,132 @@ pub enum Command {
         /// The release to check.
         version: Option<Version>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+    use crate::protocol::{self, HostSettings, Request};
+
+    /// Parses `request` as the agent does when ship sends it.
+    fn parse<R: Request>(request: &R) -> Command {
+        let mut argv = vec![
+            "ship-agent".to_owned(),
+            "--json".to_owned(),
+            "--protocol".to_owned(),
+            protocol::VERSION.to_string(),
+            R::COMMAND.to_owned(),
+            "--root".to_owned(),
+            "/srv/shop".to_owned(),
+        ];
+        argv.extend(request.args());
+        let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        assert!(cli.json);
+        assert_eq!(cli.protocol, Some(protocol::VERSION));
+        cli.command
+    }
+
+    fn host() -> HostSettings {
+        HostSettings {
+            env_file: Some("shared/prod.env".into()),
+            set: vec![
+                ("SHOP_PORT".into(), "8080".into()),
+                ("GREETING".into(), "a=b c".into()),
+            ],
+        }
+    }
+
+    #[test]
+    fn every_request_parses_back_into_what_was_sent() {
+        let v2: manifests::Version = "v2".parse().unwrap();
+        assert!(
+            matches!(parse(&protocol::Hello), Command::Hello { root } if root.root == std::path::Path::new("/srv/shop"))
+        );
+        assert!(matches!(parse(&protocol::History), Command::History { .. }));
+
+        let payload: manifests::Sha256 = "cd".repeat(32).parse().unwrap();
+        let Command::Receive {
+            expect_payload,
+            expect_digest,
+            ..
+        } = parse(&protocol::Receive {
+            expect_payload: payload.clone(),
+        })
+        else {
+            panic!("not receive")
+        };
+        assert_eq!((expect_payload, expect_digest), (Some(payload), None));
+
+        let Command::Activate {
+            version, host: h, ..
+        } = parse(&protocol::Activate {
+            version: v2.clone(),
+            host: host(),
+        })
+        else {
+            panic!("not activate")
+        };
+        assert_eq!((version, h.settings()), (v2.clone(), host()));
+
+        for to in [None, Some(v2.clone())] {
+            let Command::Rollback {
+                to: parsed,
+                host: h,
+                ..
+            } = parse(&protocol::Rollback {
+                to: to.clone(),
+                host: HostSettings::default(),
+            })
+            else {
+                panic!("not rollback")
+            };
+            assert_eq!((parsed, h.settings()), (to, HostSettings::default()));
+        }
+
+        let check = protocol::Check {
+            env: vec!["DATABASE_URL".into()],
+            files: vec!["shared/secret.key".into()],
+            host_paths: vec!["/usr/bin/python3.11".into()],
+            bytes: Some(123_456),
+            release_env_file: Some("shared/.env.release".into()),
+            host: host(),
+        };
+        let Command::Check {
+            version,
+            need_env,
+            need_file,
+            need_host_path,
+            need_bytes,
+            release_env_file,
+            host: h,
+            ..
+        } = parse(&check)
+        else {
+            panic!("not check")
+        };
+        assert_eq!(version, None);
+        assert_eq!(
+            protocol::Check {
+                env: need_env,
+                files: need_file,
+                host_paths: need_host_path,
+                bytes: need_bytes,
+                release_env_file,
+                host: h.settings(),
+            },
+            check
+        );
+
+        let Command::Health { host: h, .. } = parse(&protocol::Health { host: host() }) else {
+            panic!("not health")
+        };
+        assert_eq!(h.settings(), host());
+
+        let Command::Prune { keep, .. } = parse(&protocol::Prune { keep: 3 }) else {
+            panic!("not prune")
+        };
+        assert_eq!(keep, 3);
+    }
 }

@@ -8,32 +8,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use manifests::{EntryKind, Sha256, Version};
-use serde::Serialize;
 use sha2::Digest;
 
 use crate::error::AgentError;
 use crate::layout::AppRoot;
+use crate::protocol::Drift;
 use crate::receive;
-
-/// How a release on disk differs from its manifest.
-#[derive(Debug, Default, Serialize)]
-pub struct Drift {
-    /// The release checked.
-    pub version: Option<Version>,
-    /// Entries whose kind, mode, content or target differ, with what differs.
-    pub changed: Vec<(String, String)>,
-    /// Paths on disk that the manifest does not list.
-    pub added: Vec<String>,
-    /// Manifest entries missing on disk.
-    pub removed: Vec<String>,
-}
-
-impl Drift {
-    /// Number of differences.
-    pub fn count(&self) -> usize {
-        self.changed.len() + self.added.len() + self.removed.len()
-    }
-}
 
 /// Compares release `version` of `root` with its manifest.
 pub fn verify(root: &AppRoot, version: &Version) -> Result<Drift, AgentError> {

@@ -13,18 +13,10 @@ use manifests::behaviour::{Behaviour, is_env_name};
 
 use crate::error::AgentError;
 use crate::layout::AppRoot;
+use crate::protocol::HostSettings;
 
 /// The default environment file, relative to the app root.
 const DEFAULT_ENV_FILE: &str = "shared/.env";
-
-/// What the fleet file says for this host, passed by `ship` on each call.
-#[derive(Debug, Clone, Default)]
-pub struct HostSettings {
-    /// The environment file, relative to the app root (overrides the release's).
-    pub env_file: Option<String>,
-    /// Variables that win over the environment file.
-    pub set: Vec<(String, String)>,
-}
 
 /// Parses `NAME=VALUE` (for `--set`).
 pub fn parse_assignment(text: &str) -> Result<(String, String), String> {

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use manifests::{Sha256, Version};
 use packager::ReadError;
 
-use crate::lock::Holder;
+use crate::protocol::{
+    Details, Failure, FailureKind, Holder, Lacking, RevertOutcome, ServiceFailure, Unhealthy,
+};
 
 /// Why an agent command failed. The host is left as it was.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +26,7 @@ pub enum AgentError {
         source: io::Error,
     },
     /// Another operation holds the app root's lock.
-    #[error("{} is busy: locked by {}", root.display(), holder.as_ref().map_or("a process that has not said who it is".to_owned(), ToString::to_string))]
+    #[error("{}", crate::protocol::busy(&root.display().to_string(), holder.as_ref()))]
     Locked {
         /// The app root.
         root: PathBuf,
@@ -88,7 +90,7 @@ pub enum AgentError {
         /// What is missing, one phrase each (`DATABASE_URL is not set`).
         problems: Vec<String>,
         /// The host paths the release's symlinks need that this host lacks.
-        lacking: Vec<crate::lifecycle::Lacking>,
+        lacking: Vec<Lacking>,
     },
     /// A hook failed; before the switch, nothing else was changed.
     #[error("the {stage} hook {hook} of {version} failed")]
@@ -173,7 +175,7 @@ pub enum Revert {
 
 /// "web3 lacks /usr/bin/python3.11, which venv/bin/python3 needs; DATABASE_URL is
 /// not set".
-fn preflight_problems(lacking: &[crate::lifecycle::Lacking], problems: &[String]) -> String {
+fn preflight_problems(lacking: &[Lacking], problems: &[String]) -> String {
     let host = host_name();
     lacking
         .iter()
@@ -239,54 +241,108 @@ pub(crate) fn host_name() -> String {
 }
 
 impl AgentError {
-    /// Facts a caller can act on, beside the message: the `failed` event carries
-    /// them as `details`.
-    pub fn details(&self) -> serde_json::Value {
-        match self {
+    /// This error as the protocol's `failed` event carries it: its kind, message,
+    /// causes, a hint where there is something to do, and the facts a caller acts on.
+    pub fn failure(&self) -> Failure {
+        let (kind, details) = match self {
+            AgentError::Io { .. } => (FailureKind::Io, None),
+            AgentError::Locked { root, holder } => (
+                FailureKind::Locked,
+                Some(Details::Locked {
+                    root: root.display().to_string(),
+                    holder: holder.clone(),
+                }),
+            ),
+            AgentError::NotAnAppRoot { .. } => (FailureKind::NotAnAppRoot, None),
+            AgentError::Artifact(_) => (FailureKind::Artifact, None),
+            AgentError::Refused { .. } => (FailureKind::Refused, None),
+            AgentError::WrongArtifact { .. } => (FailureKind::WrongArtifact, None),
+            AgentError::NoRelease { .. } => (FailureKind::NoRelease, None),
+            AgentError::NoPrevious { .. } => (FailureKind::NoPrevious, None),
+            AgentError::EnvFile { .. } => (FailureKind::EnvFile, None),
             AgentError::Preflight {
                 version,
                 problems,
                 lacking,
-            } => {
-                serde_json::json!({"preflight": {"version": version, "problems": problems, "lacking": lacking}})
-            }
+            } => (
+                FailureKind::Preflight,
+                Some(Details::Preflight {
+                    version: version.clone(),
+                    problems: problems.clone(),
+                    lacking: lacking.clone(),
+                }),
+            ),
+            AgentError::Hook { .. } => (FailureKind::Hook, None),
             AgentError::Unhealthy {
                 version,
                 failure,
                 reverted,
                 rollback,
             } => {
-                let (revert, to, why) = match reverted {
-                    Revert::Nothing => ("none", None, None),
-                    Revert::Failed { to, why } => ("failed", Some(to), Some(why)),
-                    Revert::Done { to, healthy } => ("done", Some(to), healthy.as_ref().err()),
+                let (revert, reverted_to, revert_failure) = match reverted {
+                    Revert::Nothing => (RevertOutcome::None, None, None),
+                    Revert::Failed { to, why } => {
+                        (RevertOutcome::Failed, Some(to.clone()), Some(why.clone()))
+                    }
+                    Revert::Done { to, healthy } => (
+                        RevertOutcome::Done,
+                        Some(to.clone()),
+                        healthy.as_ref().err().cloned(),
+                    ),
                 };
-                serde_json::json!({"unhealthy": {
-                    "version": version,
-                    "failure": failure,
-                    "rollback": rollback,
-                    "revert": revert,
-                    "reverted_to": to,
-                    "revert_failure": why,
-                }})
+                (
+                    FailureKind::Unhealthy,
+                    Some(Details::Unhealthy(Unhealthy {
+                        version: version.clone(),
+                        failure: failure.clone(),
+                        rollback: *rollback,
+                        revert,
+                        reverted_to,
+                        revert_failure,
+                    })),
+                )
             }
-            AgentError::UnhealthyNow { version, failures } => {
-                let first = failures.first();
-                let all: Vec<_> = failures
-                    .iter()
-                    .map(|(service, failure)| {
-                        serde_json::json!({"service": service, "failure": failure})
-                    })
-                    .collect();
-                serde_json::json!({"unhealthy_now": {
-                    "version": version,
-                    "service": first.map(|(service, _)| service),
-                    "failure": first.map(|(_, failure)| failure),
-                    "failures": all,
-                }})
-            }
-            _ => serde_json::Value::Null,
+            AgentError::NoCurrent { .. } => (FailureKind::NoCurrent, None),
+            AgentError::UnhealthyNow { version, failures } => (
+                FailureKind::UnhealthyNow,
+                Some(Details::UnhealthyNow {
+                    version: version.clone(),
+                    failures: failures
+                        .iter()
+                        .map(|(service, failure)| ServiceFailure {
+                            service: service.clone(),
+                            failure: failure.clone(),
+                        })
+                        .collect(),
+                }),
+            ),
+            AgentError::Drift { .. } => (FailureKind::Drift, None),
+        };
+        Failure {
+            kind,
+            message: self.to_string(),
+            causes: crate::protocol::causes(self),
+            hint: self.hint(),
+            details,
         }
+    }
+
+    /// What the operator can do about it, where that is not plain from the message.
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
+            AgentError::Locked { .. } => {
+                "another operation is running there; try again when it ends (the lock dies with its process)"
+            }
+            AgentError::NotAnAppRoot { .. } => {
+                "check the app root, or deploy a release there first"
+            }
+            AgentError::NoPrevious { .. } => "name the release to go back to with --to",
+            AgentError::Drift { .. } => {
+                "something changed the release on disk; deploy it again to get a clean copy"
+            }
+            _ => return None,
+        };
+        Some(hint.to_owned())
     }
 
     /// A failed file-system step on `path`.

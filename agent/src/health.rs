@@ -186,7 +186,7 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
-    use crate::env::HostSettings;
+    use crate::protocol::HostSettings;
 
     fn env() -> Environment {
         let dir = tempfile::tempdir().unwrap();

@@ -16,92 +16,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use manifests::{Sha256, Timestamp, Version};
+use manifests::Timestamp;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
-
-/// What an operation was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Op {
-    /// An artifact was received (or refused).
-    Receive,
-    /// `current` was switched to a release.
-    Activate,
-    /// `current` was switched back.
-    Rollback,
-    /// Old releases were removed.
-    Prune,
-    /// A release's services were checked after a switch: `ok`, or `failed` (the
-    /// release is then bad, and no automatic rollback chooses it).
-    Health,
-    /// `current` was switched back automatically after a failed health check.
-    Revert,
-    /// An operation kind this agent does not know (written by a newer one).
-    #[serde(other)]
-    Unknown,
-}
-
-impl Op {
-    /// The name the journal uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            Op::Receive => "receive",
-            Op::Activate => "activate",
-            Op::Rollback => "rollback",
-            Op::Prune => "prune",
-            Op::Health => "health",
-            Op::Revert => "revert",
-            Op::Unknown => "unknown",
-        }
-    }
-}
-
-/// How it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// It did what it was asked.
-    Ok,
-    /// There was nothing to do (already received, already current).
-    Unchanged,
-    /// It failed or was refused; `reason` says why. The host is unchanged.
-    Failed,
-}
-
-/// One line of the journal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// When it ended.
-    pub time: Timestamp,
-    /// Who asked: `SHIP_USER` from the operator's side, else the local user.
-    pub user: String,
-    /// What was done.
-    pub op: Op,
-    /// How it ended.
-    pub result: Outcome,
-    /// The release concerned (received, or switched to).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<Version>,
-    /// For switches: the release that was current before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<Version>,
-    /// For receives: the release's payload digest.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload_digest: Option<Sha256>,
-    /// For receives: the artifact's sha256.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub artifact_sha256: Option<Sha256>,
-    /// For prunes: the releases removed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub removed: Vec<Version>,
-    /// For failures: why, with its causes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
+use crate::protocol::{Op, Outcome, Record};
 
 impl Record {
     /// A record of `op` ending now with `result`.

@@ -6,6 +6,7 @@
 //! <root>/releases/<version>/             complete, verified releases
 //! <root>/releases/<version>/.ship/       the release's manifest and artifact facts
 //! <root>/shared/                         survives releases
+//! <root>/.ship/bin/ship-agent            the agent ship installs where none is
 //! <root>/.ship/lock                      flock: one operation at a time
 //! <root>/.ship/journal.jsonl             append-only history
 //! <root>/.ship/incoming/<version>.<nonce>/  partial receives, never activated
@@ -20,6 +21,13 @@ use manifests::Version;
 
 /// Name of the `current` symlink.
 const CURRENT: &str = "current";
+
+/// Where `ship` installs its agent under the app root `root` of a host that has
+/// none (`<root>/.ship/bin/ship-agent`); built without touching the path, which is
+/// on another machine.
+pub fn installed_agent(root: &str) -> PathBuf {
+    Path::new(root).join(".ship").join("bin").join("ship-agent")
+}
 
 /// An app root on this host.
 #[derive(Debug, Clone)]

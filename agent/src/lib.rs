@@ -19,6 +19,7 @@ mod layout;
 mod lifecycle;
 mod lock;
 mod output;
+pub mod protocol;
 mod prune;
 mod receive;
 mod releases;
@@ -27,7 +28,6 @@ mod status;
 mod switch;
 mod watch;
 
-use std::error::Error;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -38,9 +38,10 @@ use serde::Serialize;
 use cli::{Cli, Command};
 pub use error::AgentError;
 use layout::AppRoot;
-pub use lifecycle::Lacking;
+pub use layout::installed_agent;
 use output::Output;
-pub use output::PROTOCOL;
+pub use output::human_bytes;
+use protocol::{AgentInfo, Event, Failure, FailureKind, HelloReply};
 
 /// Runs `ship-agent` with `args` (the first being the program name). Exit status: 0
 /// done, 1 refused or failed, 2 usage.
@@ -57,64 +58,56 @@ where
         }
     };
     let out = Output::new(cli.json);
-    out.event(
-        "agent",
-        &serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "protocol": PROTOCOL}),
-    );
+    out.event(&Event::Agent(AgentInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        protocol: protocol::VERSION,
+    }));
     if let Some(theirs) = cli.protocol
-        && theirs != PROTOCOL
+        && theirs != protocol::VERSION
     {
-        let message = format!(
-            "protocol mismatch: the caller speaks protocol {theirs}, this ship-agent {} speaks {PROTOCOL}",
-            env!("CARGO_PKG_VERSION")
+        report_failure(
+            out,
+            Failure {
+                kind: FailureKind::ProtocolMismatch,
+                message: format!(
+                    "protocol mismatch: the caller speaks protocol {theirs}, this ship-agent {} speaks {}",
+                    env!("CARGO_PKG_VERSION"),
+                    protocol::VERSION
+                ),
+                causes: Vec::new(),
+                hint: None,
+                details: None,
+            },
         );
-        report_failure(out, &message, &[], serde_json::Value::Null);
         return ExitCode::from(2);
     }
     match dispatch(cli.command, out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let causes = causes(&e);
-            report_failure(out, &e.to_string(), &causes, e.details());
+            report_failure(out, e.failure());
             ExitCode::from(1)
         }
     }
 }
 
-fn report_failure(out: Output, message: &str, causes: &[String], details: serde_json::Value) {
+fn report_failure(out: Output, failure: Failure) {
     if out.is_json() {
-        out.event(
-            "failed",
-            &serde_json::json!({"error": message, "causes": causes, "details": details}),
-        );
+        out.event(&Event::Failed(failure));
     } else {
-        eprintln!("error: {message}");
-        for cause in causes {
+        eprintln!("error: {}", failure.message);
+        for cause in &failure.causes {
             eprintln!("  caused by: {cause}");
+        }
+        if let Some(hint) = &failure.hint {
+            eprintln!("hint: {hint}");
         }
     }
 }
 
-fn causes(e: &dyn Error) -> Vec<String> {
-    let mut causes = Vec::new();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        causes.push(cause.to_string());
-        next = cause.source();
-    }
-    causes
-}
-
-/// An error with its causes on one line, for the journal.
-pub(crate) fn chain(e: &AgentError) -> String {
-    std::iter::once(e.to_string())
-        .chain(causes(e))
-        .collect::<Vec<_>>()
-        .join(": ")
-}
-
-fn done(out: Output, data: &impl Serialize) {
-    out.event("done", data);
+fn done(out: Output, reply: &impl Serialize) {
+    out.event(&Event::Done(
+        serde_json::to_value(reply).expect("replies serialize"),
+    ));
 }
 
 /// Opens an existing app root.
@@ -240,8 +233,9 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
                 None
             };
             out.say(format!(
-                "ship-agent {} (protocol {PROTOCOL}); {}",
+                "ship-agent {} (protocol {}); {}",
                 env!("CARGO_PKG_VERSION"),
+                protocol::VERSION,
                 if status.is_some() {
                     "an app root"
                 } else {
@@ -250,11 +244,11 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             ));
             done(
                 out,
-                &serde_json::json!({
-                    "agent": env!("CARGO_PKG_VERSION"),
-                    "protocol": PROTOCOL,
-                    "status": status,
-                }),
+                &HelloReply {
+                    agent: env!("CARGO_PKG_VERSION").to_owned(),
+                    protocol: protocol::VERSION,
+                    status,
+                },
             );
         }
         Command::Status { root } => {
@@ -268,9 +262,14 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             let records = journal::read(&app.journal())?;
             status::print_history(&records, out);
             for record in &records {
-                out.event("record", record);
+                out.event(&Event::Record(record.clone()));
             }
-            done(out, &serde_json::json!({"records": records.len()}));
+            done(
+                out,
+                &protocol::HistoryReply {
+                    records: records.len(),
+                },
+            );
         }
         Command::Prune { root, keep } => {
             let app = existing(&root)?;

@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use manifests::behaviour::{Behaviour, Restart, signal_number};
 use manifests::{AppName, Version};
-use serde_json::json;
 
-use crate::env::{Environment, HostSettings};
+use crate::env::Environment;
 use crate::error::AgentError;
 use crate::health;
 use crate::layout::AppRoot;
 use crate::output::Output;
+use crate::protocol::{self, HostSettings, Lacking, Preflight};
 use crate::run;
 
 /// How long a hook may run unless `[hooks] timeout` says otherwise.
@@ -96,8 +96,7 @@ impl Context<'_> {
     }
 
     fn phase(&self, phase: &str, detail: &str) {
-        self.out
-            .event("phase", &json!({"phase": phase, "detail": detail}));
+        self.out.phase(phase, detail);
         self.out.say(format!("{phase} {detail}"));
     }
 
@@ -233,26 +232,6 @@ pub fn host_paths(manifest: &manifests::Manifest) -> HostPaths {
         .collect()
 }
 
-/// A host path that a release's symlinks point to and this host does not have.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Lacking {
-    /// The absolute path on the host.
-    pub path: String,
-    /// The release's symlinks that point to it (empty when not known).
-    pub needed_by: Vec<String>,
-}
-
-impl Lacking {
-    /// "web3 lacks /usr/bin/python3.11, which venv/bin/python3 needs".
-    pub fn sentence(&self, host: &str) -> String {
-        match self.needed_by.as_slice() {
-            [] => format!("{host} lacks {}", self.path),
-            [one] => format!("{host} lacks {}, which {one} needs", self.path),
-            many => format!("{host} lacks {}, which {} need", self.path, many.join(", ")),
-        }
-    }
-}
-
 /// The paths of `paths` that this host lacks: nothing there, or a symlink that
 /// leads nowhere.
 pub fn lacking(paths: &HostPaths) -> Vec<Lacking> {
@@ -266,18 +245,8 @@ pub fn lacking(paths: &HostPaths) -> Vec<Lacking> {
         .collect()
 }
 
-/// What `check` found: nothing missing.
-#[derive(Debug, serde::Serialize)]
-pub struct Preflight {
-    /// The environment file consulted.
-    pub env_file: PathBuf,
-    /// Whether it exists.
-    pub env_file_found: bool,
-    /// Free bytes where the releases go.
-    pub free_bytes: u64,
-}
-
-/// Preflight alone, changing nothing: the lock is free, `need_bytes` (plus margin)
+/// Preflight alone, changing nothing: the lock is free, `need_bytes` (all told: see
+/// [`protocol::disk_need`])
 /// fit, what `behaviour` requires is here, and so are the host paths `host_paths`.
 /// Every problem is named at once.
 pub fn preflight(
@@ -324,15 +293,11 @@ pub fn preflight(
     let free_bytes = crate::fsutil::free_bytes(measured)
         .map_err(|e| AgentError::io("cannot measure free space on", measured, e))?;
     if let Some(need) = need_bytes {
-        let need = need.saturating_add(crate::receive::DISK_MARGIN);
-        if need > free_bytes {
-            problems.push(format!(
-                "not enough disk space on {}: the release needs {} with margin, {} is free",
-                measured.display(),
-                crate::output::human_bytes(need),
-                crate::output::human_bytes(free_bytes)
-            ));
-        }
+        problems.extend(protocol::no_room(
+            &measured.display().to_string(),
+            need,
+            free_bytes,
+        ));
     }
     problems.extend(missing(root, behaviour, &env));
     let lacking = lacking(host_paths);

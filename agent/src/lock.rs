@@ -9,30 +9,9 @@ use std::path::Path;
 
 use manifests::Timestamp;
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
-
-/// Who holds a lock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Holder {
-    /// Process id of the holder.
-    pub pid: u32,
-    /// What it is doing (`ship-agent receive`, …).
-    pub command: String,
-    /// Since when.
-    pub since: Timestamp,
-}
-
-impl std::fmt::Display for Holder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "pid {} ({}, since {})",
-            self.pid, self.command, self.since
-        )
-    }
-}
+use crate::protocol::Holder;
 
 /// A held lock; dropping it releases it.
 #[derive(Debug)]

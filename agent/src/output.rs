@@ -1,14 +1,9 @@
-//! What the agent prints. With `--json`, stdout carries only protocol events, one
-//! JSON object per line (`{"type":…,"data":…}`); without it, people read stderr.
+//! What the agent prints. With `--json`, stdout carries only protocol events
+//! ([`Event`], one JSON object per line); without it, people read stderr.
 
 use std::io::Write;
 
-use serde::Serialize;
-
-/// The protocol version this agent speaks. It changes when a command or a field
-/// that `ship` relies on is added, so that hosts with an older agent get ship's own
-/// (3: `health`).
-pub const PROTOCOL: u32 = 4;
+use crate::protocol::{Event, Phase, Warning};
 
 /// Where a command reports to.
 #[derive(Debug, Clone, Copy)]
@@ -38,20 +33,31 @@ impl Output {
     }
 
     /// Emits a protocol event (JSON mode only).
-    pub fn event(self, kind: &str, data: &impl Serialize) {
+    pub fn event(self, event: &Event) {
         if self.json && !self.quiet {
-            #[derive(Serialize)]
-            struct Event<'a, T> {
-                r#type: &'a str,
-                data: &'a T,
-            }
-            let mut line =
-                serde_json::to_vec(&Event { r#type: kind, data }).expect("events serialize");
+            let mut line = serde_json::to_vec(event).expect("events serialize");
             line.push(b'\n');
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(&line);
             let _ = stdout.flush();
         }
+    }
+
+    /// A step began: a `phase` event.
+    pub fn phase(self, phase: &str, detail: impl Into<String>) {
+        self.event(&Event::Phase(Phase {
+            phase: phase.to_owned(),
+            detail: detail.into(),
+        }));
+    }
+
+    /// Something went wrong without failing the command: a `warning` event, or a
+    /// line for a person.
+    pub fn warn(self, message: &str) {
+        self.say(format!("warning: {message}"));
+        self.event(&Event::Warning(Warning {
+            message: message.to_owned(),
+        }));
     }
 
     /// Tells a person (human mode only).

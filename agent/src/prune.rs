@@ -9,24 +9,15 @@ use std::collections::HashMap;
 use std::fs;
 
 use manifests::Version;
-use serde::Serialize;
 
 use crate::crash::checkpoint;
 use crate::error::AgentError;
 use crate::fsutil;
-use crate::journal::{self, Op, Outcome, Record};
+use crate::journal;
 use crate::layout::{self, AppRoot};
 use crate::output::Output;
+use crate::protocol::{Op, Outcome, Pruned, Record};
 use crate::releases;
-
-/// What a prune did.
-#[derive(Debug, Serialize)]
-pub struct Pruned {
-    /// Releases removed, oldest first.
-    pub removed: Vec<Version>,
-    /// Releases kept.
-    pub kept: Vec<Version>,
-}
 
 /// Prunes `root` down to `keep` releases (the caller holds the lock).
 pub fn prune(root: &AppRoot, keep: usize, out: Output) -> Result<Pruned, AgentError> {
@@ -82,7 +73,7 @@ pub fn prune(root: &AppRoot, keep: usize, out: Output) -> Result<Pruned, AgentEr
             },
         );
         record.removed = removed.clone();
-        record.reason = failure.as_ref().map(crate::chain);
+        record.reason = failure.as_ref().map(|e| crate::protocol::chain(e));
         journal::append(&root.journal(), &record)?;
     }
     if let Some(e) = failure {

@@ -26,35 +26,13 @@ use serde::{Deserialize, Serialize};
 use crate::crash::checkpoint;
 use crate::error::AgentError;
 use crate::fsutil;
-use crate::journal::{self, Op, Outcome, Record};
+use crate::journal;
 use crate::layout::{self, AppRoot};
 use crate::output::{Output, human_bytes};
-
-/// Room kept free beyond the release itself.
-pub const DISK_MARGIN: u64 = 16 << 20;
-
-/// Per-entry allowance for inodes and block rounding when estimating disk use.
-const PER_ENTRY: u64 = 4096;
+use crate::protocol::{self, Event, Op, Outcome, Progress, Received, Record};
 
 /// How often progress events are sent.
 const PROGRESS_EVERY: u64 = 32 << 20;
-
-/// What `receive` established.
-#[derive(Debug, Serialize)]
-pub struct Received {
-    /// The release.
-    pub version: Version,
-    /// Whether it was unpacked now (`received`) or was already here (`unchanged`).
-    pub outcome: Outcome,
-    /// The release's payload digest.
-    pub payload_digest: Sha256,
-    /// The artifact's sha256 (when it was read to the end).
-    pub artifact_sha256: Option<Sha256>,
-    /// Files written.
-    pub files: u64,
-    /// Bytes of file content written.
-    pub bytes: u64,
-}
 
 /// Facts about a release and the artifact it came from, kept beside its manifest so
 /// that `status` need not parse every manifest.
@@ -156,7 +134,7 @@ pub fn receive(
                 let _ = fsutil::remove_tree(staging);
             }
             record.result = Outcome::Failed;
-            record.reason = Some(crate::chain(e));
+            record.reason = Some(crate::protocol::chain(e));
         }
     }
     journal::append(&root.journal(), &record)?;
@@ -282,20 +260,11 @@ impl Visitor for Unpack<'_> {
             .into());
         }
         check_symlinks(manifest).map_err(refuse)?;
-        let need = manifest
-            .unpacked_size
-            .saturating_add(manifest.entry_count.saturating_mul(PER_ENTRY))
-            .saturating_add(DISK_MARGIN);
+        let need = protocol::disk_need(manifest.unpacked_size, manifest.entry_count);
         let free = fsutil::free_bytes(self.root.path())
             .map_err(|e| AgentError::io("cannot measure free space on", self.root.path(), e))?;
-        if need > free {
-            return Err(refuse(format!(
-                "not enough disk space on {}: the release needs {} (with margin), {} is free",
-                self.root.path().display(),
-                human_bytes(need),
-                human_bytes(free)
-            ))
-            .into());
+        if let Some(why) = protocol::no_room(&self.root.path().display().to_string(), need, free) {
+            return Err(refuse(why).into());
         }
         let staging = self.root.staging(version, &layout::nonce());
         fs::create_dir(&staging).map_err(|e| AgentError::io("cannot create", &staging, e))?;
@@ -346,10 +315,10 @@ impl Visitor for Unpack<'_> {
                 self.bytes += written;
                 if self.bytes >= self.next_progress {
                     self.next_progress = self.bytes + PROGRESS_EVERY;
-                    self.out.event(
-                        "progress",
-                        &serde_json::json!({"files": self.files, "bytes": self.bytes}),
-                    );
+                    self.out.event(&Event::Progress(Progress {
+                        files: self.files,
+                        bytes: self.bytes,
+                    }));
                 }
             }
         }

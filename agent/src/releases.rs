@@ -7,8 +7,8 @@ use std::io;
 use manifests::Version;
 
 use crate::error::AgentError;
-use crate::journal::{Op, Outcome, Record};
 use crate::layout::AppRoot;
+use crate::protocol::{Op, Outcome, Record};
 
 /// The releases under `releases/` that are complete (they have their manifest),
 /// sorted by name. Anything else there is ignored.

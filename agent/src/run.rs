@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use crate::protocol::{Event, OutputLine};
 
 use crate::output::Output;
 
@@ -103,10 +103,11 @@ pub fn run(
         match rx.recv_timeout((until - now).min(Duration::from_millis(50))) {
             Ok((stream, line)) => {
                 if out.is_json() {
-                    out.event(
-                        "output",
-                        &json!({"stage": stage, "stream": stream, "line": line}),
-                    );
+                    out.event(&Event::Output(OutputLine {
+                        stage: stage.to_owned(),
+                        stream: stream.to_owned(),
+                        line: line.clone(),
+                    }));
                 } else {
                     out.say(format!("  {stage}: {line}"));
                 }

@@ -1,60 +1,15 @@
 //! `status` and `history`: what is on the host and what happened to it. Both only
 //! read; neither takes the lock.
 
-use manifests::{Sha256, Timestamp, Version};
-use serde::Serialize;
+use manifests::Version;
 
 use crate::error::AgentError;
-use crate::journal::{self, Outcome, Record};
+use crate::journal;
 use crate::layout::AppRoot;
-use crate::lock::{self, Holder};
+use crate::lock;
 use crate::output::{Output, human_bytes};
+use crate::protocol::{LockInfo, Outcome, Record, ReleaseInfo, Status};
 use crate::{fsutil, receive, releases};
-
-/// The state of an app root.
-#[derive(Debug, Serialize)]
-pub struct Status {
-    /// The app root.
-    pub root: String,
-    /// The release `current` points at.
-    pub current: Option<Version>,
-    /// The release a rollback would return to.
-    pub previous: Option<Version>,
-    /// Every complete release on the host.
-    pub releases: Vec<ReleaseInfo>,
-    /// Who holds the lock, if anyone (`held` without a holder when it has not said).
-    pub lock: Option<LockInfo>,
-    /// Free bytes on the app root's file system.
-    pub free_bytes: u64,
-    /// The last switch of `current`.
-    pub last_switch: Option<Record>,
-}
-
-/// A release on the host.
-#[derive(Debug, Serialize)]
-pub struct ReleaseInfo {
-    /// Its version.
-    pub version: Version,
-    /// Its payload digest.
-    pub payload_digest: Sha256,
-    /// The sha256 of the artifact it came from.
-    pub artifact_sha256: Option<Sha256>,
-    /// Bytes of files.
-    pub unpacked_size: u64,
-    /// Number of entries.
-    pub entries: u64,
-    /// When it was received.
-    pub received: Option<Timestamp>,
-    /// Whether its last health check failed (no automatic rollback chooses it).
-    pub bad: bool,
-}
-
-/// The lock's state.
-#[derive(Debug, Serialize)]
-pub struct LockInfo {
-    /// The holder, if it said who it is.
-    pub holder: Option<Holder>,
-}
 
 /// Reads the state of `root`.
 pub fn status(root: &AppRoot) -> Result<Status, AgentError> {

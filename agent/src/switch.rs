@@ -2,34 +2,20 @@
 //! switch in the journal, and bring the release up (restarts and health checks, see
 //! `lifecycle`), switching back when a deployed release does not come up healthy.
 
-use serde::Serialize;
-
 use manifests::{Manifest, Version};
 
 use crate::crash::checkpoint;
-use crate::env::{Environment, HostSettings};
+use crate::env::Environment;
 use crate::error::{AgentError, Revert};
 use crate::fsutil;
-use crate::journal::{self, Op, Outcome, Record};
+use crate::journal;
 use crate::layout::{self, AppRoot};
 use crate::lifecycle::{self, Context};
 use crate::output::Output;
+use crate::protocol::HostSettings;
+use crate::protocol::{Op, Outcome, Record, Switched};
 use crate::receive;
 use crate::releases;
-
-/// What a switch did.
-#[derive(Debug, Serialize)]
-pub struct Switched {
-    /// The release that was current before, if any.
-    pub from: Option<Version>,
-    /// The release now current.
-    pub to: Version,
-    /// `ok`, or `unchanged` when it was already current.
-    pub outcome: Outcome,
-    /// What went wrong without undoing the switch (a failed `post_activate` hook).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
 
 /// A release ready to switch to (or, read without preflight, running): its
 /// manifest and environment.
@@ -163,7 +149,7 @@ fn revert(
     if let Err(e) = switched {
         return Revert::Failed {
             to: previous.clone(),
-            why: crate::chain(&e),
+            why: crate::protocol::chain(&e),
         };
     }
     let release = ready.expect("loaded before the switch");
@@ -237,7 +223,9 @@ fn go_live(root: &AppRoot, context: &Context) -> Result<(), String> {
         record.version = Some(context.version.clone());
         record.reason = result.as_ref().err().cloned();
         if let Err(e) = journal::append(&root.journal(), &record) {
-            context.out.say(format!("warning: {}", crate::chain(&e)));
+            context
+                .out
+                .say(format!("warning: {}", crate::protocol::chain(&e)));
         }
     }
     result
@@ -249,11 +237,8 @@ fn post_activate(context: &Context) -> Vec<String> {
     match context.hook("post_activate") {
         Ok(()) => Vec::new(),
         Err(e) => {
-            let warning = crate::chain(&e);
-            context.out.say(format!("warning: {warning}"));
-            context
-                .out
-                .event("warning", &serde_json::json!({"message": warning}));
+            let warning = crate::protocol::chain(&e);
+            context.out.warn(&warning);
             vec![warning]
         }
     }
@@ -283,16 +268,13 @@ fn journaled(
                     .as_ref()
                     .map_or("nothing".into(), ToString::to_string);
                 out.say(format!("current: {from} -> {}", switched.to));
-                out.event(
-                    "phase",
-                    &serde_json::json!({"phase": op.name(), "detail": format!("{from} -> {}", switched.to)}),
-                );
+                out.phase(op.name(), format!("{from} -> {}", switched.to));
             }
         }
         Err(e) => {
             record.version = asked.cloned();
             record.result = Outcome::Failed;
-            record.reason = Some(crate::chain(e));
+            record.reason = Some(crate::protocol::chain(e));
         }
     }
     journal::append(&root.journal(), &record)?;

@@ -9,36 +9,15 @@
 //! or checked the release itself is not journaled: the deploy's record stands.
 
 use manifests::Version;
-use serde::Serialize;
 
-use crate::env::HostSettings;
 use crate::error::AgentError;
-use crate::journal::{self, Op, Outcome, Record};
+use crate::journal;
 use crate::layout::AppRoot;
 use crate::output::Output;
+use crate::protocol::{Checked, HostSettings, ServiceHealth};
+use crate::protocol::{Op, Outcome, Record};
 use crate::releases;
 use crate::switch::Ready;
-
-/// What `health` found: every service with a health check passed.
-#[derive(Debug, Serialize)]
-pub struct Checked {
-    /// The current release.
-    pub version: Version,
-    /// Its services that have a health check, in the order listed.
-    pub services: Vec<ServiceHealth>,
-    /// Whether the journal got a health record (the release was bad and no longer
-    /// is).
-    pub recorded: bool,
-}
-
-/// One service's check.
-#[derive(Debug, Serialize)]
-pub struct ServiceHealth {
-    /// The service.
-    pub name: String,
-    /// Whether its check passed.
-    pub ok: bool,
-}
 
 /// Checks the current release's services once each and journals the outcome when
 /// it changed. A failure is [`AgentError::UnhealthyNow`], naming every service that
@@ -117,9 +96,8 @@ pub fn health(root: &AppRoot, host: &HostSettings, out: Output) -> Result<Checke
         Ok(record) => record.is_some(),
         // The outcome stands without its record; say so rather than hide it.
         Err(e) => {
-            let warning = crate::chain(&e);
-            out.say(format!("warning: {warning}"));
-            out.event("warning", &serde_json::json!({"message": warning}));
+            let warning = crate::protocol::chain(&e);
+            out.warn(&warning);
             false
         }
     };

@@ -135,7 +135,7 @@ fn a_second_agent_is_told_who_holds_the_lock_and_the_lock_dies_with_its_holder()
     let paused = Paused::start(&host, "receive:staging", "receive", &[], Some(&v3));
     let pid = paused.child.id();
     let busy = host.agent("activate", &["v2"], None).expect(1);
-    let error = busy.event("failed")["error"].as_str().unwrap().to_owned();
+    let error = busy.event("failed")["message"].as_str().unwrap().to_owned();
     assert!(
         error.starts_with(&format!(
             "{} is busy: locked by pid {pid} (ship-agent receive, since ",

@@ -1,5 +1,5 @@
 //! A full disk, for real: the app root on a small tmpfs. Needs root (to mount);
-//! without it the test says so and does nothing.
+//! without it the test fails under CI and is skipped elsewhere (see `runs_here`).
 
 mod common;
 
@@ -28,25 +28,9 @@ impl Drop for Tmpfs {
     }
 }
 
-fn is_root() -> bool {
-    nix_euid() == 0
-}
-
-fn nix_euid() -> u32 {
-    // Read from /proc to avoid a dependency just for this.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|uid| uid.parse().ok())
-        .unwrap_or(u32::MAX)
-}
-
 #[test]
 fn a_release_that_does_not_fit_is_refused_and_the_host_keeps_running() {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
+    if !common::skip::runs_here(common::skip::is_root(), "root, to mount a tmpfs") {
         return;
     }
     let host = Host::new();
@@ -61,7 +45,7 @@ fn a_release_that_does_not_fit_is_refused_and_the_host_keeps_running() {
         std::fs::write(tree.join("big.bin"), noise).unwrap();
     });
     let out = host.receive(&big).expect(1);
-    let error = out.event("failed")["error"].as_str().unwrap().to_owned();
+    let error = out.event("failed")["message"].as_str().unwrap().to_owned();
     assert!(error.contains("not enough disk space on"), "{error}");
     assert!(error.contains(&host.root_str()), "{error}");
     assert_eq!(host.releases(), ["v1"]);
@@ -71,8 +55,7 @@ fn a_release_that_does_not_fit_is_refused_and_the_host_keeps_running() {
 
 #[test]
 fn running_out_of_space_while_unpacking_leaves_no_trace() {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
+    if !common::skip::runs_here(common::skip::is_root(), "root, to mount a tmpfs") {
         return;
     }
     let host = Host::new();
@@ -89,7 +72,7 @@ fn running_out_of_space_while_unpacking_leaves_no_trace() {
     let out = host.receive(&many).expect(1);
     let failed = out.event("failed");
     assert!(
-        failed["error"]
+        failed["message"]
             .as_str()
             .unwrap()
             .starts_with("cannot create "),

@@ -118,15 +118,13 @@ fn a_failing_check_marks_the_release_bad_once_and_recovery_clears_it() {
     let broken = health(&host, &["--set", "BROKEN=1"]).expect(1);
     let failed = broken.event("failed");
     assert_eq!(
-        failed["error"],
+        failed["message"],
         format!("v2 is unhealthy on web1 (web: {failure})")
     );
     assert_eq!(
         failed["details"],
         json!({"unhealthy_now": {
             "version": "v2",
-            "service": "web",
-            "failure": failure,
             "failures": [{"service": "web", "failure": failure}],
         }})
     );
@@ -198,11 +196,11 @@ fn an_http_check_is_tried_once_and_named_as_it_failed() {
     let started = Instant::now();
     let failed = health(&host, &["--set", &port]).expect(1).event("failed");
     assert_eq!(
-        failed["error"],
+        failed["message"],
         "v3 is unhealthy on web1 (web: GET /health → 503)"
     );
     assert_eq!(
-        failed["details"]["unhealthy_now"]["failure"],
+        failed["details"]["unhealthy_now"]["failures"][0]["failure"],
         "GET /health → 503"
     );
     assert_eq!(requests.load(Ordering::SeqCst), 1, "one attempt, no retry");
@@ -228,7 +226,7 @@ fn nothing_current_is_a_clear_error() {
     let host = Host::new();
     let missing = health(&host, &[]).expect(1).event("failed");
     assert!(
-        missing["error"]
+        missing["message"]
             .as_str()
             .unwrap()
             .ends_with("is not an app root (it has no .ship directory)"),
@@ -238,7 +236,7 @@ fn nothing_current_is_a_clear_error() {
     let journal = host.journal().len();
     let failed = health(&host, &[]).expect(1).event("failed");
     assert_eq!(
-        failed["error"],
+        failed["message"],
         format!(
             "nothing to check: no release is current in {}",
             host.root_str()
@@ -291,7 +289,7 @@ fn health_works_while_the_lock_is_held() {
     // A command that takes the lock is refused meanwhile…
     let busy = host.agent("prune", &["--keep", "1"], None).expect(1);
     assert!(
-        busy.event("failed")["error"]
+        busy.event("failed")["message"]
             .as_str()
             .unwrap()
             .contains("is busy: locked by"),
@@ -365,7 +363,7 @@ fn what_a_check_saw_while_a_deploy_moved_on_is_not_journaled() {
     })
     .expect(1);
     assert_eq!(
-        seen.event("failed")["error"],
+        seen.event("failed")["message"],
         format!("v1 is unhealthy on web1 (web: `{CHECK}`: it exited with status 1)")
     );
     assert_eq!(health_records(&host), ["v1 ok", "v2 ok"]);

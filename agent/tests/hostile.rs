@@ -133,7 +133,7 @@ fn refused(bytes: &[u8], reason: &str) {
     let outside_before = listing(host.dir.path());
     let out = host.receive(bytes).expect(1);
     let failed = out.event("failed");
-    let text = std::iter::once(failed["error"].as_str().unwrap().to_owned())
+    let text = std::iter::once(failed["message"].as_str().unwrap().to_owned())
         .chain(
             failed["causes"]
                 .as_array()
@@ -398,7 +398,7 @@ fn declared_host_links_and_links_through_them_are_received() {
         failed["details"]["preflight"]["lacking"],
         json!([{"path": "/usr/bin/python3.99", "needed_by": ["bin/python3"]}])
     );
-    let error = failed["error"].as_str().unwrap();
+    let error = failed["message"].as_str().unwrap();
     assert!(
         error.contains("lacks /usr/bin/python3.99, which bin/python3 needs"),
         "{error}"

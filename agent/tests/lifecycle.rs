@@ -55,7 +55,7 @@ fn receive_activate_rollback_and_prune() {
     assert_eq!(host.current().as_deref(), Some("releases/v1"));
     let none = host.agent("rollback", &[], None).expect(1);
     assert_eq!(
-        none.event("failed")["error"],
+        none.event("failed")["message"],
         "there is no earlier release to roll back to from v1"
     );
     assert_eq!(host.current().as_deref(), Some("releases/v1"));
@@ -119,7 +119,7 @@ fn receiving_the_same_release_twice_is_a_no_op_and_other_content_is_refused() {
     let (other, _) =
         common::artifact_with("v1", |tree| fs::write(tree.join("extra"), "x").unwrap());
     let refused = host.receive(&other).expect(1);
-    let error = refused.event("failed")["error"]
+    let error = refused.event("failed")["message"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -141,7 +141,7 @@ fn the_expected_digest_is_enforced() {
         .agent("receive", &["--expect-digest", &wrong], Some(&bytes))
         .expect(1);
     assert_eq!(
-        refused.event("failed")["error"],
+        refused.event("failed")["message"],
         format!("the artifact's sha256 is {sha}, expected {wrong}")
     );
     assert!(host.releases().is_empty());
@@ -166,7 +166,7 @@ fn the_expected_payload_is_enforced_before_anything_is_written() {
     let refused = host
         .agent("receive", &["--expect-payload", &payload], Some(&v2))
         .expect(1);
-    let error = refused.event("failed")["error"]
+    let error = refused.event("failed")["message"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -200,8 +200,8 @@ fn corrupt_artifacts_are_refused_and_leave_no_trace() {
         let refused = host.receive(&bytes).expect(1);
         let failed = refused.event("failed");
         assert!(
-            failed["error"] == "the artifact was refused"
-                || failed["error"]
+            failed["message"] == "the artifact was refused"
+                || failed["message"]
                     .as_str()
                     .unwrap()
                     .starts_with("the artifact"),
@@ -253,7 +253,7 @@ fn verify_names_what_changed_on_disk() {
     assert_eq!(done["added"], serde_json::json!(["public/backdoor.php"]));
     assert_eq!(done["removed"], serde_json::json!(["run"]));
     assert_eq!(
-        drift.event("failed")["error"],
+        drift.event("failed")["message"],
         "release v1 differs from its manifest: 4 problem(s)"
     );
 }
@@ -262,7 +262,7 @@ fn verify_names_what_changed_on_disk() {
 fn hello_answers_on_fresh_and_used_roots() {
     let host = Host::new();
     let fresh = host.agent("hello", &[], None).expect(0).event("done");
-    assert_eq!(fresh["protocol"], agent::PROTOCOL);
+    assert_eq!(fresh["protocol"], agent::protocol::VERSION);
     assert!(fresh["status"].is_null());
     assert!(!host.root().exists(), "hello changes nothing");
     host.receive(&artifact("v1").0).expect(0);

@@ -22,7 +22,13 @@ pub enum VerifyError {
         #[source]
         source: io::Error,
     },
-    /// The sidecar is missing, unreadable or malformed.
+    /// There is no sidecar.
+    #[error("sidecar {}: not found (pass --digest to give the expected sha256)", path.display())]
+    NoSidecar {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The sidecar is unreadable or malformed.
     #[error("sidecar {}: {reason}", path.display())]
     Sidecar {
         /// The sidecar.
@@ -110,7 +116,9 @@ pub fn read_sidecar(sidecar: &Path, artifact: &Path) -> Result<Sha256, VerifyErr
     };
     let text = std::fs::read_to_string(sidecar).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
-            fail("not found (pass --digest to give the expected sha256)".into())
+            VerifyError::NoSidecar {
+                path: sidecar.to_owned(),
+            }
         } else {
             fail(e.to_string())
         }

@@ -7,20 +7,20 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
 
+use agent::human_bytes;
+use agent::protocol::{Preflight, Record, Status};
 use manifests::Version;
-use serde_json::{Value, json};
-
 use manifests::rollout::Policy;
+use serde_json::json;
 
-use crate::cli::RolloutArgs;
 use crate::error::CliError;
-use crate::fleet::{self, Artifact, HostResult};
+use crate::fleet::{self, Artifact};
 use crate::inventory::Host;
 use crate::notify::Notifier;
-use crate::output;
-use crate::report::Reporter;
+use crate::printer::{Printer, table};
+use crate::results::{HostError, HostResult};
 use crate::rollout::{self, PlanRow};
-use crate::settings::FleetSettings;
+use crate::settings::{FleetSettings, RolloutSettings};
 
 /// Finds the artifact `release` names and reads its manifest.
 fn artifact(settings: &FleetSettings, release: &str) -> Result<Artifact, CliError> {
@@ -92,15 +92,16 @@ fn verify_locally(artifact: &Artifact) -> Result<(), CliError> {
 }
 
 pub fn deploy(
-    settings: FleetSettings,
+    settings: &FleetSettings,
     release: &str,
     hosts: &str,
-    rollout: &RolloutArgs,
+    rollout: &RolloutSettings,
+    printer: &Printer,
 ) -> Result<(), CliError> {
-    let artifact = artifact(&settings, release)?;
+    let artifact = artifact(settings, release)?;
     let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
     verify_locally(&artifact)?;
-    ship(&settings, &selected, &artifact, rollout)
+    ship(settings, &selected, &artifact, rollout, printer)
 }
 
 /// Plans, or runs, the rollout of a checked artifact to `selected`.
@@ -108,44 +109,45 @@ fn ship(
     settings: &FleetSettings,
     selected: &[&Host],
     artifact: &Artifact,
-    rollout: &RolloutArgs,
+    rollout: &RolloutSettings,
+    printer: &Printer,
 ) -> Result<(), CliError> {
-    let policy = settings.policy(rollout)?;
+    let policy = &rollout.policy;
     if rollout.plan {
-        return plan(settings, selected, artifact, &policy);
+        return plan(settings, selected, artifact, policy, printer);
     }
-    let reporter = Reporter::new(settings.json, !settings.progress);
     let environment = settings.fleet.environment.as_ref().map(|e| e.as_str());
-    reporter.note(&format!(
+    printer.note(format!(
         "deploying {} {} ({}) to {} host(s){}; rollout: {policy}",
         artifact.manifest.name,
         artifact.manifest.version,
-        output::human_bytes(artifact.size),
+        human_bytes(artifact.size),
         selected.len(),
         environment.map_or(String::new(), |e| format!(" of {e}")),
     ));
     if policy.canary == 0 && !policy.canary_wait.is_zero() {
-        reporter.note("no canary hosts: the canary wait does not apply");
+        printer.note("no canary hosts: the canary wait does not apply");
     }
     let notifier = settings.notifier();
-    let outcome = rollout::deploy(
+    let finished = rollout::deploy(
         selected,
         &rollout::Deploy {
             artifact,
             keep: settings.fleet.keep,
             all_or_nothing: rollout.all_or_nothing,
-            policy: &policy,
+            policy,
             options: &settings.options,
-            reporter: &reporter,
+            printer,
             notifier: &notifier,
             environment,
         },
     );
+    let ok = finished.verdict.ok();
     finish(
-        settings,
-        &outcome.results,
-        &outcome.verdict,
-        outcome.ok,
+        printer,
+        &finished.results,
+        &finished.verdict.to_string(),
+        ok,
         notifier,
     )
 }
@@ -157,80 +159,30 @@ fn plan(
     selected: &[&Host],
     artifact: &Artifact,
     policy: &Policy,
+    printer: &Printer,
 ) -> Result<(), CliError> {
     let rows = rollout::plan(selected, artifact, policy, &settings.options);
     let waves = rows.iter().filter_map(|r| r.wave).max().unwrap_or(0);
     let sending: Vec<&PlanRow> = rows.iter().filter(|r| r.ready && r.send > 0).collect();
     let bytes: u64 = sending.iter().map(|r| r.send).sum();
     let blocked = rows.iter().filter(|r| !r.ready).count();
-    if settings.json {
-        for row in &rows {
-            output::json_event("plan", row);
-        }
-        output::json_event(
-            "summary",
-            &json!({"hosts": rows.len(), "transfers": sending.len(), "bytes": bytes,
-                    "waves": waves, "blocked": blocked, "policy": policy.to_string()}),
-        );
-    } else {
-        let table_rows: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.host.clone(),
-                    r.current.clone().unwrap_or_else(|| "-".into()),
-                    match (r.ready, r.send) {
-                        (false, _) => "-".into(),
-                        (true, 0) => "none".into(),
-                        (true, n) => output::human_bytes(n),
-                    },
-                    r.wave.map_or_else(
-                        || "-".into(),
-                        |w| {
-                            if w == 1 && policy.canary > 0 {
-                                "1 (canary)".into()
-                            } else {
-                                w.to_string()
-                            }
-                        },
-                    ),
-                    if r.ready {
-                        r.note.clone()
-                    } else {
-                        format!("WOULD FAIL: {}", r.note)
-                    },
-                ]
-            })
-            .collect();
-        print!(
-            "{}",
-            table(&["HOST", "CURRENT", "SEND", "WAVE", "NOTE"], &table_rows)
-        );
-        for wave in 1..=waves {
-            let members: Vec<&str> = rows
-                .iter()
-                .filter(|r| r.wave == Some(wave))
-                .map(|r| r.host.as_str())
-                .collect();
-            println!(
-                "wave {wave}{}: {}",
-                if wave == 1 && policy.canary > 0 {
-                    " (canary)"
-                } else {
-                    ""
-                },
-                members.join(", ")
-            );
-        }
+    for row in &rows {
+        printer.event("plan", row);
     }
-    output::note(format!(
+    printer.event(
+        "summary",
+        &json!({"hosts": rows.len(), "transfers": sending.len(), "bytes": bytes,
+                "waves": waves, "blocked": blocked, "policy": policy.to_string()}),
+    );
+    printer.data(&plan_table(&rows, policy));
+    printer.note(format!(
         "plan for {} {}: {} of {} host(s) would be sent {} in all ({} each), then activated in {waves} wave(s); rollout: {policy}; nothing was changed",
         artifact.manifest.name,
         artifact.manifest.version,
         sending.len(),
         rows.len(),
-        output::human_bytes(bytes),
-        output::human_bytes(artifact.size),
+        human_bytes(bytes),
+        human_bytes(artifact.size),
     ));
     if blocked > 0 {
         return Err(CliError::failed_hosts(format!(
@@ -241,30 +193,77 @@ fn plan(
     Ok(())
 }
 
+/// The plan's table and its waves, one line each.
+fn plan_table(rows: &[PlanRow], policy: &Policy) -> String {
+    let wave_name = |w: usize| {
+        if w == 1 && policy.canary > 0 {
+            "1 (canary)".to_owned()
+        } else {
+            w.to_string()
+        }
+    };
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.host.clone(),
+                r.current.as_ref().map_or("-".into(), Version::to_string),
+                match (r.ready, r.send) {
+                    (false, _) => "-".into(),
+                    (true, 0) => "none".into(),
+                    (true, n) => human_bytes(n),
+                },
+                r.wave.map_or_else(|| "-".into(), wave_name),
+                if r.ready {
+                    r.note.clone()
+                } else {
+                    format!("WOULD FAIL: {}", r.note)
+                },
+            ]
+        })
+        .collect();
+    let mut out = table(&["HOST", "CURRENT", "SEND", "WAVE", "NOTE"], &table_rows);
+    let waves = rows.iter().filter_map(|r| r.wave).max().unwrap_or(0);
+    for wave in 1..=waves {
+        let members: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.wave == Some(wave))
+            .map(|r| r.host.as_str())
+            .collect();
+        let canary = if wave == 1 && policy.canary > 0 {
+            " (canary)"
+        } else {
+            ""
+        };
+        out += &format!("wave {wave}{canary}: {}\n", members.join(", "));
+    }
+    out
+}
+
 pub fn rollback(
-    settings: FleetSettings,
+    settings: &FleetSettings,
     hosts: &str,
     to: Option<&Version>,
+    printer: &Printer,
 ) -> Result<(), CliError> {
     let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
-    let reporter = Reporter::new(settings.json, !settings.progress);
     let notifier = settings.notifier();
     let environment = settings.fleet.environment.as_ref().map(|e| e.as_str());
     let app = &settings.fleet.app;
+    let operator = &settings.options.operator;
     let target = to.map_or("their previous release".to_owned(), |v| v.to_string());
     let names: Vec<&str> = selected.iter().map(|h| h.name.as_str()).collect();
     notifier.send(
         "started",
         &format!(
-            "{} started rolling back {app} on {} host(s){} to {target}",
-            crate::remote::operator(),
+            "{operator} started rolling back {app} on {} host(s){} to {target}",
             selected.len(),
             environment.map_or(String::new(), |e| format!(" of {e}")),
         ),
         json!({"op": "rollback", "app": app, "environment": environment, "to": to,
-               "user": crate::remote::operator(), "hosts": names}),
+               "user": operator, "hosts": names}),
     );
-    let results = fleet::rollback(&selected, to, &settings.options, &reporter);
+    let results = fleet::rollback(&selected, to, &settings.options, printer);
     let failed = results.iter().filter(|r| !r.ok).count();
     let verdict = format!(
         "rolled back {app} on {} of {} host(s){}",
@@ -282,15 +281,16 @@ pub fn rollback(
         json!({"op": "rollback", "app": app, "environment": environment,
                "ok": failed == 0, "results": results}),
     );
-    finish(&settings, &results, &verdict, failed == 0, notifier)
+    finish(printer, &results, &verdict, failed == 0, notifier)
 }
 
 /// `ship promote FROM TO`: see the command's help.
 pub fn promote(
-    settings: FleetSettings,
+    settings: &FleetSettings,
     from: &str,
     hosts: &str,
-    rollout: &RolloutArgs,
+    rollout: &RolloutSettings,
+    printer: &Printer,
 ) -> Result<(), CliError> {
     let source = settings.environment(from)?;
     let to = settings
@@ -306,8 +306,8 @@ pub fn promote(
     // A plan changes nothing, so it trusts the journals instead of checking now.
     let (version, payload) = fleet::running(&everywhere, !rollout.plan, &settings.options)
         .map_err(|why| CliError::failed_hosts(format!("cannot promote {from} to {to}: {why}")))?;
-    let artifact = artifact(&settings, version.as_str())?;
-    if artifact.manifest.payload_digest.as_str() != payload {
+    let artifact = artifact(settings, version.as_str())?;
+    if artifact.manifest.payload_digest != payload {
         return Err(CliError::failed_hosts(format!(
             "cannot promote {from} to {to}: {from} runs {version} with payload {payload}, but {} holds payload {}",
             artifact.path.display(),
@@ -315,7 +315,7 @@ pub fn promote(
         )));
     }
     verify_locally(&artifact)?;
-    output::note(format!(
+    printer.note(format!(
         "{from} runs {} {version} on all {} host(s), healthy{}: promoting it to {to}",
         artifact.manifest.name,
         everywhere.len(),
@@ -325,70 +325,95 @@ pub fn promote(
             ""
         }
     ));
-    ship(&settings, &selected, &artifact, rollout)
+    ship(settings, &selected, &artifact, rollout, printer)
 }
 
-/// The final table, the webhooks' warnings (once their posts are done) and the
-/// verdict; exit 1 unless `ok`.
+/// The final table, the hosts' hints, the webhooks' warnings (once their posts are
+/// done) and the verdict; exit 1 unless `ok`.
 fn finish(
-    settings: &FleetSettings,
+    printer: &Printer,
     results: &[HostResult],
     verdict: &str,
     ok: bool,
     notifier: Notifier,
 ) -> Result<(), CliError> {
     let failed = results.iter().filter(|r| !r.ok).count();
-    if settings.json {
-        for result in results {
-            output::json_event("result", result);
-        }
-        output::json_event(
-            "summary",
-            &json!({"hosts": results.len(), "failed": failed, "ok": ok, "verdict": verdict}),
-        );
-    } else {
-        let rows: Vec<Vec<String>> = results
+    for result in results {
+        printer.event("result", result);
+    }
+    printer.event(
+        "summary",
+        &json!({"hosts": results.len(), "failed": failed, "ok": ok, "verdict": verdict}),
+    );
+    printer.data(&results_table(results));
+    for hint in hints(
+        results
             .iter()
-            .map(|r| {
-                vec![
-                    r.host.clone(),
-                    r.from.clone().unwrap_or_else(|| "-".into()),
-                    r.to.clone().unwrap_or_else(|| "-".into()),
-                    r.result.word().to_owned(),
-                    if r.transferred > 0 {
-                        output::human_bytes(r.transferred)
-                    } else {
-                        "-".into()
-                    },
-                    format!("{:.1}s", r.seconds),
-                    r.detail.clone(),
-                ]
-            })
-            .collect();
-        print!(
-            "{}",
-            table(
-                &["HOST", "FROM", "TO", "RESULT", "SENT", "DURATION", "REASON"],
-                &rows
-            )
-        );
+            .filter_map(|r| Some((&r.host, r.error.as_ref()?))),
+    ) {
+        printer.note(hint);
     }
     for warning in notifier.finish() {
-        output::warn(format_args!("{warning}"));
+        printer.warn(warning);
     }
     if ok {
-        output::note(verdict);
+        printer.note(verdict);
         Ok(())
     } else {
         Err(CliError::failed_hosts(verdict.to_owned()))
     }
 }
 
+/// The table of a run's results.
+fn results_table(results: &[HostResult]) -> String {
+    let version = |v: &Option<Version>| v.as_ref().map_or("-".into(), Version::to_string);
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            vec![
+                r.host.clone(),
+                version(&r.from),
+                version(&r.to),
+                r.result.word().to_owned(),
+                if r.transferred > 0 {
+                    human_bytes(r.transferred)
+                } else {
+                    "-".into()
+                },
+                format!("{:.1}s", r.seconds),
+                r.detail.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["HOST", "FROM", "TO", "RESULT", "SENT", "DURATION", "REASON"],
+        &rows,
+    )
+}
+
+/// `hint: web1, web2: …`: each hint of the hosts' errors once, with its hosts.
+fn hints<'a>(errors: impl Iterator<Item = (&'a String, &'a HostError)>) -> Vec<String> {
+    let mut by_hint: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (host, error) in errors {
+        let Some(hint) = error.hint.as_deref() else {
+            continue;
+        };
+        match by_hint.iter_mut().find(|(h, _)| *h == hint) {
+            Some((_, hosts)) => hosts.push(host),
+            None => by_hint.push((hint, vec![host])),
+        }
+    }
+    by_hint
+        .into_iter()
+        .map(|(hint, hosts)| format!("hint: {}: {hint}", hosts.join(", ")))
+        .collect()
+}
+
 /// `<what> on N of M host(s)`: a note when every host did it, exit 1 otherwise.
-fn verdict(what: &str, hosts: usize, failed: usize) -> Result<(), CliError> {
+fn verdict(printer: &Printer, what: &str, hosts: usize, failed: usize) -> Result<(), CliError> {
     let verdict = format!("{what} on {} of {hosts} host(s)", hosts - failed);
     if failed == 0 {
-        output::note(verdict);
+        printer.note(verdict);
         Ok(())
     } else {
         Err(CliError::failed_hosts(format!(
@@ -397,89 +422,25 @@ fn verdict(what: &str, hosts: usize, failed: usize) -> Result<(), CliError> {
     }
 }
 
-pub fn status(settings: FleetSettings, hosts: &str) -> Result<(), CliError> {
+pub fn status(settings: &FleetSettings, hosts: &str, printer: &Printer) -> Result<(), CliError> {
     let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
-    let statuses = fleet::status(&selected, &settings.options);
-    // The fleet's version: the most common current release among reachable hosts.
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, status) in &statuses {
-        if let Ok(s) = status
-            && let Some(current) = s["current"].as_str()
-        {
-            *counts.entry(current).or_default() += 1;
-        }
-    }
-    let majority = counts
-        .iter()
-        .max_by_key(|(_, n)| **n)
-        .map(|(v, n)| (*v, *n));
-    let unreachable = statuses.iter().filter(|(_, s)| s.is_err()).count();
-    let mut rows = Vec::new();
-    for (host, status) in &statuses {
-        let (row, state) = match status {
-            Err(reason) => (
-                vec!["-".into(), "-".into(), "-".into(), "-".into()],
-                format!("unreachable: {reason}"),
-            ),
-            Ok(s) => {
-                let current = s["current"].as_str();
-                let last = &s["last_switch"];
-                let last = if last.is_null() {
-                    "-".to_owned()
-                } else {
-                    format!(
-                        "{} by {}",
-                        last["time"].as_str().unwrap_or("?"),
-                        last["user"].as_str().unwrap_or("?")
-                    )
-                };
-                let state = match (current, majority) {
-                    (None, _) => "no release".to_owned(),
-                    (Some(c), Some((m, n))) if c != m => {
-                        format!("DIFFERS: the fleet runs {m} ({n} of {})", statuses.len())
-                    }
-                    _ if s["lock"].is_object() => "ok, busy (locked)".to_owned(),
-                    _ => "ok".to_owned(),
-                };
-                let releases = s["releases"].as_array().map_or(0, Vec::len);
-                (
-                    vec![
-                        current.unwrap_or("-").to_owned(),
-                        s["previous"].as_str().unwrap_or("-").to_owned(),
-                        releases.to_string(),
-                        last,
-                    ],
-                    state,
-                )
-            }
-        };
-        if settings.json {
-            output::json_event(
-                "status",
-                &json!({"host": host, "status": status.as_ref().ok(), "error": status.as_ref().err(), "state": state}),
-            );
-        }
-        let mut full = vec![host.clone()];
-        full.extend(row);
-        full.push(state);
-        rows.push(full);
-    }
-    if !settings.json {
-        print!(
-            "{}",
-            table(
-                &[
-                    "HOST",
-                    "CURRENT",
-                    "PREVIOUS",
-                    "RELEASES",
-                    "LAST SWITCH",
-                    "STATE"
-                ],
-                &rows
-            )
+    let statuses = fleet::status(&selected, &settings.options, &printer.without_progress());
+    let (text, states) = status_table(&statuses);
+    for ((host, status), state) in statuses.iter().zip(&states) {
+        printer.event(
+            "status",
+            &json!({"host": host, "status": status.as_ref().ok(), "error": status.as_ref().err(), "state": state}),
         );
     }
+    printer.data(&text);
+    for hint in hints(
+        statuses
+            .iter()
+            .filter_map(|(h, s)| Some((h, s.as_ref().err()?))),
+    ) {
+        printer.note(hint);
+    }
+    let unreachable = statuses.iter().filter(|(_, s)| s.is_err()).count();
     if unreachable > 0 {
         return Err(CliError::failed_hosts(format!(
             "{unreachable} of {} host(s) unreachable",
@@ -489,104 +450,172 @@ pub fn status(settings: FleetSettings, hosts: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn check(settings: FleetSettings, release: Option<&str>, hosts: &str) -> Result<(), CliError> {
-    let artifact = release.map(|r| artifact(&settings, r)).transpose()?;
+/// The status table, and each host's state.
+fn status_table(statuses: &[(String, Result<Option<Status>, HostError>)]) -> (String, Vec<String>) {
+    // The fleet's version: the most common current release among reachable hosts.
+    let mut counts: BTreeMap<&Version, usize> = BTreeMap::new();
+    for (_, status) in statuses {
+        if let Ok(Some(Status {
+            current: Some(current),
+            ..
+        })) = status
+        {
+            *counts.entry(current).or_default() += 1;
+        }
+    }
+    let majority = counts
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(v, n)| (*v, *n));
+    let mut rows = Vec::new();
+    let mut states = Vec::new();
+    for (host, status) in statuses {
+        let dash = || "-".to_owned();
+        let (cells, state) = match status {
+            Err(error) => (
+                vec![dash(), dash(), dash(), dash()],
+                format!("unreachable: {error}"),
+            ),
+            Ok(None) => (
+                vec![dash(), dash(), "0".into(), dash()],
+                "no release".to_owned(),
+            ),
+            Ok(Some(s)) => {
+                let last = s
+                    .last_switch
+                    .as_ref()
+                    .map_or_else(dash, |r| format!("{} by {}", r.time, r.user));
+                let state = match (&s.current, majority) {
+                    (None, _) => "no release".to_owned(),
+                    (Some(c), Some((m, n))) if c != m => {
+                        format!("DIFFERS: the fleet runs {m} ({n} of {})", statuses.len())
+                    }
+                    _ if s.lock.is_some() => "ok, busy (locked)".to_owned(),
+                    _ => "ok".to_owned(),
+                };
+                let version =
+                    |v: &Option<Version>| v.as_ref().map_or_else(dash, Version::to_string);
+                (
+                    vec![
+                        version(&s.current),
+                        version(&s.previous),
+                        s.releases.len().to_string(),
+                        last,
+                    ],
+                    state,
+                )
+            }
+        };
+        let mut row = vec![host.clone()];
+        row.extend(cells);
+        row.push(state.clone());
+        rows.push(row);
+        states.push(state);
+    }
+    let header = [
+        "HOST",
+        "CURRENT",
+        "PREVIOUS",
+        "RELEASES",
+        "LAST SWITCH",
+        "STATE",
+    ];
+    (table(&header, &rows), states)
+}
+
+pub fn check(
+    settings: &FleetSettings,
+    release: Option<&str>,
+    hosts: &str,
+    printer: &Printer,
+) -> Result<(), CliError> {
+    let artifact = release.map(|r| artifact(settings, r)).transpose()?;
     let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
-    let (behaviour, need_bytes, what) = match &artifact {
+    let (behaviour, what) = match &artifact {
         Some(a) => (
             &a.manifest.behaviour,
-            Some(a.manifest.unpacked_size),
             format!("{} {}", a.manifest.name, a.manifest.version),
         ),
         None => (
             &settings.fleet.behaviour,
-            None,
             format!("{} (requirements from ship.toml)", settings.fleet.app),
         ),
     };
-    let manifest = artifact.as_ref().map(|a| &a.manifest);
     let results = fleet::check(
         &selected,
         behaviour,
-        manifest,
-        need_bytes,
+        artifact.as_ref(),
         &settings.options,
+        &printer.without_progress(),
     );
     let mut rows = Vec::new();
-    let mut failed = 0;
     for (host, result) in &results {
+        printer.event(
+            "check",
+            &json!({"host": host, "ok": result.is_ok(), "result": result.as_ref().ok(), "error": result.as_ref().err()}),
+        );
         let (verdict, detail) = match result {
-            Ok(found) => (
-                "ok",
-                format!(
-                    "{} free; environment file {}{}",
-                    output::human_bytes(found["free_bytes"].as_u64().unwrap_or(0)),
-                    found["env_file"].as_str().unwrap_or("?"),
-                    if found["env_file_found"].as_bool() == Some(true) {
-                        ""
-                    } else {
-                        " (absent)"
-                    }
-                ),
-            ),
-            Err(reason) => {
-                failed += 1;
-                ("FAILED", reason.clone())
-            }
+            Ok(found) => ("ok", preflight_detail(found)),
+            Err(error) => ("FAILED", error.to_string()),
         };
-        if settings.json {
-            output::json_event(
-                "check",
-                &json!({"host": host, "ok": result.is_ok(), "result": result.as_ref().ok(), "error": result.as_ref().err()}),
-            );
-        }
         rows.push(vec![host.clone(), verdict.to_owned(), detail]);
     }
-    if !settings.json {
-        print!("{}", table(&["HOST", "PREFLIGHT", "DETAIL"], &rows));
+    printer.data(&table(&["HOST", "PREFLIGHT", "DETAIL"], &rows));
+    for hint in hints(
+        results
+            .iter()
+            .filter_map(|(h, r)| Some((h, r.as_ref().err()?))),
+    ) {
+        printer.note(hint);
     }
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     verdict(
+        printer,
         &format!("preflight for {what} passed"),
         results.len(),
         failed,
     )
 }
 
-pub fn history(settings: FleetSettings, hosts: &str) -> Result<(), CliError> {
+/// `3.1 GiB free; environment file /srv/shop/shared/.env (absent)`.
+fn preflight_detail(found: &Preflight) -> String {
+    format!(
+        "{} free; environment file {}{}",
+        human_bytes(found.free_bytes),
+        found.env_file.display(),
+        if found.env_file_found {
+            ""
+        } else {
+            " (absent)"
+        }
+    )
+}
+
+pub fn history(settings: &FleetSettings, hosts: &str, printer: &Printer) -> Result<(), CliError> {
     let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
-    let histories = fleet::history(&selected, &settings.options);
+    let histories = fleet::history(&selected, &settings.options, &printer.without_progress());
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut failed = 0;
     for (host, records) in histories {
         match records {
-            Err(reason) => {
+            Err(error) => {
                 failed += 1;
-                output::warn(format_args!("{host}: {reason}"));
+                printer.warn(format_args!("{host}: {error}"));
             }
             Ok(records) => {
                 for record in records {
-                    if settings.json {
-                        output::json_event("record", &json!({"host": host, "record": record}));
-                    }
-                    rows.push((
-                        record["time"].as_str().unwrap_or("").to_owned(),
-                        history_row(&host, &record),
-                    ));
+                    printer.event("record", &json!({"host": host, "record": record}));
+                    rows.push((record.time.to_string(), history_row(&host, &record)));
                 }
             }
         }
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    if !settings.json {
-        let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, row)| row).collect();
-        print!(
-            "{}",
-            table(
-                &["TIME", "HOST", "USER", "OP", "FROM", "TO", "RESULT"],
-                &rows
-            )
-        );
-    }
+    let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, row)| row).collect();
+    printer.data(&table(
+        &["TIME", "HOST", "USER", "OP", "FROM", "TO", "RESULT"],
+        &rows,
+    ));
     if failed > 0 {
         return Err(CliError::failed_hosts(format!(
             "{failed} host(s) unreachable"
@@ -595,69 +624,231 @@ pub fn history(settings: FleetSettings, hosts: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-fn history_row(host: &str, r: &Value) -> Vec<String> {
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-    let result = match r["result"].as_str() {
-        Some("failed") => format!("failed: {}", r["reason"].as_str().unwrap_or("")),
-        other => other.unwrap_or("-").to_owned(),
+fn history_row(host: &str, r: &Record) -> Vec<String> {
+    let version = |v: &Option<Version>| v.as_ref().map_or("-".into(), Version::to_string);
+    let result = match r.result {
+        agent::protocol::Outcome::Failed => {
+            format!("failed: {}", r.reason.as_deref().unwrap_or(""))
+        }
+        agent::protocol::Outcome::Ok => "ok".to_owned(),
+        agent::protocol::Outcome::Unchanged => "unchanged".to_owned(),
     };
     vec![
-        text(&r["time"]),
+        r.time.to_string(),
         host.to_owned(),
-        text(&r["user"]),
-        text(&r["op"]),
-        text(&r["from"]),
-        text(&r["version"]),
+        r.user.clone(),
+        r.op.name().to_owned(),
+        version(&r.from),
+        version(&r.version),
         result,
     ]
 }
 
-/// A plain text table: columns padded to their widest cell, the last one free.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut push = |cells: Vec<&str>| {
-        let last = cells.len() - 1;
-        let line: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i == last {
-                    (*c).to_owned()
-                } else {
-                    format!("{c:<w$}", w = widths[i])
-                }
-            })
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    };
-    push(header.to_vec());
-    for row in rows {
-        push(row.iter().map(String::as_str).collect());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use agent::protocol::{FailureKind, LockInfo, ReleaseInfo};
+
+    use super::*;
+    use crate::error::CliError;
+    use crate::inventory::Host;
+    use crate::results::{ErrorKind, HostError, Outcome, Step};
+    use crate::rollout::Verdict;
+
+    fn v(text: &str) -> Version {
+        text.parse().unwrap()
+    }
+
+    fn result(name: &str, seconds: f64) -> HostResult {
+        let mut result = HostResult::new(&Host::local(name, "/srv/shop"));
+        result.from = Some(v("v1"));
+        result.seconds = seconds;
+        result
+    }
+
+    /// What an operator reads after a deploy that went wrong: the table, the hints
+    /// and the verdict.
     #[test]
-    fn tables_pad_all_but_the_last_column() {
-        let t = super::table(
-            &["HOST", "RESULT", "DETAIL"],
-            &[
-                vec!["web1".into(), "ok".into(), "v1 -> v2".into()],
-                vec!["web10".into(), "FAILED".into(), "connect: refused".into()],
-            ],
+    fn a_deploy_with_a_failed_a_reverted_and_a_skipped_host() {
+        let mut ok = result("web1", 1.24);
+        ok.to = Some(v("v2"));
+        ok.transferred = 48 << 20;
+        ok.set(Outcome::Done, "switched, pruned 1");
+        let mut failed = result("web2", 0.31);
+        failed.fail(HostError {
+            step: Step::Connect,
+            kind: ErrorKind::Unreachable,
+            message: "cannot connect to 10.0.0.2:22".into(),
+            causes: vec!["Connection refused (os error 111)".into()],
+            hint: Some(
+                "check the host's address and port in ship.toml, and that sshd runs there".into(),
+            ),
+        });
+        // A canary that fell ill while watched, put back by the deploy.
+        let mut reverted = result("web3", 7.5);
+        reverted.to = Some(v("v1"));
+        reverted.transferred = 48 << 20;
+        reverted.fail(HostError::new(
+            Step::Health,
+            ErrorKind::Agent(FailureKind::UnhealthyNow),
+            "v2 is unhealthy on web3 (web: GET /health → 503)",
+        ));
+        reverted.set(
+            Outcome::Reverted,
+            format!(
+                "the canary watch failed: {}; reverted to v1 by the deploy, restarted and healthy",
+                reverted.detail
+            ),
         );
+        let mut skipped = result("web4", 0.9);
+        skipped.to = Some(v("v1"));
+        skipped.transferred = 48 << 20;
+        skipped.set(
+            Outcome::Skipped,
+            "staged but not activated: the rollout stopped after wave 2, with 2 failed and 1 allowed",
+        );
+        let results = [ok, failed, reverted, skipped];
+        let verdict = Verdict::Reverted {
+            subject: "shop v2".into(),
+            version: v("v2"),
+            wave: "wave 2".into(),
+            failed: 2,
+            budget: 1,
+            back: 2,
+            stuck: 0,
+            never: 1,
+        };
+        let hints = hints(
+            results
+                .iter()
+                .filter_map(|r| Some((&r.host, r.error.as_ref()?))),
+        );
+        let read = format!(
+            "{}{}\nerror: {verdict}\n",
+            results_table(&results),
+            hints.join("\n")
+        );
+        insta::assert_snapshot!(read);
+        let json = serde_json::to_value(&results[2]).unwrap();
+        assert_eq!(json["error"]["kind"], "unhealthy_now");
+        assert_eq!(json["error"]["step"], "health");
         assert_eq!(
-            t,
-            "HOST   RESULT  DETAIL\nweb1   ok      v1 -> v2\nweb10  FAILED  connect: refused\n"
+            serde_json::to_value(&results[1]).unwrap()["error"]["kind"],
+            "unreachable"
         );
+    }
+
+    #[test]
+    fn the_verdicts_read_as_sentences() {
+        let verdicts = [
+            Verdict::Deployed {
+                subject: "shop v2".into(),
+                done: 9,
+                hosts: 10,
+                failed: 1,
+                budget: 2,
+            },
+            Verdict::Interrupted {
+                subject: "shop v2".into(),
+                version: v("v2"),
+                switched: 1,
+                never: 9,
+            },
+            Verdict::DidNotStart {
+                subject: "shop v2".into(),
+                failed: 1,
+                hosts: 3,
+            },
+            Verdict::Halted {
+                subject: "shop v2".into(),
+                version: v("v2"),
+                wave: "wave 1 (canary)".into(),
+                failed: 1,
+                budget: 0,
+                stay: 0,
+                never: 9,
+            },
+            Verdict::Reverted {
+                subject: "shop v2".into(),
+                version: v("v2"),
+                wave: "wave 3".into(),
+                failed: 3,
+                budget: 2,
+                back: 0,
+                stuck: 0,
+                never: 0,
+            },
+        ];
+        let lines: Vec<String> = verdicts.iter().map(ToString::to_string).collect();
+        insta::assert_snapshot!(lines.join("\n"));
+    }
+
+    #[test]
+    fn an_error_renders_with_its_causes_and_hint() {
+        let host = HostError {
+            step: Step::Transfer,
+            kind: ErrorKind::Agent(FailureKind::Artifact),
+            message: "the artifact was refused".into(),
+            causes: vec![
+                "entry app/main.py: sha256 mismatch".into(),
+                "expected 1f2e…, got 9a8b…".into(),
+            ],
+            hint: None,
+        };
+        let cli = CliError::failure(
+            "cannot open the artifact artifacts/shop-v9.tar.zst",
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )
+        .hint("pack it first with `ship pack`, or name the artifact's path");
+        insta::assert_snapshot!(format!("{host}\n\n{}", cli.render()));
+    }
+
+    #[test]
+    fn the_status_table_names_the_odd_host() {
+        let status = |current: &str, locked: bool| Status {
+            root: "/srv/shop".into(),
+            current: Some(v(current)),
+            previous: Some(v("v1")),
+            releases: ["v1", current]
+                .iter()
+                .map(|version| ReleaseInfo {
+                    version: v(version),
+                    payload_digest: "ab".repeat(32).parse().unwrap(),
+                    artifact_sha256: None,
+                    unpacked_size: 10,
+                    entries: 1,
+                    received: None,
+                    bad: false,
+                })
+                .collect(),
+            lock: locked.then_some(LockInfo { holder: None }),
+            free_bytes: 1 << 30,
+            last_switch: Some(Record {
+                time: "2026-11-29T12:00:00Z".parse().unwrap(),
+                user: "ops".into(),
+                op: agent::protocol::Op::Activate,
+                result: agent::protocol::Outcome::Ok,
+                version: Some(v(current)),
+                from: Some(v("v1")),
+                payload_digest: None,
+                artifact_sha256: None,
+                removed: Vec::new(),
+                reason: None,
+            }),
+        };
+        let statuses = vec![
+            ("web1".to_owned(), Ok(Some(status("v2", false)))),
+            ("web2".to_owned(), Ok(Some(status("v2", true)))),
+            ("web3".to_owned(), Ok(Some(status("v3", false)))),
+            ("web4".to_owned(), Ok(None)),
+            (
+                "web5".to_owned(),
+                Err(HostError::new(
+                    Step::Connect,
+                    ErrorKind::HostKey,
+                    "the host key of 10.0.0.5:22 CHANGED",
+                )),
+            ),
+        ];
+        insta::assert_snapshot!(status_table(&statuses).0);
     }
 }

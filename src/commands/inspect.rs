@@ -1,15 +1,16 @@
 //! `ship inspect`: reads only the manifest entry and shows it.
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::path::Path;
 
 use manifests::EntryKind;
 
 use crate::error::CliError;
-use crate::output;
+use crate::printer::{Printer, count};
 
-pub fn run(artifact: &Path, json: bool) -> Result<(), CliError> {
+/// Shows the manifest of `artifact`: for people, or (`json`) the document itself.
+pub fn run(artifact: &Path, json: bool, printer: &Printer) -> Result<(), CliError> {
     let file = File::open(artifact)
         .map_err(|e| CliError::failure(format!("cannot open {}", artifact.display()), e))?;
     let manifest = packager::read::read_manifest(BufReader::new(file)).map_err(|e| {
@@ -19,7 +20,7 @@ pub fn run(artifact: &Path, json: bool) -> Result<(), CliError> {
         )
     })?;
     if json {
-        let _ = std::io::stdout().write_all(&manifest.to_json());
+        printer.data(&String::from_utf8_lossy(&manifest.to_json()));
         return Ok(());
     }
     let (mut dirs, mut files, mut links) = (0u64, 0u64, 0u64);
@@ -42,13 +43,13 @@ pub fn run(artifact: &Path, json: bool) -> Result<(), CliError> {
     out.push_str(&format!(
         "  entries      {} ({}, {}, {})\n",
         manifest.entry_count,
-        output::count(dirs, "directory"),
-        output::count(files, "file"),
-        output::count(links, "symlink"),
+        count(dirs, "directory"),
+        count(files, "file"),
+        count(links, "symlink"),
     ));
     out.push_str(&format!(
         "  unpacked     {}\n",
-        output::human_bytes(manifest.unpacked_size)
+        agent::human_bytes(manifest.unpacked_size)
     ));
     out.push_str(&format!(
         "  compression  zstd {} level {}\n",
@@ -58,7 +59,7 @@ pub fn run(artifact: &Path, json: bool) -> Result<(), CliError> {
     if !manifest.rewrites.is_empty() {
         out.push_str(&format!(
             "  relocated    {} rewritten:\n",
-            output::count(manifest.rewrites.len() as u64, "entry")
+            count(manifest.rewrites.len() as u64, "entry")
         ));
         // Compiled files come by the thousand: one line for them (--json lists each).
         let (bytecode, others): (Vec<_>, Vec<_>) = manifest
@@ -71,7 +72,7 @@ pub fn run(artifact: &Path, json: bool) -> Result<(), CliError> {
         if let Some(first) = bytecode.first() {
             out.push_str(&format!(
                 "    {}: {} ({})\n",
-                output::count(bytecode.len() as u64, "compiled .pyc file"),
+                count(bytecode.len() as u64, "compiled .pyc file"),
                 first.what,
                 first.why
             ));
@@ -94,7 +95,7 @@ pub fn run(artifact: &Path, json: bool) -> Result<(), CliError> {
             out.push_str(&format!("    {finding}\n"));
         }
     }
-    print!("{out}");
-    output::note("(the manifest only: run `ship verify` to check the artifact against it)");
+    printer.data(&out);
+    printer.note("(the manifest only: run `ship verify` to check the artifact against it)");
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! One module per `ship` command; each takes resolved settings and returns what
-//! happened or a [`CliError`](crate::error::CliError).
+//! One module per `ship` command (fleet.rs holds the fleet commands); each takes
+//! resolved settings and the printer, prints through it, and returns `Ok` or a
+//! [`CliError`](crate::error::CliError).
 
 pub mod fleet;
 pub mod inspect;

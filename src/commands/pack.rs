@@ -5,15 +5,15 @@ use manifests::FindingKind;
 use serde::Serialize;
 
 use crate::error::CliError;
-use crate::output;
+use crate::printer::{Printer, count};
 use crate::settings::PackSettings;
 
 /// Trees smaller than this pack too fast for a bar to be worth drawing.
 const PROGRESS_THRESHOLD: u64 = 8 << 20;
 
-pub fn run(settings: PackSettings) -> Result<(), CliError> {
+pub fn run(settings: PackSettings, printer: &Printer) -> Result<(), CliError> {
     let options = &settings.options;
-    let bar = Bar::new(settings.progress);
+    let bar = Bar::new(printer.draws_bars());
     let started = std::time::Instant::now();
     let packed = packager::pack_with(options, settings.relocation, &bar).map_err(|e| {
         let strict = matches!(e, packager::PackError::NotRelocatable { .. });
@@ -34,7 +34,7 @@ pub fn run(settings: PackSettings) -> Result<(), CliError> {
     })?;
     bar.finish();
     let manifest = &packed.manifest;
-    if settings.json {
+    if printer.is_json() {
         #[derive(Serialize)]
         struct Packed<'a> {
             artifact: &'a std::path::Path,
@@ -50,7 +50,7 @@ pub fn run(settings: PackSettings) -> Result<(), CliError> {
             rewrites: &'a [manifests::Rewrite],
             host_requirements: &'a [manifests::HostRequirement],
         }
-        output::json_event(
+        printer.event(
             "packed",
             &Packed {
                 artifact: &packed.artifact,
@@ -70,20 +70,20 @@ pub fn run(settings: PackSettings) -> Result<(), CliError> {
         return Ok(());
     }
     if !manifest.rewrites.is_empty() {
-        output::note(format_args!(
+        printer.note(format_args!(
             "relocated: rewrote {} so the release runs from any path ({}); `ship inspect` lists them",
-            output::count(manifest.rewrites.len() as u64, "entry"),
+            count(manifest.rewrites.len() as u64, "entry"),
             rewrite_kinds(&manifest.rewrites)
         ));
     }
     for (target, links) in manifest.host_paths() {
-        output::note(format_args!(
+        printer.note(format_args!(
             "host requirement: every host needs {target} ({} points to it)",
             links.join(", ")
         ));
     }
     for finding in &manifest.relocatability {
-        output::warn(format_args!("not relocatable: {finding}"));
+        printer.warn(format_args!("not relocatable: {finding}"));
     }
     let refused_by_agent = manifest.relocatability.iter().any(|f| {
         matches!(
@@ -92,20 +92,24 @@ pub fn run(settings: PackSettings) -> Result<(), CliError> {
         )
     });
     if refused_by_agent {
-        output::warn(
+        printer.warn(
             "ship-agent refuses to unpack absolute or escaping symlinks: this artifact cannot be deployed as it is",
         );
     }
-    output::note(format_args!(
+    printer.note(format_args!(
         "packed {} {}: {} entries, {} → {} in {:.1}s",
         manifest.name,
         manifest.version,
         manifest.entry_count,
-        output::human_bytes(manifest.unpacked_size),
-        output::human_bytes(packed.size),
+        agent::human_bytes(manifest.unpacked_size),
+        agent::human_bytes(packed.size),
         started.elapsed().as_secs_f64(),
     ));
-    println!("{}  {}", packed.digest, packed.artifact.display());
+    printer.data(&format!(
+        "{}  {}\n",
+        packed.digest,
+        packed.artifact.display()
+    ));
     Ok(())
 }
 
@@ -132,7 +136,7 @@ fn rewrite_kinds(rewrites: &[manifests::Rewrite]) -> String {
         .into_iter()
         .map(|(noun, n)| match noun {
             "pyvenv.cfg" | "other" => format!("{n} {noun}"),
-            _ => output::count(n, noun),
+            _ => count(n, noun),
         })
         .collect::<Vec<_>>()
         .join(", ")

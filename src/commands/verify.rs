@@ -7,15 +7,15 @@ use packager::{Expected, VerifyError};
 use serde::Serialize;
 
 use crate::error::CliError;
+use crate::printer::Printer;
 
-pub fn run(artifact: &Path, digest: Option<Sha256>, json: bool) -> Result<(), CliError> {
+pub fn run(artifact: &Path, digest: Option<Sha256>, printer: &Printer) -> Result<(), CliError> {
     let expected = match digest {
         Some(d) => Expected::Digest(d),
         None => Expected::Sidecar,
     };
     let summary = packager::verify_file(artifact, &expected).map_err(|e| {
-        let missing_sidecar =
-            matches!(&e, VerifyError::Sidecar { reason, .. } if reason.starts_with("not found"));
+        let missing_sidecar = matches!(e, VerifyError::NoSidecar { .. });
         let err = CliError::failure(format!("artifact {} did not verify", artifact.display()), e);
         if missing_sidecar {
             err.hint("the sidecar is written by `ship pack` beside the artifact")
@@ -24,36 +24,33 @@ pub fn run(artifact: &Path, digest: Option<Sha256>, json: bool) -> Result<(), Cl
         }
     })?;
     let manifest = &summary.manifest;
-    if json {
-        #[derive(Serialize)]
-        struct Verified<'a> {
-            artifact: &'a Path,
-            sha256: &'a Sha256,
-            name: &'a manifests::AppName,
-            version: &'a manifests::Version,
-            entries: u64,
-            payload_digest: &'a Sha256,
-        }
-        crate::output::json_event(
-            "verified",
-            &Verified {
-                artifact,
-                sha256: summary.digest.as_ref().expect("verify computes the digest"),
-                name: &manifest.name,
-                version: &manifest.version,
-                entries: manifest.entry_count,
-                payload_digest: &manifest.payload_digest,
-            },
-        );
-    } else {
-        println!(
-            "{}: OK ({} {}, {} entries, sha256 {})",
-            artifact.display(),
-            manifest.name,
-            manifest.version,
-            manifest.entry_count,
-            summary.digest.as_ref().expect("verify computes the digest")
-        );
+    let sha256 = summary.digest.as_ref().expect("verify computes the digest");
+    #[derive(Serialize)]
+    struct Verified<'a> {
+        artifact: &'a Path,
+        sha256: &'a Sha256,
+        name: &'a manifests::AppName,
+        version: &'a manifests::Version,
+        entries: u64,
+        payload_digest: &'a Sha256,
     }
+    printer.event(
+        "verified",
+        &Verified {
+            artifact,
+            sha256,
+            name: &manifest.name,
+            version: &manifest.version,
+            entries: manifest.entry_count,
+            payload_digest: &manifest.payload_digest,
+        },
+    );
+    printer.data(&format!(
+        "{}: OK ({} {}, {} entries, sha256 {sha256})\n",
+        artifact.display(),
+        manifest.name,
+        manifest.version,
+        manifest.entry_count,
+    ));
     Ok(())
 }

@@ -1,0 +1,486 @@
+//! A deploy's rollout. Every selected host is staged first, in parallel (connect,
+//! hello, preflight, transfer and verify), so that what follows are fast switches.
+//! The staged hosts are then activated in waves: the canary hosts alone (their
+//! health watched for a while), then batches, each wave passing health before the
+//! next starts. When more hosts fail than the budget allows, no new wave starts and,
+//! under `revert`, every host this run switched goes back to the release it ran
+//! before, in parallel, and is checked again. [`plan`] shows all that for a host
+//! set without changing anything.
+//!
+//! The decisions are [`decide`]'s, a state machine over the hosts' outcomes; this
+//! module is the driver that does the I/O (the agents, the printer, the events).
+//!
+//! Hosts that fail staging are never activated; they do not count against the
+//! failure budget, which is about releases that do not come up (`--all-or-nothing`
+//! is the switch for staging failures).
+
+mod decide;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use manifests::Version;
+use manifests::rollout::Policy;
+use serde_json::json;
+
+pub use decide::Verdict;
+use decide::{Rollout, Wave};
+
+use crate::fleet::{self, Artifact, Need, Options};
+use crate::inventory::Host;
+use crate::notify::Notifier;
+use crate::printer::Printer;
+use crate::remote::RemoteAgent;
+use crate::results::{HostResult, Outcome};
+
+/// How often the canary hosts' health is checked while they are watched.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// What a deploy does and where it reports.
+pub struct Deploy<'a> {
+    /// The artifact sent.
+    pub artifact: &'a Artifact,
+    /// Releases kept per host.
+    pub keep: u32,
+    /// Activate no host unless every host staged.
+    pub all_or_nothing: bool,
+    /// Canary, waves, budget and what a failure does.
+    pub policy: &'a Policy,
+    /// Parallelism, host keys, Ctrl-C.
+    pub options: &'a Options,
+    /// Output.
+    pub printer: &'a Printer,
+    /// Webhooks and the deploy log.
+    pub notifier: &'a Notifier,
+    /// The environment deployed to, if any (for the events).
+    pub environment: Option<&'a str>,
+}
+
+/// How a rollout ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// Every host's result, in the order of the selection.
+    pub results: Vec<HostResult>,
+    /// The whole run in one line.
+    pub verdict: Verdict,
+}
+
+/// The hosts of the run, their agents and their results.
+struct Fleet<'a> {
+    hosts: &'a [&'a Host],
+    agents: Vec<Mutex<Option<RemoteAgent>>>,
+    results: Vec<HostResult>,
+}
+
+impl Fleet<'_> {
+    fn names(&self, indices: &[usize]) -> Vec<String> {
+        indices
+            .iter()
+            .map(|&i| self.hosts[i].name.to_string())
+            .collect()
+    }
+
+    /// Runs `work` on the hosts `indices` in parallel (stopped by Ctrl-C unless
+    /// `to_the_end`), each with its agent and a copy of its result, which replaces
+    /// the result when `work` ran. Returns the hosts it ran on.
+    fn each(
+        &mut self,
+        indices: &[usize],
+        options: &Options,
+        to_the_end: bool,
+        work: impl Fn(&Host, &mut Option<RemoteAgent>, &mut HostResult) + Sync,
+    ) -> Vec<usize> {
+        let run = |_: usize, &i: &usize| {
+            let _span = fleet::host_span(self.hosts[i]).entered();
+            let mut agent = self.agents[i].lock().expect("not poisoned");
+            let mut result = self.results[i].clone();
+            work(self.hosts[i], &mut agent, &mut result);
+            result
+        };
+        let ran = if to_the_end {
+            fleet::parallel_to_the_end(indices, options, run)
+        } else {
+            fleet::parallel(indices, options, run)
+        };
+        let mut started = Vec::new();
+        for (&i, result) in indices.iter().zip(ran) {
+            if let Some(result) = result {
+                self.results[i] = result;
+                started.push(i);
+            }
+        }
+        started
+    }
+}
+
+/// Deploys `run.artifact` to `hosts`; see the module docs.
+pub fn deploy(hosts: &[&Host], run: &Deploy) -> Finished {
+    let manifest = &run.artifact.manifest;
+    let version = &manifest.version;
+    let subject = format!("{} {version}", manifest.name);
+    let everyone: Vec<usize> = (0..hosts.len()).collect();
+    let mut fleet = Fleet {
+        hosts,
+        agents: hosts.iter().map(|_| Mutex::new(None)).collect(),
+        results: hosts.iter().map(|h| HostResult::new(h)).collect(),
+    };
+    run.notifier.send(
+        "started",
+        &format!(
+            "{} started deploying {subject} to {} host(s){}; rollout: {}",
+            run.options.operator,
+            hosts.len(),
+            run.environment
+                .map_or(String::new(), |e| format!(" of {e}")),
+            run.policy
+        ),
+        json!({
+            "op": "deploy", "app": manifest.name, "version": version, "environment": run.environment,
+            "user": run.options.operator, "hosts": fleet.names(&everyone),
+            "policy": run.policy.to_string(),
+        }),
+    );
+    let staged = fleet.each(&everyone, run.options, false, |host, agent, result| {
+        let started = Instant::now();
+        match fleet::stage(host, run.artifact, run.options, run.printer, result) {
+            Ok(staged) => *agent = Some(staged),
+            Err(error) => {
+                result.fail(error);
+                fleet::report(run.printer, result);
+            }
+        }
+        result.seconds = started.elapsed().as_secs_f64();
+    });
+    for &i in everyone.iter().filter(|i| !staged.contains(i)) {
+        fleet.results[i] = HostResult::interrupted(hosts[i]);
+    }
+    let ready: Vec<bool> = fleet
+        .agents
+        .iter()
+        .map(|a| a.lock().expect("not poisoned").is_some())
+        .collect();
+    let mut rollout = Rollout::new(run.policy, &ready, run.all_or_nothing);
+    if rollout.left_out() > 0 {
+        run.printer.note(format!(
+            "{} host(s) failed staging and will not be activated; activating the others",
+            rollout.left_out()
+        ));
+    }
+    while let Some(wave) = rollout.next_wave(run.options.interrupt.is_set()) {
+        run.printer.note(format!(
+            "{}: activating {}",
+            wave.name,
+            fleet.names(&wave.hosts).join(", ")
+        ));
+        let started = fleet.each(&wave.hosts, run.options, false, |host, agent, result| {
+            if let Some(agent) = agent.as_mut() {
+                fleet::activate(agent, host, version, run.keep, run.printer, result);
+            }
+        });
+        rollout.started(&started);
+        if wave.watch {
+            let sickened = watch(&mut fleet, &rollout, &wave, run);
+            let back = rollout.revert_after_watch(&wave, &sickened, &fleet.results);
+            revert(&mut fleet, &back, run);
+        }
+        for &i in &started {
+            fleet::report(run.printer, &fleet.results[i]);
+        }
+        let failed = rollout.wave_done(&wave, &fleet.results);
+        let failed_names = fleet.names(&failed);
+        run.notifier.send(
+            "wave",
+            &format!(
+                "{subject}: {} of {} done: {} host(s) ok, {} failed{}",
+                wave.name,
+                rollout.waves(),
+                started.len() - failed.len(),
+                failed.len(),
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", failed_names.join(", "))
+                }
+            ),
+            json!({
+                "op": "deploy", "app": manifest.name, "version": version, "environment": run.environment,
+                "wave": wave.index + 1, "waves": rollout.waves(), "canary": wave.watch || (wave.index == 0 && run.policy.canary > 0),
+                "hosts": fleet.names(&started), "failed": failed_names,
+            }),
+        );
+    }
+    let ending = rollout.ending(&fleet.results, version);
+    for &i in &ending.skipped {
+        let result = &mut fleet.results[i];
+        // It still runs what it ran.
+        result.to = result.from.clone();
+        result.set(
+            Outcome::Skipped,
+            format!("staged but not activated: {}", ending.skip_reason),
+        );
+        fleet::report(run.printer, result);
+    }
+    for &i in &ending.halted {
+        fleet.results[i].detail += "; stays on it: the rollout halted";
+    }
+    let reverted = revert(&mut fleet, &ending.revert, run);
+    let verdict = rollout.verdict(&fleet.results, &subject, version, reverted);
+    if reverted.0 + reverted.1 > 0 {
+        let (back, stuck) = reverted;
+        run.notifier.send(
+            "reverted",
+            &format!(
+                "{subject}: {back} host(s) put back on their previous release{}",
+                if stuck > 0 {
+                    format!(", {stuck} could not be")
+                } else {
+                    String::new()
+                }
+            ),
+            json!({
+                "op": "deploy", "app": manifest.name, "version": version,
+                "environment": run.environment, "reverted": back, "stuck": stuck,
+            }),
+        );
+    }
+    run.notifier.send(
+        "finished",
+        &verdict.to_string(),
+        json!({
+            "op": "deploy", "app": manifest.name, "version": version, "environment": run.environment,
+            "ok": verdict.ok(), "results": fleet.results,
+        }),
+    );
+    Finished {
+        results: fleet.results,
+        verdict,
+    }
+}
+
+/// Puts every host of `candidates` the run switched (or may have) back on the
+/// release it ran before, in parallel, restarting and checking it: how many went
+/// back, and how many could not. Ctrl-C does not stop it: it is recovery.
+fn revert(fleet: &mut Fleet, candidates: &[usize], run: &Deploy) -> (usize, usize) {
+    let version = &run.artifact.manifest.version;
+    let switched = Rollout::to_revert(candidates, &fleet.results, version);
+    if switched.is_empty() {
+        return (0, 0);
+    }
+    run.printer.note(format!(
+        "reverting {}: back to the release each ran before",
+        fleet.names(&switched).join(", ")
+    ));
+    fleet.each(&switched, run.options, true, |host, agent, result| {
+        revert_one(host, agent, result, version, run);
+    });
+    let back = switched
+        .iter()
+        .filter(|&&i| fleet.results[i].result == Outcome::Reverted)
+        .count();
+    (back, switched.len() - back)
+}
+
+/// Puts one host back on the release it ran before.
+fn revert_one(
+    host: &Host,
+    agent: &mut Option<RemoteAgent>,
+    result: &mut HostResult,
+    version: &Version,
+    run: &Deploy,
+) {
+    // A host that failed keeps its reason first; the revert is added to it.
+    let before = match result.result {
+        Outcome::Failed => format!("{}; ", result.detail),
+        _ => String::new(),
+    };
+    let Some(from) = result.from.clone() else {
+        result.set(
+            Outcome::Failed,
+            format!(
+                "{before}nothing to revert to: it ran no release before this deploy, so it may stay on {version}"
+            ),
+        );
+        fleet::report(run.printer, result);
+        return;
+    };
+    // Where the activation broke off, the connection may be gone too.
+    if result.to.is_none() {
+        *agent = run.options.connect(host).ok();
+    }
+    let started = Instant::now();
+    let mut back = HostResult::new(host);
+    match agent.as_mut() {
+        Some(agent) => fleet::switch_back(agent, host, Some(&from), run.printer, &mut back),
+        None => back.set(Outcome::Failed, "cannot connect again"),
+    }
+    result.seconds += started.elapsed().as_secs_f64();
+    if back.result == Outcome::Done {
+        result.to = back.to;
+        result.set(
+            Outcome::Reverted,
+            format!("{before}reverted to {from} by the deploy, restarted and healthy"),
+        );
+    } else {
+        result.to = back.to.or(result.to.clone());
+        result.set(
+            Outcome::Failed,
+            format!(
+                "{before}the deploy's revert to {from} failed: {}",
+                back.detail
+            ),
+        );
+        if let Some(error) = back.error {
+            result.error.get_or_insert(error);
+        }
+    }
+    fleet::report(run.printer, result);
+}
+
+/// Keeps checking the health of the canary hosts of `wave` that came up, for the
+/// policy's wait, or until the budget is spent. A host that fails a check is
+/// marked failed (it still runs the new release); returns those hosts.
+fn watch(fleet: &mut Fleet, rollout: &Rollout, wave: &Wave, run: &Deploy) -> Vec<usize> {
+    let wait = run.policy.canary_wait;
+    let up = |fleet: &Fleet, i: usize| fleet.results[i].result == Outcome::Done;
+    let mut watched: Vec<usize> = wave
+        .hosts
+        .iter()
+        .copied()
+        .filter(|&i| up(fleet, i))
+        .collect();
+    let mut sickened = Vec::new();
+    if watched.is_empty() {
+        return sickened;
+    }
+    run.printer.note(format!(
+        "watching the canary for {}: {}",
+        humantime::format_duration(wait),
+        fleet.names(&watched).join(", ")
+    ));
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        std::thread::sleep(left.min(WATCH_EVERY));
+        fleet.each(&watched, run.options, true, |host, agent, result| {
+            let Some(agent) = agent.as_mut() else { return };
+            let name = host.name.as_str();
+            let checked = fleet::step(run.printer, name, "watch", "health", || {
+                fleet::health(agent, host)
+            });
+            if let Err(error) = checked {
+                let detail = format!("the canary watch failed: {error}");
+                result.fail(error);
+                result.detail = detail;
+            }
+        });
+        let (sick, well): (Vec<usize>, Vec<usize>) = watched.iter().partition(|&&i| !up(fleet, i));
+        sickened.extend(sick);
+        watched = well;
+        if watched.is_empty()
+            || !rollout.watch_goes_on(wave, &fleet.results)
+            || Instant::now() >= deadline
+            || run.options.interrupt.is_set()
+        {
+            return sickened;
+        }
+    }
+}
+
+/// One host in a plan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanRow {
+    /// The host.
+    pub host: String,
+    /// What it runs now.
+    pub current: Option<Version>,
+    /// Bytes it would be sent (0: it has the release already).
+    pub send: u64,
+    /// The wave it would be activated in (from 1), when it would stage.
+    pub wave: Option<usize>,
+    /// Why it would not stage, or what else is worth knowing.
+    pub note: String,
+    /// Whether it would stage.
+    pub ready: bool,
+}
+
+/// What a deploy of `artifact` to `hosts` under `policy` would do, from each host's
+/// state; changes nothing on any host (not even installing the agent).
+pub fn plan(
+    hosts: &[&Host],
+    artifact: &Artifact,
+    policy: &Policy,
+    options: &Options,
+) -> Vec<PlanRow> {
+    let rows = fleet::parallel(hosts, options, |_, host| {
+        let _span = fleet::host_span(host).entered();
+        let mut row = PlanRow {
+            host: host.name.to_string(),
+            current: None,
+            send: 0,
+            wave: None,
+            note: String::new(),
+            ready: false,
+        };
+        let mut agent = match options.connect(host) {
+            Ok(agent) => agent,
+            Err(e) => {
+                row.note = e.to_string();
+                return row;
+            }
+        };
+        let (hello, agent) = match agent.probe() {
+            Err(e) => {
+                row.note = format!("hello: {}", agent::protocol::chain(&e));
+                return row;
+            }
+            Ok(Ok(hello)) => (Some(hello), Some(&mut agent)),
+            Ok(Err(why)) if fleet::is_local(host) => {
+                row.note = format!("no usable ship-agent: {why}");
+                return row;
+            }
+            Ok(Err(_)) => {
+                row.note =
+                    "no usable ship-agent: the deploy would install it (requirements not checked)"
+                        .into();
+                (None, None)
+            }
+        };
+        let status = hello.as_ref().and_then(|h| h.status.as_ref());
+        row.current = status.and_then(|s| s.current.clone());
+        match fleet::preflight(host, artifact, status, agent) {
+            Ok(need) => {
+                row.ready = true;
+                if need == Need::Transfer {
+                    row.send = artifact.size;
+                } else if row.current.as_ref() == Some(&artifact.manifest.version) {
+                    row.note = "already runs it".into();
+                } else {
+                    row.note = "has it already: a switch only".into();
+                }
+            }
+            Err(error) => row.note = error.to_string(),
+        }
+        row
+    });
+    let mut rows: Vec<PlanRow> = rows
+        .into_iter()
+        .zip(hosts)
+        .map(|(row, host)| {
+            row.unwrap_or_else(|| PlanRow {
+                host: host.name.to_string(),
+                current: None,
+                send: 0,
+                wave: None,
+                note: "interrupted".into(),
+                ready: false,
+            })
+        })
+        .collect();
+    let ready: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].ready).collect();
+    for (k, range) in policy.waves(ready.len()).into_iter().enumerate() {
+        for &i in &ready[range] {
+            rows[i].wave = Some(k + 1);
+        }
+    }
+    rows
+}
