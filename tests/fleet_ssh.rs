@@ -296,7 +296,7 @@ fn hosts_can_be_described_in_an_ssh_config() {
 }
 
 #[test]
-fn an_agent_of_another_protocol_is_replaced_by_ships_own() {
+fn an_older_or_newer_agent_is_replaced_by_ships_own() {
     if !can_run() {
         return;
     }
@@ -317,6 +317,28 @@ fn an_agent_of_another_protocol_is_replaced_by_ships_own() {
         "the old agent was not replaced"
     );
     assert_eq!(fleet.current("h1").as_deref(), Some("releases/v1"));
+
+    // A newer agent, of a protocol this ship does not speak, refuses; it is replaced
+    // by ship's own too.
+    common::Tree::new(fleet.root("h1")).file_mode(
+        ".ship/bin/ship-agent",
+        concat!(
+            "#!/bin/sh\n",
+            "echo '{\"type\":\"agent\",\"data\":{\"version\":\"9.9.9\",\"protocol\":99}}'\n",
+            "echo '{\"type\":\"failed\",\"data\":{\"kind\":\"protocol_mismatch\",\"message\":\"protocol mismatch\"}}'\n",
+            "exit 2\n"
+        ),
+        0o755,
+    );
+    fleet
+        .ship(build.dir.path(), &["deploy", "v2", "--hosts", "h1"])
+        .expect(0);
+    let installed = fs::read(fleet.root("h1").join(".ship/bin/ship-agent")).unwrap();
+    assert!(
+        installed.starts_with(b"\x7fELF"),
+        "the newer agent was not replaced"
+    );
+    assert_eq!(fleet.current("h1").as_deref(), Some("releases/v2"));
 }
 
 #[test]

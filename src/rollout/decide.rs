@@ -20,6 +20,8 @@ pub struct Wave {
     pub name: String,
     /// Its hosts (indices into the results).
     pub hosts: Vec<usize>,
+    /// Whether it is the canary wave.
+    pub canary: bool,
     /// Whether its hosts are watched for the policy's canary wait once up.
     pub watch: bool,
 }
@@ -290,6 +292,7 @@ impl Rollout {
                 format!("wave {}", index + 1)
             },
             hosts: self.ready[self.waves[index].clone()].to_vec(),
+            canary,
             watch: canary && self.watch,
         })
     }

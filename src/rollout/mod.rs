@@ -115,51 +115,15 @@ impl Fleet<'_> {
 
 /// Deploys `run.artifact` to `hosts`; see the module docs.
 pub fn deploy(hosts: &[&Host], run: &Deploy) -> Finished {
-    let manifest = &run.artifact.manifest;
-    let version = &manifest.version;
-    let subject = format!("{} {version}", manifest.name);
-    let everyone: Vec<usize> = (0..hosts.len()).collect();
+    let version = &run.artifact.manifest.version;
     let mut fleet = Fleet {
         hosts,
         agents: hosts.iter().map(|_| Mutex::new(None)).collect(),
         results: hosts.iter().map(|h| HostResult::new(h)).collect(),
     };
-    run.notifier.send(
-        "started",
-        &format!(
-            "{} started deploying {subject} to {} host(s){}; rollout: {}",
-            run.options.operator,
-            hosts.len(),
-            run.environment
-                .map_or(String::new(), |e| format!(" of {e}")),
-            run.policy
-        ),
-        json!({
-            "op": "deploy", "app": manifest.name, "version": version, "environment": run.environment,
-            "user": run.options.operator, "hosts": fleet.names(&everyone),
-            "policy": run.policy.to_string(),
-        }),
-    );
-    let staged = fleet.each(&everyone, run.options, false, |host, agent, result| {
-        let started = Instant::now();
-        match fleet::stage(host, run.artifact, run.options, run.printer, result) {
-            Ok(staged) => *agent = Some(staged),
-            Err(error) => {
-                result.fail(error);
-                fleet::report(run.printer, result);
-            }
-        }
-        result.seconds = started.elapsed().as_secs_f64();
-    });
-    for &i in everyone.iter().filter(|i| !staged.contains(i)) {
-        fleet.results[i] = HostResult::interrupted(hosts[i]);
-    }
-    let ready: Vec<bool> = fleet
-        .agents
-        .iter()
-        .map(|a| a.lock().expect("not poisoned").is_some())
-        .collect();
-    let mut rollout = Rollout::new(run.policy, &ready, run.all_or_nothing);
+    run.started(&fleet);
+    let staged = stage(&mut fleet, run);
+    let mut rollout = Rollout::new(run.policy, &staged, run.all_or_nothing);
     if rollout.left_out() > 0 {
         run.printer.note(format!(
             "{} host(s) failed staging and will not be activated; activating the others",
@@ -187,27 +151,7 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Finished {
             fleet::report(run.printer, &fleet.results[i]);
         }
         let failed = rollout.wave_done(&wave, &fleet.results);
-        let failed_names = fleet.names(&failed);
-        run.notifier.send(
-            "wave",
-            &format!(
-                "{subject}: {} of {} done: {} host(s) ok, {} failed{}",
-                wave.name,
-                rollout.waves(),
-                started.len() - failed.len(),
-                failed.len(),
-                if failed.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", failed_names.join(", "))
-                }
-            ),
-            json!({
-                "op": "deploy", "app": manifest.name, "version": version, "environment": run.environment,
-                "wave": wave.index + 1, "waves": rollout.waves(), "canary": wave.watch || (wave.index == 0 && run.policy.canary > 0),
-                "hosts": fleet.names(&started), "failed": failed_names,
-            }),
-        );
+        run.wave_done(&fleet, &wave, rollout.waves(), &started, &failed);
     }
     let ending = rollout.ending(&fleet.results, version);
     for &i in &ending.skipped {
@@ -224,36 +168,135 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Finished {
         fleet.results[i].detail += "; stays on it: the rollout halted";
     }
     let reverted = revert(&mut fleet, &ending.revert, run);
-    let verdict = rollout.verdict(&fleet.results, &subject, version, reverted);
-    if reverted.0 + reverted.1 > 0 {
-        let (back, stuck) = reverted;
-        run.notifier.send(
+    if reverted != (0, 0) {
+        run.reverted(reverted);
+    }
+    let verdict = rollout.verdict(&fleet.results, &run.subject(), version, reverted);
+    run.finished(&verdict, &fleet.results);
+    Finished {
+        results: fleet.results,
+        verdict,
+    }
+}
+
+/// Stages every host in parallel; which hosts are ready to activate.
+fn stage(fleet: &mut Fleet, run: &Deploy) -> Vec<bool> {
+    let everyone: Vec<usize> = (0..fleet.hosts.len()).collect();
+    let staged = fleet.each(&everyone, run.options, false, |host, agent, result| {
+        let started = Instant::now();
+        match fleet::stage(host, run.artifact, run.options, run.printer, result) {
+            Ok(staged) => *agent = Some(staged),
+            Err(error) => {
+                result.fail(error);
+                fleet::report(run.printer, result);
+            }
+        }
+        result.seconds = started.elapsed().as_secs_f64();
+    });
+    for &i in everyone.iter().filter(|i| !staged.contains(i)) {
+        fleet.results[i] = HostResult::interrupted(fleet.hosts[i]);
+    }
+    fleet
+        .agents
+        .iter()
+        .map(|a| a.lock().expect("not poisoned").is_some())
+        .collect()
+}
+
+/// The deploy's events, for the webhooks and the deploy log.
+impl Deploy<'_> {
+    /// `shop v2`.
+    fn subject(&self) -> String {
+        let manifest = &self.artifact.manifest;
+        format!("{} {}", manifest.name, manifest.version)
+    }
+
+    /// Sends event `kind` with the fields every event of a deploy has (`op`,
+    /// `app`, `version`, `environment`) and `more`.
+    fn send(&self, kind: &str, text: &str, more: serde_json::Value) {
+        let manifest = &self.artifact.manifest;
+        let mut fields = json!({
+            "op": "deploy", "app": manifest.name, "version": manifest.version,
+            "environment": self.environment,
+        });
+        if let (Some(all), serde_json::Value::Object(more)) = (fields.as_object_mut(), more) {
+            all.extend(more);
+        }
+        self.notifier.send(kind, text, fields);
+    }
+
+    fn started(&self, fleet: &Fleet) {
+        let everyone: Vec<usize> = (0..fleet.hosts.len()).collect();
+        self.send(
+            "started",
+            &format!(
+                "{} started deploying {} to {} host(s){}; rollout: {}",
+                self.options.operator,
+                self.subject(),
+                fleet.hosts.len(),
+                self.environment
+                    .map_or(String::new(), |e| format!(" of {e}")),
+                self.policy
+            ),
+            json!({
+                "user": self.options.operator, "hosts": fleet.names(&everyone),
+                "policy": self.policy.to_string(),
+            }),
+        );
+    }
+
+    fn wave_done(
+        &self,
+        fleet: &Fleet,
+        wave: &Wave,
+        waves: usize,
+        started: &[usize],
+        failed: &[usize],
+    ) {
+        let failed_names = fleet.names(failed);
+        self.send(
+            "wave",
+            &format!(
+                "{}: {} of {waves} done: {} host(s) ok, {} failed{}",
+                self.subject(),
+                wave.name,
+                started.len() - failed.len(),
+                failed.len(),
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", failed_names.join(", "))
+                }
+            ),
+            json!({
+                "wave": wave.index + 1, "waves": waves, "canary": wave.canary,
+                "hosts": fleet.names(started), "failed": failed_names,
+            }),
+        );
+    }
+
+    fn reverted(&self, (back, stuck): (usize, usize)) {
+        self.send(
             "reverted",
             &format!(
-                "{subject}: {back} host(s) put back on their previous release{}",
+                "{}: {back} host(s) put back on their previous release{}",
+                self.subject(),
                 if stuck > 0 {
                     format!(", {stuck} could not be")
                 } else {
                     String::new()
                 }
             ),
-            json!({
-                "op": "deploy", "app": manifest.name, "version": version,
-                "environment": run.environment, "reverted": back, "stuck": stuck,
-            }),
+            json!({"reverted": back, "stuck": stuck}),
         );
     }
-    run.notifier.send(
-        "finished",
-        &verdict.to_string(),
-        json!({
-            "op": "deploy", "app": manifest.name, "version": version, "environment": run.environment,
-            "ok": verdict.ok(), "results": fleet.results,
-        }),
-    );
-    Finished {
-        results: fleet.results,
-        verdict,
+
+    fn finished(&self, verdict: &Verdict, results: &[HostResult]) {
+        self.send(
+            "finished",
+            &verdict.to_string(),
+            json!({"ok": verdict.ok(), "results": results}),
+        );
     }
 }
 
