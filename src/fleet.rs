@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use agent::protocol::{self, Check, Event, HelloReply, Preflight, Record, Status, Switched};
 use manifests::behaviour::Behaviour;
-use manifests::{Manifest, Version};
+use manifests::{Manifest, Sha256, Version};
 
 use crate::inventory::{Host, Reach};
 use crate::printer::Printer;
@@ -525,72 +525,162 @@ pub fn status(
     by_host(hosts, results)
 }
 
+/// Why an environment has no one release that runs healthy everywhere.
+#[derive(Debug, thiserror::Error)]
+pub enum NotRunning {
+    /// A host could not be reached.
+    #[error("{host} is unreachable: {error}")]
+    Unreachable {
+        /// The host.
+        host: String,
+        /// Why.
+        error: HostError,
+    },
+    /// A host's agent did not answer.
+    #[error("{host}: {error}")]
+    Failed {
+        /// The host.
+        host: String,
+        /// Why.
+        error: HostError,
+    },
+    /// A host has no agent (and nothing is installed to find out more).
+    #[error("{host} has no usable ship-agent ({why})")]
+    NoAgent {
+        /// The host.
+        host: String,
+        /// Why not.
+        why: String,
+    },
+    /// A host runs nothing.
+    #[error("{host} runs no release")]
+    NoRelease {
+        /// The host.
+        host: String,
+    },
+    /// A host's current release is not among its releases.
+    #[error("{host}: its current release {version} is not among its releases")]
+    Missing {
+        /// The host.
+        host: String,
+        /// The release.
+        version: Version,
+    },
+    /// A host's release failed a check now.
+    #[error("{error}")]
+    Unhealthy {
+        /// What the check found.
+        error: HostError,
+    },
+    /// A host's release failed its last check, by its journal.
+    #[error("{version} failed its last health check on {host}")]
+    Bad {
+        /// The host.
+        host: String,
+        /// The release.
+        version: Version,
+    },
+    /// The hosts run different releases.
+    #[error("its hosts are mixed: {}", mixed(.0))]
+    Mixed(Vec<(Version, Sha256, Vec<String>)>),
+    /// There are no hosts.
+    #[error("it has no hosts")]
+    NoHosts,
+    /// Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// "v1 (payload 0123456789ab…) on web1; v2 (payload …) on web2, web3".
+fn mixed(runs: &[(Version, Sha256, Vec<String>)]) -> String {
+    runs.iter()
+        .map(|(version, payload, hosts)| {
+            let payload = payload.as_str();
+            let short = payload.get(..12).unwrap_or(payload);
+            format!("{version} (payload {short}…) on {}", hosts.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl NotRunning {
+    /// The hint of the host error behind it, if any.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            NotRunning::Unreachable { error, .. }
+            | NotRunning::Failed { error, .. }
+            | NotRunning::Unhealthy { error } => error.hint.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// The release every one of `hosts` runs, healthy, with its payload digest; `Err`
-/// says why there is no such release (a host unreachable, none or different
-/// releases, or one unhealthy). `live`: check the services now (which journals a
-/// change of outcome); otherwise trust each host's journal. Installs nothing.
+/// says why there is no such release. `live`: check the services now (which
+/// journals a change of outcome); otherwise trust each host's journal. Installs
+/// nothing.
 pub fn running(
     hosts: &[&Host],
     live: bool,
     options: &Options,
-) -> Result<(Version, manifests::Sha256), String> {
+) -> Result<(Version, Sha256), NotRunning> {
     let seen = parallel(hosts, options, |_, host| {
         let _span = host_span(host).entered();
-        let name = host.name.as_str();
+        let name = host.name.to_string();
         let mut agent = options
             .connect(host)
-            .map_err(|e| format!("{name} is unreachable: {e}"))?;
+            .map_err(|error| NotRunning::Unreachable {
+                host: name.clone(),
+                error,
+            })?;
         let hello = match agent.probe() {
-            Err(e) => return Err(format!("{name}: hello: {}", agent::protocol::chain(&e))),
-            Ok(Err(why)) => return Err(format!("{name} has no usable ship-agent ({why})")),
+            Err(e) => {
+                return Err(NotRunning::Failed {
+                    error: HostError::from_call(Step::Hello, &e, &name, None),
+                    host: name,
+                });
+            }
+            Ok(Err(why)) => return Err(NotRunning::NoAgent { host: name, why }),
             Ok(Ok(hello)) => hello,
         };
-        let Some(status) = hello.status else {
-            return Ok(None);
+        let Some(current) = hello.status.as_ref().and_then(|s| s.current.clone()) else {
+            return Err(NotRunning::NoRelease { host: name });
         };
-        let Some(current) = status.current.clone() else {
-            return Ok(None);
+        let Some(release) = hello.status.as_ref().and_then(|s| s.release(&current)) else {
+            return Err(NotRunning::Missing {
+                host: name,
+                version: current,
+            });
         };
-        let release = status.release(&current).cloned().ok_or_else(|| {
-            format!("{name}: its current release {current} is not among its releases")
-        })?;
         if live {
             // A check now, not the journal's last word: it also updates that word.
-            health(&mut agent, host).map_err(|e| e.to_string())?;
+            health(&mut agent, host).map_err(|error| NotRunning::Unhealthy { error })?;
         } else if release.bad {
-            return Err(format!("{current} failed its last health check on {name}"));
+            return Err(NotRunning::Bad {
+                host: name,
+                version: current,
+            });
         }
-        Ok(Some((current, release.payload_digest)))
+        Ok((current, release.payload_digest.clone()))
     });
-    let mut runs = Vec::new();
-    for (host, seen) in hosts.iter().zip(seen) {
-        let seen = seen.ok_or("interrupted")??;
-        runs.push((host.name.to_string(), seen));
-    }
-    if let Some((host, _)) = runs.iter().find(|(_, r)| r.is_none()) {
-        return Err(format!("{host} runs no release"));
-    }
-    let mut by_release: std::collections::BTreeMap<(Version, manifests::Sha256), Vec<&str>> =
+    let mut by_release: std::collections::BTreeMap<(Version, Sha256), Vec<String>> =
         std::collections::BTreeMap::new();
-    for (host, release) in &runs {
-        let release = release.clone().expect("checked above");
-        by_release.entry(release).or_default().push(host);
+    for (host, seen) in hosts.iter().zip(seen) {
+        let release = seen.ok_or(NotRunning::Interrupted)??;
+        by_release
+            .entry(release)
+            .or_default()
+            .push(host.name.to_string());
     }
     if by_release.len() > 1 {
-        let mixed: Vec<String> = by_release
-            .iter()
-            .map(|((version, payload), hosts)| {
-                let payload = payload.as_str();
-                let short = payload.get(..12).unwrap_or(payload);
-                format!("{version} (payload {short}…) on {}", hosts.join(", "))
-            })
-            .collect();
-        return Err(format!("its hosts are mixed: {}", mixed.join("; ")));
+        return Err(NotRunning::Mixed(
+            by_release
+                .into_iter()
+                .map(|((version, payload), hosts)| (version, payload, hosts))
+                .collect(),
+        ));
     }
-    by_release
-        .into_keys()
-        .next()
-        .ok_or_else(|| "it has no hosts".to_owned())
+    by_release.into_keys().next().ok_or(NotRunning::NoHosts)
 }
 
 /// Every host's journal.

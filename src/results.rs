@@ -188,12 +188,14 @@ impl HostError {
 }
 
 /// `step: message: cause: cause` — except for a health failure, whose message is
-/// the agent's own sentence naming the host, the failure and the revert.
+/// the agent's own sentence naming the host, the failure and the revert, and for a
+/// host that never started.
 impl std::fmt::Display for HostError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let own_sentence = matches!(
             self.kind,
-            ErrorKind::Agent(FailureKind::Unhealthy | FailureKind::UnhealthyNow)
+            ErrorKind::Interrupted
+                | ErrorKind::Agent(FailureKind::Unhealthy | FailureKind::UnhealthyNow)
         );
         if !own_sentence {
             write!(f, "{}: ", self.step.name())?;
@@ -302,9 +304,8 @@ impl HostResult {
         result.fail(HostError::new(
             Step::Start,
             ErrorKind::Interrupted,
-            "interrupted",
+            "not started: interrupted",
         ));
-        result.detail = "not started: interrupted".into();
         result
     }
 

@@ -305,7 +305,13 @@ pub fn promote(
     let everywhere: Vec<&Host> = source.hosts.iter().collect();
     // A plan changes nothing, so it trusts the journals instead of checking now.
     let (version, payload) = fleet::running(&everywhere, !rollout.plan, &settings.options)
-        .map_err(|why| CliError::failed_hosts(format!("cannot promote {from} to {to}: {why}")))?;
+        .map_err(|why| {
+            let error = CliError::failed_hosts(format!("cannot promote {from} to {to}: {why}"));
+            match why.hint() {
+                Some(hint) => error.hint(hint),
+                None => error,
+            }
+        })?;
     let artifact = artifact(settings, version.as_str())?;
     if artifact.manifest.payload_digest != payload {
         return Err(CliError::failed_hosts(format!(

@@ -31,7 +31,7 @@ use crate::inventory::Host;
 use crate::notify::Notifier;
 use crate::printer::Printer;
 use crate::remote::RemoteAgent;
-use crate::results::{HostResult, Outcome};
+use crate::results::{ErrorKind, HostError, HostResult, Outcome, Step};
 
 /// How often the canary hosts' health is checked while they are watched.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
@@ -444,6 +444,30 @@ pub struct PlanRow {
     pub note: String,
     /// Whether it would stage.
     pub ready: bool,
+    /// Why it would not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<HostError>,
+}
+
+impl PlanRow {
+    fn new(host: &Host) -> PlanRow {
+        PlanRow {
+            host: host.name.to_string(),
+            current: None,
+            send: 0,
+            wave: None,
+            note: String::new(),
+            ready: false,
+            error: None,
+        }
+    }
+
+    /// The host would not stage, because of `error`.
+    fn blocked(mut self, error: HostError) -> PlanRow {
+        self.note = error.to_string();
+        self.error = Some(error);
+        self
+    }
 }
 
 /// What a deploy of `artifact` to `hosts` under `policy` would do, from each host's
@@ -456,30 +480,23 @@ pub fn plan(
 ) -> Vec<PlanRow> {
     let rows = fleet::parallel(hosts, options, |_, host| {
         let _span = fleet::host_span(host).entered();
-        let mut row = PlanRow {
-            host: host.name.to_string(),
-            current: None,
-            send: 0,
-            wave: None,
-            note: String::new(),
-            ready: false,
-        };
+        let mut row = PlanRow::new(host);
         let mut agent = match options.connect(host) {
             Ok(agent) => agent,
-            Err(e) => {
-                row.note = e.to_string();
-                return row;
-            }
+            Err(error) => return row.blocked(error),
         };
         let (hello, agent) = match agent.probe() {
             Err(e) => {
-                row.note = format!("hello: {}", agent::protocol::chain(&e));
-                return row;
+                let name = host.name.as_str();
+                return row.blocked(HostError::from_call(Step::Hello, &e, name, None));
             }
             Ok(Ok(hello)) => (Some(hello), Some(&mut agent)),
             Ok(Err(why)) if fleet::is_local(host) => {
-                row.note = format!("no usable ship-agent: {why}");
-                return row;
+                return row.blocked(HostError::new(
+                    Step::Hello,
+                    ErrorKind::NoAgent,
+                    format!("no usable ship-agent: {why}"),
+                ));
             }
             Ok(Err(_)) => {
                 row.note =
@@ -501,7 +518,7 @@ pub fn plan(
                     row.note = "has it already: a switch only".into();
                 }
             }
-            Err(error) => row.note = error.to_string(),
+            Err(error) => return row.blocked(error),
         }
         row
     });
@@ -509,13 +526,12 @@ pub fn plan(
         .into_iter()
         .zip(hosts)
         .map(|(row, host)| {
-            row.unwrap_or_else(|| PlanRow {
-                host: host.name.to_string(),
-                current: None,
-                send: 0,
-                wave: None,
-                note: "interrupted".into(),
-                ready: false,
+            row.unwrap_or_else(|| {
+                PlanRow::new(host).blocked(HostError::new(
+                    Step::Start,
+                    ErrorKind::Interrupted,
+                    "interrupted",
+                ))
             })
         })
         .collect();
