@@ -205,9 +205,12 @@ pub(crate) fn preflight(
         |kind, message: String| HostError::new(Step::Preflight, ErrorKind::Agent(kind), message);
     if let Some(status) = status {
         if let Some(lock) = &status.lock {
-            return Err(refused(
-                protocol::FailureKind::Locked,
-                protocol::busy(&host.root, lock.holder.as_ref()),
+            let failure = protocol::locked(&host.root, lock.holder.clone());
+            return Err(HostError::from_failure(
+                Step::Preflight,
+                &failure,
+                name,
+                None,
             ));
         }
         if let Some(present) = status.release(&manifest.version) {
@@ -216,11 +219,15 @@ pub(crate) fn preflight(
             }
             return Err(refused(
                 protocol::FailureKind::Refused,
-                format!(
-                    "release {} is already on the host with different content (payload {})",
-                    manifest.version, present.payload_digest
+                protocol::different_content(
+                    &manifest.version,
+                    &present.payload_digest,
+                    &manifest.payload_digest,
                 ),
             ));
+        }
+        if let Some(why) = protocol::no_room(&host.root, artifact.disk_need(), status.free_bytes) {
+            return Err(refused(protocol::FailureKind::Preflight, why));
         }
     }
     let requires = &manifest.behaviour.requires;
@@ -229,23 +236,25 @@ pub(crate) fn preflight(
         .into_keys()
         .map(str::to_owned)
         .collect();
+    // The agent checks what the status cannot show: what the release requires, and
+    // on a fresh host (no status) the disk where its app root will be.
+    let needs_check = !requires.env.is_empty()
+        || !requires.files.is_empty()
+        || !host_paths.is_empty()
+        || status.is_none();
     if let Some(agent) = agent
-        && (!requires.env.is_empty() || !requires.files.is_empty() || !host_paths.is_empty())
+        && needs_check
     {
         agent
             .check(Check {
                 env: requires.env.clone(),
                 files: requires.files.clone(),
                 host_paths,
+                bytes: Some(artifact.disk_need()),
                 release_env_file: manifest.behaviour.env_file.clone(),
                 ..Check::default()
             })
             .map_err(|e| HostError::from_call(Step::Preflight, &e, name, Some(manifest)))?;
-    }
-    if let Some(status) = status
-        && let Some(why) = protocol::no_room(&host.root, artifact.disk_need(), status.free_bytes)
-    {
-        return Err(refused(protocol::FailureKind::Preflight, why));
     }
     Ok(Need::Transfer)
 }
@@ -529,7 +538,7 @@ pub fn status(
 #[derive(Debug, thiserror::Error)]
 pub enum NotRunning {
     /// A host could not be reached.
-    #[error("{host} is unreachable: {error}")]
+    #[error("{host} is unreachable: {}", error.sentence())]
     Unreachable {
         /// The host.
         host: String,

@@ -65,20 +65,26 @@ where
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
+            let rendered = if console.is_terminal() {
+                e.render().ansi().to_string()
+            } else {
+                e.render().to_string()
+            };
             let printer = Printer::new(console, Mode::Plain);
             if e.use_stderr() {
-                printer.error(&e.render().to_string());
+                printer.error(&rendered);
                 return ExitStatus::Error;
             }
-            printer.data(&e.render().to_string());
+            printer.data(&rendered);
             return ExitStatus::Success;
         }
     };
     init_logging(cli.global.verbose);
+    // The log lines of -v would tear through progress bars: lines instead.
     let mode = Mode::choose(
         cli.command.json_lines(),
         cli.global.quiet,
-        cli.global.no_progress,
+        cli.global.no_progress || cli.global.verbose > 0,
         &console,
     );
     let printer = Printer::new(console, mode);
@@ -158,8 +164,8 @@ fn init_logging(verbose: u8) {
     use tracing_subscriber::fmt::format::FmtSpan;
     let default = match verbose {
         0 => "warn",
-        1 => "ship=info",
-        _ => "ship=debug",
+        1 => "warn,ship=info,packager=info,manifests=info",
+        _ => "warn,ship=debug,packager=debug,manifests=debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

@@ -197,12 +197,22 @@ impl Printer {
         }
     }
 
-    /// A note for people on stderr (not with `--quiet`; an event with `--json`).
+    /// A note for people on stderr (not with `--quiet`).
     pub fn note(&self, message: impl std::fmt::Display) {
+        if self.mode != Mode::Quiet {
+            self.to_people(&message.to_string());
+        }
+    }
+
+    /// A note on how a fleet run goes (a wave starts, a revert begins): beside the
+    /// hosts' progress, as `HH:MM:SS ship: …` lines, or a `note` event with
+    /// `--json`; not with `--quiet`.
+    pub fn progress(&self, message: impl std::fmt::Display) {
         match self.mode {
             Mode::Quiet => {}
             Mode::Json => self.event("note", &json!({"message": message.to_string()})),
-            Mode::Human | Mode::Plain => self.to_people(&message.to_string()),
+            Mode::Plain => self.line("ship", &message.to_string()),
+            Mode::Human => self.to_people(&message.to_string()),
         }
     }
 
@@ -415,22 +425,37 @@ mod tests {
     #[test]
     fn each_mode_prints_where_it_should() {
         for (mode, out, err) in [
-            (Mode::Plain, "data\n", "a note\nwarning: careful\n"),
+            (
+                Mode::Plain,
+                "data\n",
+                "a note\nHH:MM:SS ship: wave 1\nwarning: careful\n",
+            ),
             (Mode::Quiet, "data\n", "warning: careful\n"),
             (
                 Mode::Json,
-                "{\"type\":\"note\",\"data\":{\"message\":\"a note\"}}\n{\"type\":\"x\",\"data\":1}\n",
-                "warning: careful\n",
+                "{\"type\":\"x\",\"data\":1}\n{\"type\":\"note\",\"data\":{\"message\":\"wave 1\"}}\n",
+                "a note\nwarning: careful\n",
             ),
         ] {
             let (console, buffers) = Console::buffers();
             let printer = Printer::new(console, mode);
             printer.data("data\n");
-            printer.note("a note");
             printer.event("x", &1);
+            printer.note("a note");
+            printer.progress("wave 1");
             printer.warn("careful");
             assert_eq!(buffers.stdout(), out, "{mode:?}");
-            assert_eq!(buffers.stderr(), err, "{mode:?}");
+            let err_seen: String = buffers
+                .stderr()
+                .lines()
+                .map(|l| match l.split_once(' ') {
+                    Some((time, rest)) if time.len() == 8 && time.as_bytes()[2] == b':' => {
+                        format!("HH:MM:SS {rest}\n")
+                    }
+                    _ => format!("{l}\n"),
+                })
+                .collect();
+            assert_eq!(err_seen, err, "{mode:?}");
         }
     }
 }

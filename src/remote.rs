@@ -278,7 +278,7 @@ impl RemoteAgent {
             self.root.clone(),
         ];
         argv.extend(request.args());
-        tracing::debug!(command = %crate::quote::command_line(&argv), "run");
+        tracing::debug!(command = %crate::quote::command_line(&redacted(&argv)), "run");
         let mut done = None;
         let mut failed = None;
         let mut theirs = None;
@@ -286,6 +286,12 @@ impl RemoteAgent {
         let finished = self.transport.run(&argv, stdin, &mut |line| {
             let event = match serde_json::from_str::<Event>(line) {
                 Ok(event) => event,
+                // Before the agent speaks, a line is the host's (a login shell's
+                // banner); after, its stdout is the protocol's alone.
+                Err(_) if theirs.is_none() && !line.starts_with('{') => {
+                    tracing::debug!(line, "ignored before the agent spoke");
+                    return;
+                }
                 Err(e) => {
                     broken.get_or_insert_with(|| format!("{e} in {:?}", shorten(line)));
                     return;
@@ -304,7 +310,9 @@ impl RemoteAgent {
             host: self.host.clone(),
             what,
         };
-        // An agent of another protocol is replaced, whatever else it said.
+        // An agent of another protocol is replaced, whatever else it said: this comes
+        // before the broken lines, since an older agent's `failed` event has another
+        // shape (the `agent` event keeps its shape across protocols).
         if let Some(theirs) = theirs.filter(|&p| p != protocol::VERSION) {
             return Err(CallError::NoAgent(format!(
                 "{program} speaks protocol {theirs}, ship speaks {}",
@@ -343,10 +351,46 @@ impl RemoteAgent {
     }
 }
 
+/// `argv` with the values of `--set NAME=VALUE` hidden (they may be secrets), for
+/// the log.
+fn redacted(argv: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(argv.len());
+    for arg in argv {
+        let hidden = match (out.last().map(String::as_str), arg.split_once('=')) {
+            (Some("--set"), Some((name, _))) => format!("{name}=…"),
+            _ => arg.clone(),
+        };
+        out.push(hidden);
+    }
+    out
+}
+
 /// The start of a long line, for a message.
 fn shorten(line: &str) -> &str {
     match line.char_indices().nth(120) {
         Some((end, _)) => &line[..end],
         None => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_log_hides_the_values_of_host_variables() {
+        let argv: Vec<String> = [
+            "ship-agent",
+            "activate",
+            "v2",
+            "--set",
+            "DATABASE_URL=postgres://app:s3cret@db/app",
+            "--env-file",
+            "shared/.env",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            super::redacted(&argv).join(" "),
+            "ship-agent activate v2 --set DATABASE_URL=… --env-file shared/.env"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! failure (step, kind, message, causes, hint) that goes from the transport or the
 //! agent, unflattened, to the table, the verdict, `--json` and the webhooks.
 
-use agent::protocol::{self, Details, FailureKind};
+use agent::protocol::{self, Details, Failure, FailureKind};
 use manifests::{Manifest, Version};
 use serde::Serialize;
 
@@ -149,6 +149,21 @@ impl HostError {
             CallError::NoResult { .. } => return transport(ErrorKind::NoResult, None),
             CallError::Failed(failure) => failure,
         };
+        HostError::from_failure(step, failure, host, manifest)
+    }
+
+    /// The agent's `failure` of `host` in `step` (a failed preflight counts as the
+    /// preflight step, whichever command found it).
+    pub fn from_failure(
+        step: Step,
+        failure: &Failure,
+        host: &str,
+        manifest: Option<&Manifest>,
+    ) -> HostError {
+        let step = match failure.kind {
+            FailureKind::Preflight => Step::Preflight,
+            _ => step,
+        };
         let message = match &failure.details {
             Some(Details::Preflight {
                 problems, lacking, ..
@@ -180,6 +195,14 @@ impl HostError {
         }
     }
 
+    /// The message and its causes, `message: cause: cause`, without the step.
+    pub fn sentence(&self) -> String {
+        std::iter::once(self.message.as_str())
+            .chain(self.causes.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(": ")
+    }
+
     /// Whether the agent says what the host runs now: a failure it reported rather
     /// than a transport that broke (where nobody can say).
     pub fn host_state_known(&self) -> bool {
@@ -200,11 +223,7 @@ impl std::fmt::Display for HostError {
         if !own_sentence {
             write!(f, "{}: ", self.step.name())?;
         }
-        write!(f, "{}", self.message)?;
-        for cause in &self.causes {
-            write!(f, ": {cause}")?;
-        }
-        Ok(())
+        f.write_str(&self.sentence())
     }
 }
 
@@ -266,7 +285,7 @@ pub struct HostResult {
     pub detail: String,
     /// Why it failed, when it did (the first failure, when a revert followed).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<HostError>,
+    pub failure: Option<HostError>,
 }
 
 impl HostResult {
@@ -281,7 +300,7 @@ impl HostResult {
             transferred: 0,
             seconds: 0.0,
             detail: String::new(),
-            error: None,
+            failure: None,
         }
     }
 
@@ -295,7 +314,7 @@ impl HostResult {
     /// Records that the host failed with `error` (the first error stays).
     pub fn fail(&mut self, error: HostError) {
         self.set(Outcome::Failed, error.to_string());
-        self.error.get_or_insert(error);
+        self.failure.get_or_insert(error);
     }
 
     /// A host Ctrl-C kept from starting.

@@ -363,9 +363,58 @@ fn an_agent_that_breaks_the_protocol_is_named_never_guessed() {
             .env("SHIP_AGENT", &agent))
         .expect(1);
         let status = &events(&json, "status")[0];
-        assert_eq!(status["error"]["kind"], "protocol", "{name}: {status}");
-        assert_eq!(status["error"]["step"], "hello", "{name}: {status}");
+        assert_eq!(status["failure"]["kind"], "protocol", "{name}: {status}");
+        assert_eq!(status["failure"]["step"], "hello", "{name}: {status}");
+        assert!(
+            status["error"].as_str().unwrap().contains(expected),
+            "{name}: {status}"
+        );
     }
+}
+
+#[test]
+fn an_older_agent_is_met_with_a_clear_error_and_a_banner_is_ignored() {
+    let fleet = LocalFleet::new(&["web1"]);
+    // What an agent of protocol 4 answered a caller of another protocol.
+    let older = fake_agent(
+        fleet.dir.path(),
+        "older",
+        &[
+            r#"{"type":"agent","data":{"version":"0.1.0","protocol":4}}"#,
+            r#"{"type":"failed","data":{"error":"protocol mismatch: the caller speaks protocol 5, this ship-agent 0.1.0 speaks 4","causes":[],"details":null}}"#,
+        ],
+        2,
+    );
+    let out = run(fleet
+        .command(&["status", "--hosts", "web1"])
+        .env("SHIP_AGENT", &older))
+    .expect(1);
+    assert!(
+        out.row("web1").contains(&format!(
+            "hello: no usable ship-agent on the host: {} speaks protocol 4, ship speaks {}",
+            older.display(),
+            agent::protocol::VERSION
+        )),
+        "{}",
+        out.stdout
+    );
+    // A line before the agent speaks is the host's, not the protocol's.
+    let protocol = agent::protocol::VERSION;
+    let hello = format!(r#"{{"type":"agent","data":{{"version":"9.9.9","protocol":{protocol}}}}}"#);
+    let done = format!(
+        r#"{{"type":"done","data":{{"agent":"9.9.9","protocol":{protocol},"status":null}}}}"#
+    );
+    let chatty = fake_agent(
+        fleet.dir.path(),
+        "chatty",
+        &["Welcome to web1!", &hello, &done],
+        0,
+    );
+    let out = run(fleet
+        .command(&["status", "--hosts", "web1"])
+        .env("SHIP_AGENT", &chatty))
+    .expect(0);
+    assert!(out.row("web1").ends_with("no release"), "{}", out.stdout);
 }
 
 #[test]

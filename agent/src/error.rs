@@ -246,13 +246,9 @@ impl AgentError {
     pub fn failure(&self) -> Failure {
         let (kind, details) = match self {
             AgentError::Io { .. } => (FailureKind::Io, None),
-            AgentError::Locked { root, holder } => (
-                FailureKind::Locked,
-                Some(Details::Locked {
-                    root: root.display().to_string(),
-                    holder: holder.clone(),
-                }),
-            ),
+            AgentError::Locked { root, holder } => {
+                return crate::protocol::locked(&root.display().to_string(), holder.clone());
+            }
             AgentError::NotAnAppRoot { .. } => (FailureKind::NotAnAppRoot, None),
             AgentError::Artifact(_) => (FailureKind::Artifact, None),
             AgentError::Refused { .. } => (FailureKind::Refused, None),
@@ -330,9 +326,6 @@ impl AgentError {
     /// What the operator can do about it, where that is not plain from the message.
     fn hint(&self) -> Option<String> {
         let hint = match self {
-            AgentError::Locked { .. } => {
-                "another operation is running there; try again when it ends (the lock dies with its process)"
-            }
             AgentError::NotAnAppRoot { .. } => {
                 "check the app root, or deploy a release there first"
             }

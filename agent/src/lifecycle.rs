@@ -277,11 +277,9 @@ pub fn preflight(
     if root.exists()
         && let Some(holder) = crate::lock::holder(&root.lock())
     {
-        problems.push(format!(
-            "{} is busy: locked by {}",
-            root.path().display(),
-            holder.map_or("a process that has not said who it is".to_owned(), |h| h
-                .to_string())
+        problems.push(protocol::busy(
+            &root.path().display().to_string(),
+            holder.as_ref(),
         ));
     }
     // The nearest directory that exists: a fresh host has no app root yet.

@@ -10,7 +10,9 @@
 //! On the wire: `ship` runs `ship-agent --json --protocol N <command> --root ROOT
 //! <args>`; the agent answers with one JSON object per line, `{"type": …, "data":
 //! …}`, starting with [`Event::Agent`] and ending with [`Event::Done`] (exit 0) or
-//! [`Event::Failed`] (exit 1; also for a caller that speaks another protocol).
+//! [`Event::Failed`] (exit 1; exit 2 for a caller that speaks another protocol, with
+//! the kind `protocol_mismatch`). The `agent` event keeps its shape in every
+//! version, so that a caller can tell which protocol answered.
 
 use std::path::PathBuf;
 
@@ -75,6 +77,32 @@ pub fn busy(root: &str, holder: Option<&Holder>) -> String {
         Some(holder) => format!("{root} is busy: locked by {holder}"),
         None => format!("{root} is busy: locked by a process that has not said who it is"),
     }
+}
+
+/// THE failure of an app root whose lock is held, as the agent reports it and as
+/// ship reports what a host's status shows.
+pub fn locked(root: &str, holder: Option<Holder>) -> Failure {
+    Failure {
+        kind: FailureKind::Locked,
+        message: busy(root, holder.as_ref()),
+        causes: Vec::new(),
+        hint: Some(
+            "another operation is running there; try again when it ends (the lock dies with its process)"
+                .to_owned(),
+        ),
+        details: Some(Details::Locked {
+            root: root.to_owned(),
+            holder,
+        }),
+    }
+}
+
+/// Why a release cannot be received where one of the same version and other
+/// content is.
+pub fn different_content(version: &Version, here: &Sha256, artifact: &Sha256) -> String {
+    format!(
+        "release {version} is already on the host with different content (payload {here} here, {artifact} in the artifact)"
+    )
 }
 
 // ---------------------------------------------------------------------------

@@ -253,9 +253,10 @@ impl Visitor for Unpack<'_> {
             if present.payload_digest == manifest.payload_digest {
                 return Err(Stop::AlreadyPresent(Box::new(present)));
             }
-            return Err(refuse(format!(
-                "release {version} is already on this host with different content (payload {} here, {} in the artifact)",
-                present.payload_digest, manifest.payload_digest
+            return Err(refuse(protocol::different_content(
+                version,
+                &present.payload_digest,
+                &manifest.payload_digest,
             ))
             .into());
         }

@@ -124,7 +124,7 @@ fn receiving_the_same_release_twice_is_a_no_op_and_other_content_is_refused() {
         .unwrap()
         .to_owned();
     assert!(
-        error.starts_with("the artifact for v1 was refused: release v1 is already on this host with different content (payload "),
+        error.starts_with("the artifact for v1 was refused: release v1 is already on the host with different content (payload "),
         "{error}"
     );
     assert!(!host.root().join("releases/v1/extra").exists());

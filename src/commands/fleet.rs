@@ -117,7 +117,7 @@ fn ship(
         return plan(settings, selected, artifact, policy, printer);
     }
     let environment = settings.fleet.environment.as_ref().map(|e| e.as_str());
-    printer.note(format!(
+    printer.progress(format!(
         "deploying {} {} ({}) to {} host(s){}; rollout: {policy}",
         artifact.manifest.name,
         artifact.manifest.version,
@@ -126,7 +126,7 @@ fn ship(
         environment.map_or(String::new(), |e| format!(" of {e}")),
     ));
     if policy.canary == 0 && !policy.canary_wait.is_zero() {
-        printer.note("no canary hosts: the canary wait does not apply");
+        printer.progress("no canary hosts: the canary wait does not apply");
     }
     let notifier = settings.notifier();
     let finished = rollout::deploy(
@@ -195,13 +195,7 @@ fn plan(
 
 /// The plan's table and its waves, one line each.
 fn plan_table(rows: &[PlanRow], policy: &Policy) -> String {
-    let wave_name = |w: usize| {
-        if w == 1 && policy.canary > 0 {
-            "1 (canary)".to_owned()
-        } else {
-            w.to_string()
-        }
-    };
+    let wave_name = |w: usize| rollout::wave_number(w - 1, w == 1 && policy.canary > 0);
     let table_rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -230,12 +224,7 @@ fn plan_table(rows: &[PlanRow], policy: &Policy) -> String {
             .filter(|r| r.wave == Some(wave))
             .map(|r| r.host.as_str())
             .collect();
-        let canary = if wave == 1 && policy.canary > 0 {
-            " (canary)"
-        } else {
-            ""
-        };
-        out += &format!("wave {wave}{canary}: {}\n", members.join(", "));
+        out += &format!("wave {}: {}\n", wave_name(wave), members.join(", "));
     }
     out
 }
@@ -355,7 +344,7 @@ fn finish(
     for hint in hints(
         results
             .iter()
-            .filter_map(|r| Some((&r.host, r.error.as_ref()?))),
+            .filter_map(|r| Some((&r.host, r.failure.as_ref()?))),
     ) {
         printer.note(hint);
     }
@@ -435,7 +424,9 @@ pub fn status(settings: &FleetSettings, hosts: &str, printer: &Printer) -> Resul
     for ((host, status), state) in statuses.iter().zip(&states) {
         printer.event(
             "status",
-            &json!({"host": host, "status": status.as_ref().ok(), "error": status.as_ref().err(), "state": state}),
+            &json!({"host": host, "status": status.as_ref().ok(), "state": state,
+                    "error": status.as_ref().err().map(ToString::to_string),
+                    "failure": status.as_ref().err()}),
         );
     }
     printer.data(&text);
@@ -558,7 +549,9 @@ pub fn check(
     for (host, result) in &results {
         printer.event(
             "check",
-            &json!({"host": host, "ok": result.is_ok(), "result": result.as_ref().ok(), "error": result.as_ref().err()}),
+            &json!({"host": host, "ok": result.is_ok(), "result": result.as_ref().ok(),
+                    "error": result.as_ref().err().map(ToString::to_string),
+                    "failure": result.as_ref().err()}),
         );
         let (verdict, detail) = match result {
             Ok(found) => ("ok", preflight_detail(found)),
@@ -601,17 +594,19 @@ pub fn history(settings: &FleetSettings, hosts: &str, printer: &Printer) -> Resu
     let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
     let histories = fleet::history(&selected, &settings.options, &printer.without_progress());
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
-    let mut failed = 0;
-    for (host, records) in histories {
+    for (host, records) in &histories {
         match records {
             Err(error) => {
-                failed += 1;
                 printer.warn(format_args!("{host}: {error}"));
+                printer.event(
+                    "unreachable",
+                    &json!({"host": host, "error": error.to_string(), "failure": error}),
+                );
             }
             Ok(records) => {
                 for record in records {
                     printer.event("record", &json!({"host": host, "record": record}));
-                    rows.push((record.time.to_string(), history_row(&host, &record)));
+                    rows.push((record.time.to_string(), history_row(host, record)));
                 }
             }
         }
@@ -622,6 +617,14 @@ pub fn history(settings: &FleetSettings, hosts: &str, printer: &Printer) -> Resu
         &["TIME", "HOST", "USER", "OP", "FROM", "TO", "RESULT"],
         &rows,
     ));
+    for hint in hints(
+        histories
+            .iter()
+            .filter_map(|(h, r)| Some((h, r.as_ref().err()?))),
+    ) {
+        printer.note(hint);
+    }
+    let failed = histories.iter().filter(|(_, r)| r.is_err()).count();
     if failed > 0 {
         return Err(CliError::failed_hosts(format!(
             "{failed} host(s) unreachable"
@@ -726,7 +729,7 @@ mod tests {
         let hints = hints(
             results
                 .iter()
-                .filter_map(|r| Some((&r.host, r.error.as_ref()?))),
+                .filter_map(|r| Some((&r.host, r.failure.as_ref()?))),
         );
         let read = format!(
             "{}{}\nerror: {verdict}\n",
@@ -735,10 +738,10 @@ mod tests {
         );
         insta::assert_snapshot!(read);
         let json = serde_json::to_value(&results[2]).unwrap();
-        assert_eq!(json["error"]["kind"], "unhealthy_now");
-        assert_eq!(json["error"]["step"], "health");
+        assert_eq!(json["failure"]["kind"], "unhealthy_now");
+        assert_eq!(json["failure"]["step"], "health");
         assert_eq!(
-            serde_json::to_value(&results[1]).unwrap()["error"]["kind"],
+            serde_json::to_value(&results[1]).unwrap()["failure"]["kind"],
             "unreachable"
         );
     }

@@ -227,6 +227,15 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// `1 (canary)`, `2`: how wave `index` (from 0) is named.
+pub fn wave_number(index: usize, canary: bool) -> String {
+    if canary {
+        format!("{} (canary)", index + 1)
+    } else {
+        (index + 1).to_string()
+    }
+}
+
 /// Whether the run may have switched the host of `result` to `version`: it did,
 /// or its activation broke off where nobody could say (`to` unknown).
 fn maybe_switched(result: &HostResult, version: &Version) -> bool {
@@ -237,8 +246,8 @@ fn maybe_switched(result: &HostResult, version: &Version) -> bool {
 }
 
 impl Rollout {
-    /// A rollout under `policy` of the hosts of `results`, the staged ones being
-    /// those with `staged` set.
+    /// A rollout under `policy` of as many hosts as `staged` has, the staged ones
+    /// being those set.
     pub fn new(policy: &Policy, staged: &[bool], all_or_nothing: bool) -> Rollout {
         let ready: Vec<usize> = (0..staged.len()).filter(|&i| staged[i]).collect();
         let failed_staging = staged.len() - ready.len();
@@ -274,11 +283,15 @@ impl Rollout {
     /// The next wave to activate, or `None` when the rollout is over (every wave
     /// ran, the budget is spent, or `interrupted`).
     pub fn next_wave(&mut self, interrupted: bool) -> Option<Wave> {
-        if self.stop.is_some() || self.next >= self.waves.len() {
+        if self.stop.is_some() {
             return None;
         }
-        if interrupted {
+        // Ctrl-C, even during the last wave, when it kept a staged host from starting.
+        if interrupted && self.activated.len() < self.ready.len() {
             self.stop = Some(Stop::Interrupted);
+            return None;
+        }
+        if self.next >= self.waves.len() {
             return None;
         }
         let index = self.next;
@@ -286,11 +299,7 @@ impl Rollout {
         let canary = index == 0 && self.canary;
         Some(Wave {
             index,
-            name: if canary {
-                "wave 1 (canary)".to_owned()
-            } else {
-                format!("wave {}", index + 1)
-            },
+            name: format!("wave {}", wave_number(index, canary)),
             hosts: self.ready[self.waves[index].clone()].to_vec(),
             canary,
             watch: canary && self.watch,
@@ -525,14 +534,20 @@ mod tests {
         verdict: String,
     }
 
+    /// When Ctrl-C comes in a scripted rollout.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum CtrlC {
+        /// Never.
+        Never,
+        /// Before wave `k` (from 0).
+        Before(usize),
+        /// During wave `k`, after its first host started: the others never start.
+        During(usize),
+    }
+
     /// Plays a rollout of `scripts` under `policy`, as the driver does, with Ctrl-C
-    /// pressed before wave `interrupt_before`.
-    fn play(
-        policy: &Policy,
-        scripts: &[Script],
-        all_or_nothing: bool,
-        interrupt_before: Option<usize>,
-    ) -> Played {
+    /// when `ctrl_c` says.
+    fn play(policy: &Policy, scripts: &[Script], all_or_nothing: bool, ctrl_c: CtrlC) -> Played {
         let version = v("v2");
         let mut results: Vec<HostResult> = (0..scripts.len()).map(result).collect();
         let staged: Vec<bool> = scripts.iter().map(|s| *s != Unstaged).collect();
@@ -545,9 +560,21 @@ mod tests {
             revert: Vec::new(),
             verdict: String::new(),
         };
-        while let Some(wave) = rollout.next_wave(interrupt_before == Some(played.waves.len())) {
-            played.waves.push(wave.hosts.clone());
-            for &i in &wave.hosts {
+        let mut interrupted = false;
+        loop {
+            let k = played.waves.len();
+            interrupted |= ctrl_c == CtrlC::Before(k);
+            let Some(wave) = rollout.next_wave(interrupted) else {
+                break;
+            };
+            let started: Vec<usize> = if ctrl_c == CtrlC::During(k) {
+                interrupted = true;
+                wave.hosts[..1].to_vec()
+            } else {
+                wave.hosts.clone()
+            };
+            played.waves.push(started.clone());
+            for &i in &started {
                 let r = &mut results[i];
                 match scripts[i] {
                     Up | Sickens => {
@@ -565,7 +592,7 @@ mod tests {
                     Unstaged => unreachable!("never in a wave"),
                 }
             }
-            rollout.started(&wave.hosts);
+            rollout.started(&started);
             if wave.watch {
                 let mut sickened = Vec::new();
                 for &i in &wave.hosts {
@@ -612,7 +639,7 @@ mod tests {
             policy: Policy,
             scripts: Vec<Script>,
             all_or_nothing: bool,
-            interrupt_before: Option<usize>,
+            ctrl_c: CtrlC,
             waves: Vec<Vec<usize>>,
             reverted_after_watch: Vec<usize>,
             skipped: Vec<usize>,
@@ -626,7 +653,7 @@ mod tests {
                 policy: policy(1, 2, 0, Revert),
                 scripts: vec![Up, Up, Up, Up, Up],
                 all_or_nothing: false,
-                interrupt_before: None,
+                ctrl_c: CtrlC::Never,
                 waves: vec![vec![0], vec![1, 2], vec![3, 4]],
                 reverted_after_watch: vec![],
                 skipped: vec![],
@@ -639,7 +666,7 @@ mod tests {
                 policy: policy(1, 2, 1, Revert),
                 scripts: vec![Sickens, Up, Up],
                 all_or_nothing: false,
-                interrupt_before: None,
+                ctrl_c: CtrlC::Never,
                 waves: vec![vec![0], vec![1, 2]],
                 reverted_after_watch: vec![0],
                 skipped: vec![],
@@ -652,7 +679,7 @@ mod tests {
                 policy: policy(1, 2, 0, Revert),
                 scripts: vec![Sickens, Up, Up],
                 all_or_nothing: false,
-                interrupt_before: None,
+                ctrl_c: CtrlC::Never,
                 waves: vec![vec![0]],
                 reverted_after_watch: vec![],
                 skipped: vec![1, 2],
@@ -665,7 +692,7 @@ mod tests {
                 policy: policy(0, 2, 0, Revert),
                 scripts: vec![Up, Up, Fails, Up, Up],
                 all_or_nothing: false,
-                interrupt_before: None,
+                ctrl_c: CtrlC::Never,
                 waves: vec![vec![0, 1], vec![2, 3]],
                 reverted_after_watch: vec![],
                 skipped: vec![4],
@@ -678,7 +705,7 @@ mod tests {
                 policy: policy(0, 2, 0, Halt),
                 scripts: vec![Up, Up, Fails, Up, Up],
                 all_or_nothing: false,
-                interrupt_before: None,
+                ctrl_c: CtrlC::Never,
                 waves: vec![vec![0, 1], vec![2, 3]],
                 reverted_after_watch: vec![],
                 skipped: vec![4],
@@ -691,7 +718,7 @@ mod tests {
                 policy: policy(0, 3, 0, Revert),
                 scripts: vec![Up, Breaks, Up],
                 all_or_nothing: false,
-                interrupt_before: None,
+                ctrl_c: CtrlC::Never,
                 waves: vec![vec![0, 1, 2]],
                 reverted_after_watch: vec![],
                 skipped: vec![],
@@ -704,7 +731,7 @@ mod tests {
                 policy: policy(1, 1, 0, Revert),
                 scripts: vec![Up, Up, Up],
                 all_or_nothing: false,
-                interrupt_before: Some(1),
+                ctrl_c: CtrlC::Before(1),
                 waves: vec![vec![0]],
                 reverted_after_watch: vec![],
                 skipped: vec![1, 2],
@@ -713,11 +740,63 @@ mod tests {
                 verdict: "deploy of shop v2 interrupted: 1 host(s) switched to v2, 2 not activated",
             },
             Case {
+                name: "Ctrl-C during a wave: its other hosts are skipped, no new wave",
+                policy: policy(0, 2, 0, Revert),
+                scripts: vec![Up, Up, Up, Up],
+                all_or_nothing: false,
+                ctrl_c: CtrlC::During(0),
+                waves: vec![vec![0]],
+                reverted_after_watch: vec![],
+                skipped: vec![1, 2, 3],
+                halted: vec![],
+                revert: vec![],
+                verdict: "deploy of shop v2 interrupted: 1 host(s) switched to v2, 3 not activated",
+            },
+            Case {
+                name: "Ctrl-C during the last wave is an interruption too",
+                policy: policy(0, 2, 0, Revert),
+                scripts: vec![Up, Up, Up, Up],
+                all_or_nothing: false,
+                ctrl_c: CtrlC::During(1),
+                waves: vec![vec![0, 1], vec![2]],
+                reverted_after_watch: vec![],
+                skipped: vec![3],
+                halted: vec![],
+                revert: vec![],
+                verdict: "deploy of shop v2 interrupted: 3 host(s) switched to v2, 1 not activated",
+            },
+            Case {
+                name: "Ctrl-C after the last host started changes nothing",
+                policy: policy(0, 2, 0, Revert),
+                scripts: vec![Up, Up],
+                all_or_nothing: false,
+                ctrl_c: CtrlC::Before(1),
+                waves: vec![vec![0, 1]],
+                reverted_after_watch: vec![],
+                skipped: vec![],
+                halted: vec![],
+                revert: vec![],
+                verdict: "deployed shop v2 on 2 of 2 host(s)",
+            },
+            Case {
+                name: "a host whose connection broke stays, unknown, under halt",
+                policy: policy(0, 3, 0, Halt),
+                scripts: vec![Up, Breaks, Up],
+                all_or_nothing: false,
+                ctrl_c: CtrlC::Never,
+                waves: vec![vec![0, 1, 2]],
+                reverted_after_watch: vec![],
+                skipped: vec![],
+                halted: vec![0, 2],
+                revert: vec![],
+                verdict: "deploy of shop v2 halted after wave 1: 1 host(s) failed, 0 allowed; 2 host(s) switched to v2 stay there, 0 not activated",
+            },
+            Case {
                 name: "a staging failure leaves the host out, the others go on",
                 policy: policy(0, 5, 0, Revert),
                 scripts: vec![Up, Unstaged, Up],
                 all_or_nothing: false,
-                interrupt_before: None,
+                ctrl_c: CtrlC::Never,
                 waves: vec![vec![0, 2]],
                 reverted_after_watch: vec![],
                 skipped: vec![],
@@ -730,7 +809,7 @@ mod tests {
                 policy: policy(0, 5, 0, Revert),
                 scripts: vec![Up, Unstaged, Up],
                 all_or_nothing: true,
-                interrupt_before: None,
+                ctrl_c: CtrlC::Never,
                 waves: vec![],
                 reverted_after_watch: vec![],
                 skipped: vec![0, 2],
@@ -746,7 +825,7 @@ mod tests {
                 },
                 scripts: vec![Fails, Up, Up, Up],
                 all_or_nothing: false,
-                interrupt_before: None,
+                ctrl_c: CtrlC::Never,
                 waves: vec![vec![0, 1], vec![2, 3]],
                 reverted_after_watch: vec![],
                 skipped: vec![],
@@ -760,7 +839,7 @@ mod tests {
                 &case.policy,
                 &case.scripts,
                 case.all_or_nothing,
-                case.interrupt_before,
+                case.ctrl_c,
             );
             assert_eq!(
                 played,

@@ -23,8 +23,8 @@ use manifests::Version;
 use manifests::rollout::Policy;
 use serde_json::json;
 
-pub use decide::Verdict;
 use decide::{Rollout, Wave};
+pub use decide::{Verdict, wave_number};
 
 use crate::fleet::{self, Artifact, Need, Options};
 use crate::inventory::Host;
@@ -125,13 +125,13 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Finished {
     let staged = stage(&mut fleet, run);
     let mut rollout = Rollout::new(run.policy, &staged, run.all_or_nothing);
     if rollout.left_out() > 0 {
-        run.printer.note(format!(
+        run.printer.progress(format!(
             "{} host(s) failed staging and will not be activated; activating the others",
             rollout.left_out()
         ));
     }
     while let Some(wave) = rollout.next_wave(run.options.interrupt.is_set()) {
-        run.printer.note(format!(
+        run.printer.progress(format!(
             "{}: activating {}",
             wave.name,
             fleet.names(&wave.hosts).join(", ")
@@ -309,7 +309,7 @@ fn revert(fleet: &mut Fleet, candidates: &[usize], run: &Deploy) -> (usize, usiz
     if switched.is_empty() {
         return (0, 0);
     }
-    run.printer.note(format!(
+    run.printer.progress(format!(
         "reverting {}: back to the release each ran before",
         fleet.names(&switched).join(", ")
     ));
@@ -372,8 +372,8 @@ fn revert_one(
                 back.detail
             ),
         );
-        if let Some(error) = back.error {
-            result.error.get_or_insert(error);
+        if let Some(error) = back.failure {
+            result.failure.get_or_insert(error);
         }
     }
     fleet::report(run.printer, result);
@@ -395,7 +395,7 @@ fn watch(fleet: &mut Fleet, rollout: &Rollout, wave: &Wave, run: &Deploy) -> Vec
     if watched.is_empty() {
         return sickened;
     }
-    run.printer.note(format!(
+    run.printer.progress(format!(
         "watching the canary for {}: {}",
         humantime::format_duration(wait),
         fleet.names(&watched).join(", ")
@@ -446,7 +446,7 @@ pub struct PlanRow {
     pub ready: bool,
     /// Why it would not.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<HostError>,
+    pub failure: Option<HostError>,
 }
 
 impl PlanRow {
@@ -458,14 +458,14 @@ impl PlanRow {
             wave: None,
             note: String::new(),
             ready: false,
-            error: None,
+            failure: None,
         }
     }
 
     /// The host would not stage, because of `error`.
     fn blocked(mut self, error: HostError) -> PlanRow {
         self.note = error.to_string();
-        self.error = Some(error);
+        self.failure = Some(error);
         self
     }
 }

@@ -35,7 +35,7 @@ pub fn runs_here(met: bool, need: &str) -> bool {
             .append(true)
             .open(path)
             .expect("the skip list opens");
-        writeln!(file, "{test}: needs {need}").expect("the skip list takes a line");
+        writeln!(file, "{test}\tneeds {need}").expect("the skip list takes a line");
     }
     false
 }
