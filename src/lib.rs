@@ -1,7 +1,7 @@
 //! `ship`: the command line, artifacts and fleet orchestration.
 //!
 //! [`run_in`] is the whole program: it parses arguments, sets up logging and the
-//! [`Printer`](printer::Printer) every command prints through, resolves each
+//! `Printer` every command prints through, resolves each
 //! command's settings and runs it, then renders any error once and maps it to an
 //! exit status (0 success, 1 failure on a subject, 2 usage/config/internal). It
 //! takes its console, environment and Ctrl-C flag as arguments, so tests can run any
