@@ -7,9 +7,13 @@
 //! - [`read`](mod@read) walks an artifact and checks every entry against its manifest as the
 //!   bytes go by; it is the one reader of artifacts, used to verify and to unpack.
 //! - [`verify`](mod@verify) adds the artifact's own digest (the `.sha256` sidecar).
+//! - [`delta`](mod@delta) cuts an artifact down to the files a host lacks;
+//!   [`read_delta`] reads such a stream with the same checks.
 //!
 //! `docs/FORMAT.md` describes the artifact format.
 
+#[cfg(feature = "pack")]
+pub mod delta;
 pub mod error;
 #[cfg(feature = "pack")]
 pub mod pack;
@@ -27,5 +31,5 @@ mod walk;
 pub use error::{PackError, ReadError};
 #[cfg(feature = "pack")]
 pub use pack::{PackOptions, Packed, Progress, Relocation, pack, pack_with};
-pub use read::{ReadSummary, Visitor, read_artifact};
+pub use read::{ReadSummary, Visitor, read_artifact, read_delta};
 pub use verify::{Expected, VerifyError, artifact_file_name, sidecar_path, verify_file};

@@ -722,9 +722,10 @@ fn write_artifact(
         hasher: sha2::Sha256::new(),
         size: 0,
     };
-    let frame = manifest_frame(manifest, options).map_err(write_err(artifact))?;
+    let frame = manifest_frame(manifest, options.level, options.threads, options.mtime)
+        .map_err(write_err(artifact))?;
     out.write_all(&frame).map_err(write_err(artifact))?;
-    let encoder = encoder(&mut out, options).map_err(write_err(artifact))?;
+    let encoder = encoder(&mut out, options.level, options.threads).map_err(write_err(artifact))?;
     let mut tar = TarWriter::new(encoder, options.mtime);
     let mut buf = vec![0u8; CHUNK];
     for (entry, surveyed) in manifest.entries.iter().zip(surveyed) {
@@ -835,17 +836,26 @@ impl<W: Write> Write for Hashing<W> {
 /// The zstd encoder every frame of an artifact is written with. The multithreaded
 /// mode is used even for one worker: its output does not depend on the worker count,
 /// unlike the single-threaded mode's.
-fn encoder<W: Write>(out: W, options: &PackOptions) -> io::Result<zstd::Encoder<'static, W>> {
-    let mut encoder = zstd::Encoder::new(out, options.level)?;
-    encoder.multithread(options.threads.max(1))?;
+pub(crate) fn encoder<W: Write>(
+    out: W,
+    level: i32,
+    threads: u32,
+) -> io::Result<zstd::Encoder<'static, W>> {
+    let mut encoder = zstd::Encoder::new(out, level)?;
+    encoder.multithread(threads.max(1))?;
     encoder.include_checksum(true)?;
     Ok(encoder)
 }
 
 /// The zstd frame holding the manifest entry: the start of every artifact.
-fn manifest_frame(manifest: &Manifest, options: &PackOptions) -> io::Result<Vec<u8>> {
+pub(crate) fn manifest_frame(
+    manifest: &Manifest,
+    level: i32,
+    threads: u32,
+    mtime: u64,
+) -> io::Result<Vec<u8>> {
     let json = manifest.to_json();
-    let mut tar = TarWriter::new(encoder(Vec::new(), options)?, options.mtime);
+    let mut tar = TarWriter::new(encoder(Vec::new(), level, threads)?, mtime);
     tar.header(
         MANIFEST_PATH,
         Mode::REGULAR,

@@ -46,6 +46,26 @@ pub trait Visitor {
     fn entry(&mut self, _entry: &Entry, _content: &mut dyn Read) -> Result<(), Self::Error> {
         Ok(())
     }
+
+    /// A file of the manifest that a delta stream does not carry ([`read_delta`]):
+    /// the receiver must have its content already, and checks it. Artifacts carry
+    /// every file, so this is never called for them.
+    fn absent(&mut self, entry: &Entry) -> Result<(), Self::Error> {
+        Err(ReadError::Missing {
+            path: entry.path.to_string(),
+        }
+        .into())
+    }
+}
+
+/// What the payload of a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payload {
+    /// Every entry of the manifest: an artifact.
+    Full,
+    /// Every directory and symlink, and some of the files, in the manifest's order:
+    /// a delta for a receiver that has the other files' contents.
+    Delta,
 }
 
 /// A visitor that only lets the checks run.
@@ -90,6 +110,31 @@ where
     R: Read + Send + 'static,
     V: Visitor,
 {
+    read_stream(input, visitor, hash_artifact, Payload::Full)
+}
+
+/// Reads a delta stream from `input`: an artifact's manifest, then every directory
+/// and symlink and only some of its files, in the manifest's order. Each file the
+/// stream carries is checked as in [`read_artifact`]; each it leaves out goes to
+/// [`Visitor::absent`], in its place in the manifest's order.
+pub fn read_delta<R, V>(input: R, visitor: &mut V) -> Result<ReadSummary, V::Error>
+where
+    R: Read + Send + 'static,
+    V: Visitor,
+{
+    read_stream(input, visitor, false, Payload::Delta)
+}
+
+fn read_stream<R, V>(
+    input: R,
+    visitor: &mut V,
+    hash_artifact: bool,
+    payload: Payload,
+) -> Result<ReadSummary, V::Error>
+where
+    R: Read + Send + 'static,
+    V: Visitor,
+{
     let (chunks, received) = mpsc::sync_channel(4);
     let (spent, recycled) = mpsc::channel();
     let decompressor =
@@ -108,8 +153,23 @@ where
         };
         let manifest = read_manifest_entry(&mut entries)?;
         visitor.manifest(&manifest)?;
+        // The next entry of the stream, read but not yet matched (a delta leaves
+        // files out, so an entry may belong further down the manifest).
+        let mut pending = None;
         for expected in &manifest.entries {
-            let Some(mut next) = entries.next()? else {
+            if pending.is_none() {
+                pending = entries.next()?;
+            }
+            let left_out = payload == Payload::Delta
+                && matches!(expected.kind, EntryKind::File { .. })
+                && pending
+                    .as_ref()
+                    .is_none_or(|next: &Next<'_, _>| next.path != expected.path.as_str());
+            if left_out {
+                visitor.absent(expected)?;
+                continue;
+            }
+            let Some(mut next) = pending.take() else {
                 return Err(ReadError::Missing {
                     path: expected.path.to_string(),
                 }
@@ -157,7 +217,11 @@ where
                 _ => visitor.entry(expected, &mut io::empty())?,
             }
         }
-        if let Some(extra) = entries.next()? {
+        let extra = match pending {
+            Some(extra) => Some(extra),
+            None => entries.next()?,
+        };
+        if let Some(extra) = extra {
             return Err(ReadError::Unexpected { path: extra.path }.into());
         }
         manifest
@@ -987,5 +1051,106 @@ mod tests {
         let err = read(&bytes).unwrap_err();
         let cause = std::error::Error::source(&err).unwrap().to_string();
         assert!(cause.contains("Frame requires too much memory"), "{cause}");
+    }
+
+    /// What a delta read showed a visitor: each entry as `sent path` or `absent path`.
+    #[derive(Default)]
+    struct Seen(Vec<String>);
+
+    impl Visitor for Seen {
+        type Error = ReadError;
+
+        fn entry(&mut self, entry: &Entry, _: &mut dyn Read) -> Result<(), ReadError> {
+            self.0.push(format!("sent {}", entry.path.as_str()));
+            Ok(())
+        }
+
+        fn absent(&mut self, entry: &Entry) -> Result<(), ReadError> {
+            self.0.push(format!("absent {}", entry.path.as_str()));
+            Ok(())
+        }
+    }
+
+    fn read_delta_of(bytes: &[u8]) -> Result<Vec<String>, ReadError> {
+        let mut seen = Seen::default();
+        read_delta(io::Cursor::new(bytes.to_vec()), &mut seen)?;
+        Ok(seen.0)
+    }
+
+    #[test]
+    fn a_delta_leaves_files_out_and_the_visitor_is_told_in_order() {
+        let items = vec![
+            dir("app"),
+            file("app/a.py", b"a"),
+            file("app/b.py", b"b"),
+            link("app/c.py", "b.py"),
+            file("app/d.py", b"d"),
+        ];
+        let manifest = manifest_for(&items);
+        let sent = [&items[0], &items[2], &items[3]];
+        let sent: Vec<Item> = sent
+            .iter()
+            .map(|i| Item {
+                entry: i.entry.clone(),
+                content: i.content.clone(),
+            })
+            .collect();
+        let stream = compress(&tar_with(&manifest, &sent).finish().unwrap());
+        assert_eq!(
+            read_delta_of(&stream).unwrap(),
+            [
+                "sent app",
+                "absent app/a.py",
+                "sent app/b.py",
+                "sent app/c.py",
+                "absent app/d.py"
+            ]
+        );
+        // An artifact must carry every file.
+        assert!(matches!(
+            read(&stream),
+            Err(ReadError::Missing { path }) if path == "app/a.py"
+        ));
+        // A visitor that cannot supply a file refuses the stream.
+        assert!(matches!(
+            read_delta(io::Cursor::new(stream), &mut CheckOnly),
+            Err(ReadError::Missing { path }) if path == "app/a.py"
+        ));
+    }
+
+    #[test]
+    fn a_delta_still_carries_every_directory_and_symlink_and_nothing_else() {
+        let items = vec![dir("app"), file("app/a.py", b"a"), link("app/l", "a.py")];
+        let manifest = manifest_for(&items);
+        // Without its directory.
+        let no_dir = vec![file("app/a.py", b"a"), link("app/l", "a.py")];
+        let stream = compress(&tar_with(&manifest, &no_dir).finish().unwrap());
+        assert!(read_delta_of(&stream).is_err());
+        // Without its symlink.
+        let no_link = vec![dir("app")];
+        let stream = compress(&tar_with(&manifest, &no_link).finish().unwrap());
+        assert!(read_delta_of(&stream).is_err());
+        // With a file the manifest does not list.
+        let extra = vec![dir("app"), link("app/l", "a.py"), file("app/z.py", b"z")];
+        let stream = compress(&tar_with(&manifest, &extra).finish().unwrap());
+        assert!(matches!(
+            read_delta_of(&stream),
+            Err(ReadError::Unexpected { path }) if path == "app/z.py"
+        ));
+        // Out of order: the file comes after the symlink that follows it in the
+        // manifest, so it is taken as left out, and then it is one entry too many.
+        let reordered = vec![dir("app"), link("app/l", "a.py"), file("app/a.py", b"a")];
+        let stream = compress(&tar_with(&manifest, &reordered).finish().unwrap());
+        assert!(matches!(
+            read_delta_of(&stream),
+            Err(ReadError::Unexpected { path }) if path == "app/a.py"
+        ));
+        // A file it carries is checked as in an artifact.
+        let forged = vec![dir("app"), file("app/a.py", b"A"), link("app/l", "a.py")];
+        let stream = compress(&tar_with(&manifest, &forged).finish().unwrap());
+        assert!(matches!(
+            read_delta_of(&stream),
+            Err(ReadError::Digest { .. })
+        ));
     }
 }
