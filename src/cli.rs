@@ -173,6 +173,11 @@ pub struct RolloutArgs {
     /// Activate no host unless every host staged.
     #[arg(long)]
     pub all_or_nothing: bool,
+    /// Send every host the whole artifact. By default a host that keeps releases
+    /// is sent only the files whose content none of them has (a delta, which it
+    /// checks file by file like an artifact), unless that is most of the release.
+    #[arg(long)]
+    pub full: bool,
     /// Activate the first N hosts alone, before any other [default: 0].
     #[arg(long, value_name = "N")]
     pub canary: Option<usize>,

@@ -21,6 +21,7 @@ use agent::protocol::{self, Check, Event, HelloReply, Preflight, Record, Status,
 use manifests::behaviour::Behaviour;
 use manifests::{Manifest, Sha256, Version};
 
+use crate::delta::Transfer;
 use crate::inventory::{Host, Reach};
 use crate::printer::Printer;
 use crate::remote::RemoteAgent;
@@ -76,6 +77,8 @@ pub struct Artifact {
     pub manifest: Manifest,
     /// Its size in bytes.
     pub size: u64,
+    /// The delta streams made of it for hosts that keep releases.
+    pub deltas: crate::delta::Deltas,
 }
 
 impl Artifact {
@@ -263,6 +266,7 @@ pub(crate) fn preflight(
 pub(crate) fn stage(
     host: &Host,
     artifact: &Artifact,
+    full: bool,
     options: &Options,
     printer: &Printer,
     result: &mut HostResult,
@@ -275,6 +279,57 @@ pub(crate) fn stage(
     })?;
     if need == Need::Nothing {
         printer.phase(name, "transfer", "skipped: already there");
+        return Ok(agent);
+    }
+    // A host that keeps releases may have most of this one already.
+    let keeps = hello
+        .status
+        .as_ref()
+        .is_some_and(|s| !s.releases.is_empty());
+    let transfer = if full || !keeps {
+        Transfer::Full
+    } else {
+        step(printer, name, "compare", "", || {
+            let missing = agent
+                .missing(
+                    crate::delta::contents(&artifact.manifest),
+                    &mut agent_events(name, printer),
+                )
+                .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
+            artifact
+                .deltas
+                .transfer(&artifact.path, &artifact.manifest, missing)
+        })?
+    };
+    if let Transfer::Delta(delta) = transfer {
+        let what = format!(
+            "{} (a delta: {} file(s) sent, {} reused)",
+            agent::human_bytes(delta.bytes.len() as u64),
+            delta.size.files_sent,
+            delta.size.files_reused
+        );
+        step(printer, name, "transfer", &what, || {
+            let mut counting = Counting {
+                inner: std::io::Cursor::new(&delta.bytes[..]),
+                sent: 0,
+                next_report: 0,
+                total: delta.bytes.len() as u64,
+                host: name,
+                printer,
+            };
+            let received = agent
+                .receive(&mut counting, &artifact.manifest.payload_digest, true)
+                .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
+            result.transferred = counting.sent;
+            result.files_sent = received.files - received.reused_files;
+            result.files_reused = received.reused_files;
+            tracing::debug!(
+                bytes = counting.sent,
+                reused = received.reused_files,
+                "sent"
+            );
+            Ok::<(), HostError>(())
+        })?;
         return Ok(agent);
     }
     let size = agent::human_bytes(artifact.size);
@@ -296,10 +351,11 @@ pub(crate) fn stage(
             host: name,
             printer,
         };
-        agent
-            .receive(&mut counting, &artifact.manifest.payload_digest)
+        let received = agent
+            .receive(&mut counting, &artifact.manifest.payload_digest, false)
             .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
         result.transferred = counting.sent;
+        result.files_sent = received.files;
         tracing::debug!(bytes = counting.sent, "sent");
         Ok(())
     })?;

@@ -9,6 +9,7 @@
 
 mod cli;
 mod commands;
+mod delta;
 mod error;
 mod fleet;
 mod inventory;

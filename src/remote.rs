@@ -150,20 +150,38 @@ impl RemoteAgent {
         Ok(Err(last))
     }
 
-    /// Streams `artifact` into `receive`, requiring the release's payload digest.
+    /// Streams `artifact` (or, with `delta`, a delta stream) into `receive`,
+    /// requiring the release's payload digest.
     pub fn receive(
         &mut self,
         artifact: &mut (dyn Read + Send),
         payload: &Sha256,
+        delta: bool,
     ) -> Result<Received, CallError> {
         let request = protocol::Receive {
             expect_payload: payload.clone(),
+            delta,
         };
         self.call(&request, Some(artifact), &mut |event| {
             if let Event::Progress(p) = event {
                 tracing::debug!(files = p.files, bytes = p.bytes, "received");
             }
         })
+    }
+
+    /// Which of `contents` the host lacks (those its releases have were hashed just
+    /// now; a copy that differs from its manifest is reported as a warning).
+    pub fn missing(
+        &mut self,
+        contents: Vec<Sha256>,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Vec<Sha256>, CallError> {
+        let wanted = serde_json::to_vec(&protocol::Wanted { contents })
+            .expect("a list of digests serializes");
+        let mut stdin = std::io::Cursor::new(wanted);
+        Ok(self
+            .call(&protocol::Have, Some(&mut stdin), on_event)?
+            .missing)
     }
 
     /// Activates `version`; the agent's events (phases, hook output) go to

@@ -277,8 +277,12 @@ pub struct HostResult {
     pub from: Option<Version>,
     /// The release current now (when it changed or was already right).
     pub to: Option<Version>,
-    /// Bytes of artifact sent.
+    /// Bytes of artifact (or delta stream) sent.
     pub transferred: u64,
+    /// Files whose content was sent.
+    pub files_sent: u64,
+    /// Files the host copied from its own releases (a delta).
+    pub files_reused: u64,
     /// Seconds spent on the host.
     pub seconds: f64,
     /// What happened, or why it failed (naming the step), for people.
@@ -298,6 +302,8 @@ impl HostResult {
             from: None,
             to: None,
             transferred: 0,
+            files_sent: 0,
+            files_reused: 0,
             seconds: 0.0,
             detail: String::new(),
             failure: None,

@@ -191,6 +191,7 @@ impl FleetSettings {
             policy: flags.over(&self.fleet.rollout).policy(),
             plan: args.plan,
             all_or_nothing: args.all_or_nothing,
+            full: args.full,
         })
     }
 
@@ -208,6 +209,8 @@ pub struct RolloutSettings {
     pub plan: bool,
     /// Activate no host unless every host staged.
     pub all_or_nothing: bool,
+    /// Send the whole artifact even to hosts that keep releases.
+    pub full: bool,
 }
 
 /// The hosts a deploy or rollback works on: `--hosts`, else every host of the

@@ -91,6 +91,18 @@ pub enum Command {
         /// firmly as --expect-digest, without hashing the compressed bytes.
         #[arg(long, value_name = "SHA256")]
         expect_payload: Option<Sha256>,
+        /// The stream is a delta: it leaves out files whose content a release here
+        /// has; those are copied from it (sharing blocks where the file system can)
+        /// and checked against the manifest like the rest.
+        #[arg(long, conflicts_with = "expect_digest")]
+        delta: bool,
+    },
+    /// Which of the file contents listed on stdin ({"contents": [SHA256, …]}) the
+    /// releases here have, each hashed now; a copy that differs from its manifest is
+    /// reported and not counted.
+    Have {
+        #[command(flatten)]
+        root: RootArg,
     },
     /// Make releases/<VERSION> live: preflight, shared paths, the pre_activate hook,
     /// the atomic switch of current, restarts and health checks, then the
@@ -229,17 +241,25 @@ mod tests {
         assert!(matches!(parse(&protocol::History), Command::History { .. }));
 
         let payload: manifests::Sha256 = "cd".repeat(32).parse().unwrap();
-        let Command::Receive {
-            expect_payload,
-            expect_digest,
-            ..
-        } = parse(&protocol::Receive {
-            expect_payload: payload.clone(),
-        })
-        else {
-            panic!("not receive")
-        };
-        assert_eq!((expect_payload, expect_digest), (Some(payload), None));
+        for delta in [false, true] {
+            let Command::Receive {
+                expect_payload,
+                expect_digest,
+                delta: parsed,
+                ..
+            } = parse(&protocol::Receive {
+                expect_payload: payload.clone(),
+                delta,
+            })
+            else {
+                panic!("not receive")
+            };
+            assert_eq!(
+                (expect_payload.as_ref(), expect_digest, parsed),
+                (Some(&payload), None, delta)
+            );
+        }
+        assert!(matches!(parse(&protocol::Have), Command::Have { .. }));
 
         let Command::Activate {
             version, host: h, ..

@@ -132,6 +132,14 @@ pub enum AgentError {
         /// Each service whose check failed and what it saw, in the order listed.
         failures: Vec<(String, String)>,
     },
+    /// A delta stream left out a file that no release here has (verified).
+    #[error("the delta for {version} left out {path}, and no release on this host has its content")]
+    MissingContent {
+        /// The release received.
+        version: Version,
+        /// The file.
+        path: String,
+    },
     /// A release on disk differs from its manifest.
     #[error("release {version} differs from its manifest: {count} problem(s)")]
     Drift {
@@ -313,6 +321,7 @@ impl AgentError {
                 }),
             ),
             AgentError::Drift { .. } => (FailureKind::Drift, None),
+            AgentError::MissingContent { .. } => (FailureKind::MissingContent, None),
         };
         Failure {
             kind,
@@ -333,6 +342,7 @@ impl AgentError {
             AgentError::Drift { .. } => {
                 "something changed the release on disk; deploy it again to get a clean copy"
             }
+            AgentError::MissingContent { .. } => "send the whole artifact (ship deploy --full)",
             _ => return None,
         };
         Some(hint.to_owned())

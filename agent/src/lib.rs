@@ -23,6 +23,7 @@ pub mod protocol;
 mod prune;
 mod receive;
 mod releases;
+mod reuse;
 mod run;
 mod status;
 mod switch;
@@ -138,6 +139,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             root,
             expect_digest,
             expect_payload,
+            delta,
         } => {
             let stdin = std::io::stdin();
             if stdin.is_terminal() {
@@ -156,9 +158,32 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             let expect = receive::Expect {
                 digest: expect_digest,
                 payload: expect_payload,
+                delta,
             };
             let received = receive::receive(&app, stdin, &expect, out)?;
             done(out, &received);
+        }
+        Command::Have { root } => {
+            let wanted: protocol::Wanted = serde_json::from_reader(std::io::stdin().lock())
+                .map_err(|e| {
+                    AgentError::io(
+                        "the contents asked about must come on stdin as {\"contents\": [SHA256, …]};",
+                        "stdin",
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    )
+                })?;
+            let app = AppRoot::new(&root.root)
+                .map_err(|e| AgentError::io("cannot use", &root.root, e))?;
+            let stock = if app.exists() {
+                reuse::Stock::of(&app)?
+            } else {
+                reuse::Stock::default()
+            };
+            let mut missing: Vec<manifests::Sha256> = wanted.contents;
+            missing.sort();
+            missing.dedup();
+            missing.retain(|content| !stock.has(content, out));
+            done(out, &protocol::Had { missing });
         }
         Command::Activate {
             root,

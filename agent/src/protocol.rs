@@ -155,22 +155,50 @@ impl Request for Hello {
     }
 }
 
-/// Unpack the artifact streamed on stdin, which must be of this payload.
+/// Unpack the artifact (or delta stream) streamed on stdin, which must be of this
+/// payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receive {
     /// The release's payload digest.
     pub expect_payload: Sha256,
+    /// The stream is a delta (packager's `write_delta`): the files it leaves out
+    /// are copied from the host's releases, and checked.
+    pub delta: bool,
 }
 
 impl Request for Receive {
     const COMMAND: &'static str = "receive";
     type Reply = Received;
     fn args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--expect-payload".to_owned(),
             self.expect_payload.to_string(),
-        ]
+        ];
+        if self.delta {
+            args.push("--delta".to_owned());
+        }
+        args
     }
+}
+
+/// Which of the file contents a release needs the host has in its releases, each
+/// checked now: stdin carries a [`Wanted`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Have;
+
+impl Request for Have {
+    const COMMAND: &'static str = "have";
+    type Reply = Had;
+    fn args(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// What `have` is asked about, on its stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wanted {
+    /// File contents, by sha256.
+    pub contents: Vec<Sha256>,
 }
 
 /// Make a received release live.
@@ -472,6 +500,19 @@ pub struct Received {
     pub files: u64,
     /// Bytes of file content written.
     pub bytes: u64,
+    /// Of those, files copied from the host's own releases (a delta).
+    #[serde(default)]
+    pub reused_files: u64,
+    /// Of those, bytes copied from the host's own releases.
+    #[serde(default)]
+    pub reused_bytes: u64,
+}
+
+/// `have`'s reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Had {
+    /// The contents asked about that no release on the host has (checked).
+    pub missing: Vec<Sha256>,
 }
 
 /// The reply of `activate` and `rollback`: what a switch did.
@@ -698,6 +739,8 @@ pub enum FailureKind {
     UnhealthyNow,
     /// A release on disk differs from its manifest.
     Drift,
+    /// A delta left out a file whose content no release on the host has.
+    MissingContent,
     /// A kind this side does not know (sent by a newer agent).
     #[serde(other)]
     Unknown,
@@ -881,6 +924,14 @@ mod tests {
             artifact_sha256: None,
             files: 3,
             bytes: 30,
+            reused_files: 2,
+            reused_bytes: 20,
+        });
+        round_trip(Had {
+            missing: vec![digest()],
+        });
+        round_trip(Wanted {
+            contents: vec![digest(), digest()],
         });
         round_trip(Switched {
             from: None,

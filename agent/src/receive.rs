@@ -30,6 +30,7 @@ use crate::journal;
 use crate::layout::{self, AppRoot};
 use crate::output::{Output, human_bytes};
 use crate::protocol::{self, Event, Op, Outcome, Progress, Received, Record};
+use crate::reuse::Stock;
 
 /// How often progress events are sent.
 const PROGRESS_EVERY: u64 = 32 << 20;
@@ -61,6 +62,9 @@ pub struct Expect {
     pub digest: Option<Sha256>,
     /// The release's payload digest: as strong a check of the content, for free.
     pub payload: Option<Sha256>,
+    /// The stream is a delta: the files it leaves out come from this host's
+    /// releases.
+    pub delta: bool,
 }
 
 /// Receives the artifact from `input` into `root` (whose lock the caller holds).
@@ -85,8 +89,16 @@ pub fn receive(
         out,
         buf: vec![0u8; 1 << 20],
         mtime: std::time::UNIX_EPOCH,
+        stock: None,
+        delta: expect.delta,
+        reused_files: 0,
+        reused_bytes: 0,
     };
-    let result = packager::read_artifact(input, &mut unpack, expect.digest.is_some());
+    let result = if expect.delta {
+        packager::read_delta(input, &mut unpack)
+    } else {
+        packager::read_artifact(input, &mut unpack, expect.digest.is_some())
+    };
     let staging = unpack.staging.take();
     let outcome = match result {
         Ok(summary) => finish(root, staging.as_deref(), &summary, expect).map(|()| Received {
@@ -96,6 +108,8 @@ pub fn receive(
             artifact_sha256: summary.digest.clone(),
             files: unpack.files,
             bytes: unpack.bytes,
+            reused_files: unpack.reused_files,
+            reused_bytes: unpack.reused_bytes,
         }),
         Err(Stop::AlreadyPresent(manifest)) => Ok(Received {
             version: manifest.version.clone(),
@@ -104,6 +118,8 @@ pub fn receive(
             artifact_sha256: None,
             files: 0,
             bytes: 0,
+            reused_files: 0,
+            reused_bytes: 0,
         }),
         Err(Stop::Failed(e)) => Err(e),
     };
@@ -226,6 +242,11 @@ struct Unpack<'a> {
     buf: Vec<u8>,
     /// The modification time of every file: the manifest's `created`.
     mtime: std::time::SystemTime,
+    /// For a delta: the contents of this host's releases.
+    stock: Option<Stock>,
+    delta: bool,
+    reused_files: u64,
+    reused_bytes: u64,
 }
 
 impl Visitor for Unpack<'_> {
@@ -266,6 +287,9 @@ impl Visitor for Unpack<'_> {
             .map_err(|e| AgentError::io("cannot measure free space on", self.root.path(), e))?;
         if let Some(why) = protocol::no_room(&self.root.path().display().to_string(), need, free) {
             return Err(refuse(why).into());
+        }
+        if self.delta {
+            self.stock = Some(Stock::of(self.root)?);
         }
         let staging = self.root.staging(version, &layout::nonce());
         fs::create_dir(&staging).map_err(|e| AgentError::io("cannot create", &staging, e))?;
@@ -312,18 +336,56 @@ impl Visitor for Unpack<'_> {
                 // compiled bytecode expects of its source (see docs/FORMAT.md).
                 file.set_modified(self.mtime)
                     .map_err(|e| fail("cannot set the time of", e))?;
-                self.files += 1;
-                self.bytes += written;
-                if self.bytes >= self.next_progress {
-                    self.next_progress = self.bytes + PROGRESS_EVERY;
-                    self.out.event(&Event::Progress(Progress {
-                        files: self.files,
-                        bytes: self.bytes,
-                    }));
-                }
+                self.written(written);
             }
         }
         Ok(())
+    }
+
+    fn absent(&mut self, entry: &Entry) -> Result<(), Stop> {
+        let staging = self.staging.as_ref().expect("staged before entries");
+        let stock = self.stock.as_ref().expect("a delta has its stock");
+        let path = staging.join(entry.path.as_str());
+        if !stock.copy_into(entry, &path, self.out)? {
+            return Err(AgentError::MissingContent {
+                version: self.version.clone().expect("the manifest came first"),
+                path: entry.path.to_string(),
+            }
+            .into());
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc_flags::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| AgentError::io("cannot open", &path, e))?;
+        file.set_modified(self.mtime)
+            .map_err(|e| AgentError::io("cannot set the time of", &path, e))?;
+        let size = match entry.kind {
+            EntryKind::File { size, .. } => size,
+            _ => 0,
+        };
+        if self.reused_files == 0 {
+            checkpoint("receive:reusing");
+        }
+        self.reused_files += 1;
+        self.reused_bytes += size;
+        self.written(size);
+        Ok(())
+    }
+}
+
+impl Unpack<'_> {
+    /// Counts a file of `bytes` written, and tells the caller every so often.
+    fn written(&mut self, bytes: u64) {
+        self.files += 1;
+        self.bytes += bytes;
+        if self.bytes >= self.next_progress {
+            self.next_progress = self.bytes + PROGRESS_EVERY;
+            self.out.event(&Event::Progress(Progress {
+                files: self.files,
+                bytes: self.bytes,
+            }));
+        }
     }
 }
 

@@ -55,6 +55,7 @@ fn artifact(settings: &FleetSettings, release: &str) -> Result<Artifact, CliErro
         path,
         manifest,
         size,
+        deltas: Default::default(),
     })
 }
 
@@ -135,6 +136,7 @@ fn ship(
             artifact,
             keep: settings.fleet.keep,
             all_or_nothing: rollout.all_or_nothing,
+            full: rollout.full,
             policy,
             options: &settings.options,
             printer,
@@ -375,13 +377,20 @@ fn results_table(results: &[HostResult]) -> String {
                 } else {
                     "-".into()
                 },
+                match (r.files_sent, r.files_reused) {
+                    (0, 0) => "-".into(),
+                    (sent, 0) => format!("{sent} sent"),
+                    (sent, reused) => format!("{sent} sent, {reused} reused"),
+                },
                 format!("{:.1}s", r.seconds),
                 r.detail.clone(),
             ]
         })
         .collect();
     table(
-        &["HOST", "FROM", "TO", "RESULT", "SENT", "DURATION", "REASON"],
+        &[
+            "HOST", "FROM", "TO", "RESULT", "SENT", "FILES", "DURATION", "REASON",
+        ],
         &rows,
     )
 }

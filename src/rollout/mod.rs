@@ -44,6 +44,8 @@ pub struct Deploy<'a> {
     pub keep: u32,
     /// Activate no host unless every host staged.
     pub all_or_nothing: bool,
+    /// Send the whole artifact even to hosts that keep releases.
+    pub full: bool,
     /// Canary, waves, budget and what a failure does.
     pub policy: &'a Policy,
     /// Parallelism, host keys, Ctrl-C.
@@ -184,7 +186,14 @@ fn stage(fleet: &mut Fleet, run: &Deploy) -> Vec<bool> {
     let everyone: Vec<usize> = (0..fleet.hosts.len()).collect();
     let staged = fleet.each(&everyone, run.options, false, |host, agent, result| {
         let started = Instant::now();
-        match fleet::stage(host, run.artifact, run.options, run.printer, result) {
+        match fleet::stage(
+            host,
+            run.artifact,
+            run.full,
+            run.options,
+            run.printer,
+            result,
+        ) {
             Ok(staged) => *agent = Some(staged),
             Err(error) => {
                 result.fail(error);
