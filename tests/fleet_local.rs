@@ -484,7 +484,7 @@ fn a_command_runs_in_process_and_quiet_keeps_only_the_data() {
     assert!(
         buffers
             .stdout()
-            .contains("web1  -     -   FAILED  -     0.0s      not started: interrupted"),
+            .contains("web1  -     -   FAILED  -     -      0.0s      not started: interrupted"),
         "{}",
         buffers.stdout()
     );
@@ -540,4 +540,130 @@ fn verbose_shows_each_hosts_steps_with_their_times() {
         "{}",
         out.stderr
     );
+}
+
+/// The results of a `--json` deploy, by host.
+fn results_by_host(run: &common::Run) -> std::collections::BTreeMap<String, serde_json::Value> {
+    events(run, "result")
+        .into_iter()
+        .map(|r| (r["host"].as_str().unwrap().to_owned(), r))
+        .collect()
+}
+
+#[test]
+fn a_redeploy_sends_only_what_changed_and_every_host_ends_up_with_the_right_bytes() {
+    // The example app with a library of 2 MB that no version changes.
+    let fleet = LocalFleet::bare(&["web1", "web2", "fresh"]);
+    let library = common::incompressible(2 << 20);
+    for version in ["v1", "v2", "v3"] {
+        fleet.pack_with(version, "[app]\nname = \"shop\"\n", |tree| {
+            fs::write(tree.join("public/library.bin"), &library).unwrap();
+        });
+    }
+    let artifact_size = |v: &str| {
+        fs::metadata(fleet.dir.path().join(format!("dist/shop-{v}.tar.zst")))
+            .unwrap()
+            .len()
+    };
+    let first = fleet
+        .ship(&["deploy", "v1", "--hosts", "web*", "--json"])
+        .expect(0);
+    for (host, r) in results_by_host(&first) {
+        assert_eq!(r["files_reused"], 0, "{host}: {r}");
+        assert!(
+            r["transferred"].as_u64().unwrap() >= artifact_size("v1"),
+            "{r}"
+        );
+    }
+
+    // v2 differs from v1 in public/version.txt (and the RECORD of the virtualenv's
+    // package, which names a hash of its build-path script).
+    let second = fleet
+        .ship(&["deploy", "v2", "--hosts", "*", "--json"])
+        .expect(0);
+    let results = results_by_host(&second);
+    for host in ["web1", "web2"] {
+        let r = &results[host];
+        assert!(r["files_sent"].as_u64() <= Some(2), "{host}: {r}");
+        assert!(r["files_reused"].as_u64().unwrap() > 10, "{host}: {r}");
+        let sent = r["transferred"].as_u64().unwrap();
+        assert!(
+            sent * 100 <= artifact_size("v2"),
+            "{host} was sent {sent} bytes of a {}-byte artifact",
+            artifact_size("v2")
+        );
+    }
+    // A host with no release gets the whole artifact.
+    assert_eq!(results["fresh"]["files_reused"], 0, "{}", results["fresh"]);
+    for host in ["web1", "web2", "fresh"] {
+        let current = fleet.root(host).join("current/public/version.txt");
+        assert_eq!(fs::read_to_string(current).unwrap(), "v2\n");
+        run(std::process::Command::new(common::agent_binary()).args([
+            "verify",
+            "--root",
+            fleet.root(host).to_str().unwrap(),
+            "v2",
+        ]))
+        .expect(0);
+    }
+
+    // Every copy of a file on web2 changed behind ship's back: web2 is sent that
+    // file too, and says which copies it did not trust.
+    let migrate = fs::read(fleet.root("web2").join("current/bin/migrate")).unwrap();
+    for release in fleet.releases("web2") {
+        let path = fleet
+            .root("web2")
+            .join("releases")
+            .join(release)
+            .join("bin/migrate");
+        let mut tampered = migrate.clone();
+        tampered[0] ^= 1;
+        fs::write(path, tampered).unwrap();
+    }
+    let third = fleet
+        .ship(&["deploy", "v3", "--hosts", "web*", "--json"])
+        .expect(0);
+    let results = results_by_host(&third);
+    let sent = |host: &str| results[host]["files_sent"].as_u64().unwrap();
+    assert_eq!(sent("web2"), sent("web1") + 1, "{results:?}");
+    let warnings: Vec<String> = events(&third, "output")
+        .iter()
+        .filter(|o| o["host"] == "web2" && o["stage"] == "warning")
+        .map(|o| o["line"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.ends_with("bin/migrate differs from its release's manifest: not reused")),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        fs::read(fleet.root("web2").join("current/bin/migrate")).unwrap(),
+        migrate
+    );
+    run(std::process::Command::new(common::agent_binary()).args([
+        "verify",
+        "--root",
+        fleet.root("web2").to_str().unwrap(),
+        "v3",
+    ]))
+    .expect(0);
+
+    // --full sends the whole artifact to a host that keeps releases.
+    let full = fleet
+        .ship(&["deploy", "v3", "--hosts", "fresh", "--full", "--json"])
+        .expect(0);
+    let r = &results_by_host(&full)["fresh"];
+    assert_eq!(r["files_reused"], 0, "{r}");
+    assert!(
+        r["transferred"].as_u64().unwrap() >= artifact_size("v3"),
+        "{r}"
+    );
+
+    // Back to the delta-made v2: a switch, nothing sent.
+    let back = fleet
+        .ship(&["rollback", "--hosts", "web1", "--json"])
+        .expect(0);
+    assert_eq!(results_by_host(&back)["web1"]["transferred"], 0);
+    assert_eq!(fleet.current("web1").as_deref(), Some("releases/v2"));
 }
