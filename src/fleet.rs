@@ -82,6 +82,15 @@ pub struct Artifact {
 }
 
 impl Artifact {
+    /// Its files.
+    pub fn files(&self) -> u64 {
+        self.manifest
+            .entries
+            .iter()
+            .filter(|e| matches!(e.kind, manifests::EntryKind::File { .. }))
+            .count() as u64
+    }
+
     /// THE disk it needs on a host.
     pub fn disk_need(&self) -> u64 {
         protocol::disk_need(self.manifest.unpacked_size, self.manifest.entry_count)
@@ -281,26 +290,14 @@ pub(crate) fn stage(
         printer.phase(name, "transfer", "skipped: already there");
         return Ok(agent);
     }
-    // A host that keeps releases may have most of this one already.
-    let keeps = hello
-        .status
-        .as_ref()
-        .is_some_and(|s| !s.releases.is_empty());
-    let transfer = if full || !keeps {
-        Transfer::Full
-    } else {
-        step(printer, name, "compare", "", || {
-            let missing = agent
-                .missing(
-                    crate::delta::contents(&artifact.manifest),
-                    &mut agent_events(name, printer),
-                )
-                .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
-            artifact
-                .deltas
-                .transfer(&artifact.path, &artifact.manifest, missing)
-        })?
-    };
+    let transfer = transfer_for(
+        &mut agent,
+        host,
+        artifact,
+        hello.status.as_ref(),
+        full,
+        printer,
+    )?;
     if let Transfer::Delta(delta) = transfer {
         let what = format!(
             "{} (a delta: {} file(s) sent, {} reused)",
@@ -360,6 +357,34 @@ pub(crate) fn stage(
         Ok(())
     })?;
     Ok(agent)
+}
+
+/// What `host` (whose status is `status`) is to be sent: the whole artifact when
+/// `full` or when it keeps no release, else what its answer to `have` calls for.
+pub(crate) fn transfer_for(
+    agent: &mut RemoteAgent,
+    host: &Host,
+    artifact: &Artifact,
+    status: Option<&Status>,
+    full: bool,
+    printer: &Printer,
+) -> Result<Transfer, HostError> {
+    let keeps = status.is_some_and(|s| !s.releases.is_empty());
+    if full || !keeps {
+        return Ok(Transfer::Full);
+    }
+    let name = host.name.as_str();
+    step(printer, name, "compare", "", || {
+        let missing = agent
+            .missing(
+                crate::delta::contents(&artifact.manifest),
+                &mut agent_events(name, printer),
+            )
+            .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
+        artifact
+            .deltas
+            .transfer(&artifact.path, &artifact.manifest, missing)
+    })
 }
 
 /// The artifact as it is sent, counted for progress.

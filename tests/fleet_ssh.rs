@@ -536,3 +536,51 @@ fn a_session_dropped_while_waiting_for_its_wave_is_opened_again() {
     );
     assert_eq!(fleet.current("h2").as_deref(), Some("releases/v2"));
 }
+
+#[test]
+fn a_redeploy_over_ssh_sends_only_what_changed() {
+    if !can_run() {
+        return;
+    }
+    let fleet = SshFleet::start(2, None);
+    let build = artifacts(&fleet);
+    let cwd = build.dir.path();
+    let artifact_size = fs::metadata(cwd.join("dist/shop-v2.tar.zst")).unwrap().len();
+    fleet.ship(cwd, &["deploy", "v1", "--hosts", "*"]).expect(0);
+    let second = fleet
+        .ship(cwd, &["deploy", "v2", "--hosts", "*", "--json"])
+        .expect(0);
+    for result in events(&second, "result") {
+        let sent = result["transferred"].as_u64().unwrap();
+        assert!(result["files_reused"].as_u64().unwrap() > 0, "{result}");
+        assert!(sent > 0 && sent < artifact_size / 2, "{result}");
+    }
+    for host in fleet.hosts() {
+        assert_eq!(fleet.current(&host).as_deref(), Some("releases/v2"), "{host}");
+        let version = fs::read_to_string(fleet.root(&host).join("current/public/version.txt"));
+        assert_eq!(version.unwrap(), "v2\n");
+        common::run(std::process::Command::new(common::agent_binary()).args([
+            "verify",
+            "--root",
+            fleet.root(&host).to_str().unwrap(),
+            "v2",
+        ]))
+        .expect(0);
+    }
+    // The plan of the next one says what each host would be sent.
+    let plan = fleet
+        .ship(cwd, &["deploy", "v3", "--hosts", "*", "--plan", "--json"])
+        .expect(0);
+    for row in events(&plan, "plan") {
+        assert!(row["files_reused"].as_u64().unwrap() > 0, "{row}");
+        assert!(row["send"].as_u64().unwrap() < artifact_size / 2, "{row}");
+    }
+    // Rollback after a delta: a switch, nothing sent.
+    let back = fleet
+        .ship(cwd, &["rollback", "--hosts", "*", "--json"])
+        .expect(0);
+    for result in events(&back, "result") {
+        assert_eq!(result["transferred"], 0, "{result}");
+        assert_eq!(result["to"], "v1", "{result}");
+    }
+}

@@ -4,7 +4,8 @@
 //! ```text
 //! <root>/current -> releases/<version>   relative symlink, replaced by rename(2)
 //! <root>/releases/<version>/             complete, verified releases
-//! <root>/releases/<version>/.ship/       the release's manifest and artifact facts
+//! <root>/releases/<version>/.ship/       the release's manifest, artifact facts and
+//!                                        the stamps of its verified files
 //! <root>/shared/                         survives releases
 //! <root>/.ship/bin/ship-agent            the agent ship installs where none is
 //! <root>/.ship/lock                      flock: one operation at a time
@@ -96,6 +97,11 @@ impl AppRoot {
     /// The artifact facts' place inside a release directory.
     pub fn artifact_in(release_dir: &Path) -> PathBuf {
         release_dir.join(".ship/artifact.json")
+    }
+
+    /// The stamps of a release's verified files, inside its directory.
+    pub fn stamps_in(release_dir: &Path) -> PathBuf {
+        release_dir.join(".ship/stamps.json")
     }
 
     /// `current`.

@@ -196,6 +196,7 @@ fn finish(
     .map_err(|e| AgentError::io("cannot write", &facts_path, e))?;
     crate::lifecycle::link_shared(staging, &manifest.behaviour)
         .map_err(|e| AgentError::io("cannot link the shared paths into", staging, e))?;
+    crate::reuse::record_stamps(staging, manifest)?;
     checkpoint("receive:written");
     fsutil::sync_filesystem(staging).map_err(|e| AgentError::io("cannot flush", staging, e))?;
     checkpoint("receive:synced");

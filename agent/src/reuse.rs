@@ -1,8 +1,11 @@
 //! What a host can reuse for a release to come: the file contents of the releases it
 //! keeps, found by sha256 through their manifests. Nothing is reused on the word of a
-//! manifest alone: a file is hashed before it is offered (`have`) and hashed again
-//! as it is copied into a release being received, and one that differs from its
-//! manifest (drift) is reported and passed over.
+//! manifest alone. Every file a release received was hashed then, and its *stamp*
+//! recorded (inode, size, change time: `.ship/stamps.json`); a file whose stamp is
+//! unchanged has not been written to, renamed over or chmodded since (the kernel sets
+//! the change time on every such change, and no call sets it back), so its content is
+//! still the hashed one. A file whose stamp changed, or that has none, is hashed
+//! again; one that differs from its manifest (drift) is reported and passed over.
 //!
 //! Copies are independent files: `copy_file_range(2)`, which shares the blocks where
 //! the file system can (XFS, btrfs: a reflink, as `FICLONE` makes) and copies them
@@ -12,10 +15,11 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use manifests::{Entry, EntryKind, Sha256};
+use manifests::{Entry, EntryKind, Manifest, Sha256};
+use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::error::AgentError;
@@ -24,11 +28,63 @@ use crate::output::Output;
 use crate::receive::read_release_manifest;
 use crate::releases;
 
+/// What identifies a file's state: no write, rename over or change of mode leaves
+/// it as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    ino: u64,
+    size: u64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp {
+            ino: meta.ino(),
+            size: meta.size(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+        }
+    }
+}
+
+/// Records the stamps of the files of `manifest` as they are in `release_dir` (just
+/// written and checked), for reuse without hashing them again.
+pub fn record_stamps(release_dir: &Path, manifest: &Manifest) -> Result<(), AgentError> {
+    let mut stamps: HashMap<&str, Stamp> = HashMap::new();
+    for entry in &manifest.entries {
+        if let EntryKind::File { .. } = entry.kind {
+            let path = release_dir.join(entry.path.as_str());
+            let meta =
+                fs::symlink_metadata(&path).map_err(|e| AgentError::io("cannot stat", &path, e))?;
+            stamps.insert(entry.path.as_str(), Stamp::of(&meta));
+        }
+    }
+    let path = AppRoot::stamps_in(release_dir);
+    let json = serde_json::to_vec(&stamps).expect("stamps serialize");
+    fs::write(&path, json).map_err(|e| AgentError::io("cannot write", &path, e))
+}
+
+/// A copy of a content in a release, and its stamp when the release recorded one.
+#[derive(Debug)]
+struct Place {
+    path: PathBuf,
+    stamp: Option<Stamp>,
+}
+
+impl Place {
+    /// Whether the file is as it was when its release checked it.
+    fn unchanged(&self, meta: &fs::Metadata) -> bool {
+        self.stamp == Some(Stamp::of(meta))
+    }
+}
+
 /// The file contents of the releases on a host, by sha256.
 #[derive(Debug, Default)]
 pub struct Stock {
     /// Where each content is, as the releases' manifests say, newest release first.
-    places: HashMap<Sha256, Vec<PathBuf>>,
+    places: HashMap<Sha256, Vec<Place>>,
 }
 
 impl Stock {
@@ -42,26 +98,34 @@ impl Stock {
                 continue;
             };
             let release = root.release(&version);
+            // Releases received before stamps were recorded have none: their files
+            // are hashed.
+            let mut stamps: HashMap<String, Stamp> = fs::read(AppRoot::stamps_in(&release))
+                .ok()
+                .and_then(|json| serde_json::from_slice(&json).ok())
+                .unwrap_or_default();
             for entry in &manifest.entries {
                 if let EntryKind::File { sha256, .. } = &entry.kind {
-                    stock
-                        .places
-                        .entry(sha256.clone())
-                        .or_default()
-                        .push(release.join(entry.path.as_str()));
+                    stock.places.entry(sha256.clone()).or_default().push(Place {
+                        path: release.join(entry.path.as_str()),
+                        stamp: stamps.remove(entry.path.as_str()),
+                    });
                 }
             }
         }
         Ok(stock)
     }
 
-    /// Whether the host has `content`, checked now: a file said to have it is hashed.
-    /// Each that differs is reported on `out` and passed over.
+    /// Whether the host has `content`, checked now: by its stamp, or else by hashing
+    /// it. Each copy that differs is reported on `out` and passed over.
     pub fn has(&self, content: &Sha256, out: Output) -> bool {
         self.places(content).any(|place| {
-            let verified = hash_file(place).is_ok_and(|actual| actual == *content);
+            let unchanged =
+                fs::symlink_metadata(&place.path).is_ok_and(|meta| place.unchanged(&meta));
+            let verified =
+                unchanged || hash_file(&place.path).is_ok_and(|actual| actual == *content);
             if !verified {
-                drifted(place, out);
+                drifted(&place.path, out);
             }
             verified
         })
@@ -75,14 +139,16 @@ impl Stock {
             return Ok(false);
         };
         for place in self.places(sha256) {
-            let Ok(mut source) = OpenOptions::new()
+            let opened = OpenOptions::new()
                 .read(true)
                 .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-                .open(place)
-            else {
-                drifted(place, out);
+                .open(&place.path)
+                .and_then(|file| file.metadata().map(|meta| (file, meta)));
+            let Ok((mut source, meta)) = opened else {
+                drifted(&place.path, out);
                 continue;
             };
+            let unchanged = place.unchanged(&meta);
             // O_EXCL and O_NOFOLLOW: never write through anything already there.
             let mut copy = OpenOptions::new()
                 .read(true)
@@ -95,11 +161,15 @@ impl Stock {
             io::copy(&mut source, &mut copy)
                 .map_err(|e| AgentError::io("cannot copy into", dest, e))?;
             drop(copy);
-            // What was written is what counts: hashed from the new file.
+            // A source as it was checked gives what was checked; any other is hashed
+            // from the new file, since what was written is what counts.
+            if unchanged {
+                return Ok(true);
+            }
             match hash_file(dest) {
                 Ok(actual) if actual == *sha256 => return Ok(true),
                 Ok(_) => {
-                    drifted(place, out);
+                    drifted(&place.path, out);
                     fs::remove_file(dest).map_err(|e| AgentError::io("cannot remove", dest, e))?;
                 }
                 Err(e) => return Err(AgentError::io("cannot read", dest, e)),
@@ -108,7 +178,7 @@ impl Stock {
         Ok(false)
     }
 
-    fn places(&self, content: &Sha256) -> impl Iterator<Item = &PathBuf> {
+    fn places(&self, content: &Sha256) -> impl Iterator<Item = &Place> {
         self.places.get(content).into_iter().flatten()
     }
 }

@@ -115,7 +115,7 @@ fn ship(
 ) -> Result<(), CliError> {
     let policy = &rollout.policy;
     if rollout.plan {
-        return plan(settings, selected, artifact, policy, printer);
+        return plan(settings, selected, artifact, policy, rollout.full, printer);
     }
     let environment = settings.fleet.environment.as_ref().map(|e| e.as_str());
     printer.progress(format!(
@@ -161,9 +161,10 @@ fn plan(
     selected: &[&Host],
     artifact: &Artifact,
     policy: &Policy,
+    full: bool,
     printer: &Printer,
 ) -> Result<(), CliError> {
-    let rows = rollout::plan(selected, artifact, policy, &settings.options);
+    let rows = rollout::plan(selected, artifact, policy, full, &settings.options);
     let waves = rows.iter().filter_map(|r| r.wave).max().unwrap_or(0);
     let sending: Vec<&PlanRow> = rows.iter().filter(|r| r.ready && r.send > 0).collect();
     let bytes: u64 = sending.iter().map(|r| r.send).sum();
@@ -178,7 +179,7 @@ fn plan(
     );
     printer.data(&plan_table(&rows, policy));
     printer.note(format!(
-        "plan for {} {}: {} of {} host(s) would be sent {} in all ({} each), then activated in {waves} wave(s); rollout: {policy}; nothing was changed",
+        "plan for {} {}: {} of {} host(s) would be sent {} in all (the artifact is {}), then activated in {waves} wave(s); rollout: {policy}; nothing was changed",
         artifact.manifest.name,
         artifact.manifest.version,
         sending.len(),
@@ -209,6 +210,13 @@ fn plan_table(rows: &[PlanRow], policy: &Policy) -> String {
                     (true, 0) => "none".into(),
                     (true, n) => human_bytes(n),
                 },
+                match (r.ready, r.files_sent, r.files_reused) {
+                    (true, sent, 0) if r.send > 0 => format!("{sent} sent"),
+                    (true, sent, reused) if r.send > 0 => {
+                        format!("{sent} sent, {reused} reused")
+                    }
+                    _ => "-".into(),
+                },
                 r.wave.map_or_else(|| "-".into(), wave_name),
                 if r.ready {
                     r.note.clone()
@@ -218,7 +226,10 @@ fn plan_table(rows: &[PlanRow], policy: &Policy) -> String {
             ]
         })
         .collect();
-    let mut out = table(&["HOST", "CURRENT", "SEND", "WAVE", "NOTE"], &table_rows);
+    let mut out = table(
+        &["HOST", "CURRENT", "SEND", "FILES", "WAVE", "NOTE"],
+        &table_rows,
+    );
     let waves = rows.iter().filter_map(|r| r.wave).max().unwrap_or(0);
     for wave in 1..=waves {
         let members: Vec<&str> = rows

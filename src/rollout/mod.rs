@@ -29,7 +29,8 @@ pub use decide::{Verdict, wave_number};
 use crate::fleet::{self, Artifact, Need, Options};
 use crate::inventory::Host;
 use crate::notify::Notifier;
-use crate::printer::Printer;
+use crate::delta::Transfer;
+use crate::printer::{Console, Mode, Printer};
 use crate::remote::RemoteAgent;
 use crate::results::{ErrorKind, HostError, HostResult, Outcome, Step};
 
@@ -447,6 +448,10 @@ pub struct PlanRow {
     pub current: Option<Version>,
     /// Bytes it would be sent (0: it has the release already).
     pub send: u64,
+    /// Files whose content it would be sent.
+    pub files_sent: u64,
+    /// Files it would copy from its own releases (a delta).
+    pub files_reused: u64,
     /// The wave it would be activated in (from 1), when it would stage.
     pub wave: Option<usize>,
     /// Why it would not stage, or what else is worth knowing.
@@ -464,6 +469,8 @@ impl PlanRow {
             host: host.name.to_string(),
             current: None,
             send: 0,
+            files_sent: 0,
+            files_reused: 0,
             wave: None,
             note: String::new(),
             ready: false,
@@ -485,6 +492,7 @@ pub fn plan(
     hosts: &[&Host],
     artifact: &Artifact,
     policy: &Policy,
+    full: bool,
     options: &Options,
 ) -> Vec<PlanRow> {
     let rows = fleet::parallel(hosts, options, |_, host| {
@@ -516,11 +524,27 @@ pub fn plan(
         };
         let status = hello.as_ref().and_then(|h| h.status.as_ref());
         row.current = status.and_then(|s| s.current.clone());
-        match fleet::preflight(host, artifact, status, agent) {
+        let mut agent = agent;
+        match fleet::preflight(host, artifact, status, agent.as_deref_mut()) {
             Ok(need) => {
                 row.ready = true;
                 if need == Need::Transfer {
                     row.send = artifact.size;
+                    row.files_sent = artifact.files();
+                    // What a host that keeps releases lacks, asked now (`have` only
+                    // reads).
+                    if let Some(agent) = agent {
+                        let printer = Printer::new(Console::buffers().0, Mode::Quiet);
+                        match fleet::transfer_for(agent, host, artifact, status, full, &printer) {
+                            Ok(Transfer::Full) => {}
+                            Ok(Transfer::Delta(delta)) => {
+                                row.send = delta.bytes.len() as u64;
+                                row.files_sent = delta.size.files_sent;
+                                row.files_reused = delta.size.files_reused;
+                            }
+                            Err(error) => return row.blocked(error),
+                        }
+                    }
                 } else if row.current.as_ref() == Some(&artifact.manifest.version) {
                     row.note = "already runs it".into();
                 } else {
