@@ -5,13 +5,19 @@
 //! which the host checks file by file like an artifact, copying the rest from its
 //! releases. A delta is built once for every distinct answer and shared by the hosts
 //! that gave it. When most of the release is missing the whole artifact goes.
+//!
+//! The manifest travels whole, and for a large release it would be most of a small
+//! delta; so when ship has the artifact of a release the host keeps (in the fleet's
+//! artifacts directory), the manifest's frame is compressed against that release's
+//! manifest (`zstd --patch-from` style), which the host checks it has byte for byte.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::BufReader;
 use std::sync::{Arc, Mutex};
 
-use manifests::{EntryKind, Manifest, Sha256};
+use agent::protocol::Status;
+use manifests::{EntryKind, Manifest, Sha256, Version};
 
 use crate::results::{ErrorKind, HostError, Step};
 
@@ -38,12 +44,20 @@ pub struct Delta {
     pub bytes: Vec<u8>,
     /// What it carries and leaves to the host.
     pub size: packager::delta::DeltaSize,
+    /// The release whose manifest its manifest's frame was compressed against.
+    pub base: Option<agent::protocol::Base>,
 }
+
+/// A manifest a host may have, as the base of a delta: its bytes.
+type BaseBytes = Option<Arc<Vec<u8>>>;
 
 /// The deltas of one artifact, built as hosts need them.
 #[derive(Debug, Default)]
 pub struct Deltas {
-    built: Mutex<HashMap<BTreeSet<Sha256>, Arc<Delta>>>,
+    /// Where the artifacts of other releases are (for bases).
+    pub dir: std::path::PathBuf,
+    built: Mutex<HashMap<(BTreeSet<Sha256>, Option<Version>), Arc<Delta>>>,
+    bases: Mutex<HashMap<Version, BaseBytes>>,
 }
 
 /// The distinct file contents of `manifest`.
@@ -60,12 +74,51 @@ pub fn contents(manifest: &Manifest) -> Vec<Sha256> {
 }
 
 impl Deltas {
-    /// What a host that lacks `missing` of the artifact at `path` (with `manifest`)
-    /// is sent.
+    /// Deltas of an artifact; the artifacts of other releases are in `dir`.
+    pub fn new(dir: std::path::PathBuf) -> Deltas {
+        Deltas {
+            dir,
+            ..Deltas::default()
+        }
+    }
+
+    /// The manifest bytes of a release the host of `status` keeps and ship has the
+    /// artifact of (its current release first), with that release.
+    fn base(&self, manifest: &Manifest, status: &Status) -> Option<(Version, Arc<Vec<u8>>)> {
+        let mut versions: Vec<&Version> = status.current.iter().collect();
+        versions.extend(status.releases.iter().map(|r| &r.version));
+        for version in versions {
+            let Some(info) = status.release(version) else {
+                continue;
+            };
+            let mut bases = self.bases.lock().expect("not poisoned");
+            let bytes = bases
+                .entry(version.clone())
+                .or_insert_with(|| {
+                    let path = self
+                        .dir
+                        .join(packager::artifact_file_name(&manifest.name, version));
+                    let file = File::open(path).ok()?;
+                    let theirs = packager::read::read_manifest(BufReader::new(file)).ok()?;
+                    // The host's copy is checked by its sha256; the payload must agree.
+                    (theirs.payload_digest == info.payload_digest)
+                        .then(|| Arc::new(theirs.to_json()))
+                })
+                .clone();
+            if let Some(bytes) = bytes {
+                return Some((version.clone(), bytes));
+            }
+        }
+        None
+    }
+
+    /// What a host that lacks `missing` of the artifact at `path` (with `manifest`),
+    /// and whose status is `status`, is sent.
     pub fn transfer(
         &self,
         path: &std::path::Path,
         manifest: &Manifest,
+        status: &Status,
         missing: Vec<Sha256>,
     ) -> Result<Transfer, HostError> {
         let missing: BTreeSet<Sha256> = missing.into_iter().collect();
@@ -80,12 +133,15 @@ impl Deltas {
         if missing_bytes as f64 > MOST * manifest.unpacked_size as f64 {
             return Ok(Transfer::Full);
         }
+        let base = self.base(manifest, status);
+        let key = (missing, base.as_ref().map(|(version, _)| version.clone()));
         // One build per distinct answer: the lock is held while it is built, so
         // hosts that gave the same answer wait for it rather than build it again.
         let mut built = self.built.lock().expect("not poisoned");
-        if let Some(delta) = built.get(&missing) {
+        if let Some(delta) = built.get(&key) {
             return Ok(Transfer::Delta(delta.clone()));
         }
+        let missing = &key.0;
         let local = |what: String, e: &dyn std::error::Error| {
             let mut error = HostError::new(Step::Transfer, ErrorKind::Local, what);
             error.causes = agent::protocol::causes(e);
@@ -101,6 +157,7 @@ impl Deltas {
             Vec::new(),
             LEVEL,
             threads,
+            base.as_ref().map(|(_, bytes)| bytes.as_slice()),
         )
         .map_err(|e| local(format!("cannot make a delta of {}", path.display()), &e))?;
         tracing::debug!(
@@ -109,8 +166,15 @@ impl Deltas {
             reused = size.files_reused,
             "delta built"
         );
-        let delta = Arc::new(Delta { bytes, size });
-        built.insert(missing, delta.clone());
+        let delta = Arc::new(Delta {
+            bytes,
+            size,
+            base: base.map(|(version, bytes)| agent::protocol::Base {
+                version,
+                sha256: Sha256::of(&bytes),
+            }),
+        });
+        built.insert(key, delta.clone());
         Ok(Transfer::Delta(delta))
     }
 }

@@ -305,7 +305,7 @@ pub(crate) fn stage(
             delta.size.files_sent,
             delta.size.files_reused
         );
-        step(printer, name, "transfer", &what, || {
+        let sent = step(printer, name, "transfer", &what, || {
             let mut counting = Counting {
                 inner: std::io::Cursor::new(&delta.bytes[..]),
                 sent: 0,
@@ -315,7 +315,12 @@ pub(crate) fn stage(
                 printer,
             };
             let received = agent
-                .receive(&mut counting, &artifact.manifest.payload_digest, true)
+                .receive(
+                    &mut counting,
+                    &artifact.manifest.payload_digest,
+                    true,
+                    delta.base.clone(),
+                )
                 .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
             result.transferred = counting.sent;
             result.files_sent = received.files - received.reused_files;
@@ -326,8 +331,21 @@ pub(crate) fn stage(
                 "sent"
             );
             Ok::<(), HostError>(())
-        })?;
-        return Ok(agent);
+        });
+        match sent {
+            Ok(()) => return Ok(agent),
+            // The host cannot make the release whole from what it has after all (a
+            // copy changed since it said so, or its base manifest differs): it gets
+            // the whole artifact.
+            Err(error) if error.kind == ErrorKind::Agent(protocol::FailureKind::MissingContent) => {
+                printer.output(
+                    name,
+                    "warning",
+                    &format!("{error}; sending the whole artifact"),
+                );
+            }
+            Err(error) => return Err(error),
+        }
     }
     let size = agent::human_bytes(artifact.size);
     step(printer, name, "transfer", &size, || {
@@ -349,7 +367,12 @@ pub(crate) fn stage(
             printer,
         };
         let received = agent
-            .receive(&mut counting, &artifact.manifest.payload_digest, false)
+            .receive(
+                &mut counting,
+                &artifact.manifest.payload_digest,
+                false,
+                None,
+            )
             .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
         result.transferred = counting.sent;
         result.files_sent = received.files;
@@ -369,10 +392,9 @@ pub(crate) fn transfer_for(
     full: bool,
     printer: &Printer,
 ) -> Result<Transfer, HostError> {
-    let keeps = status.is_some_and(|s| !s.releases.is_empty());
-    if full || !keeps {
+    let Some(status) = status.filter(|s| !s.releases.is_empty() && !full) else {
         return Ok(Transfer::Full);
-    }
+    };
     let name = host.name.as_str();
     step(printer, name, "compare", "", || {
         let missing = agent
@@ -383,7 +405,7 @@ pub(crate) fn transfer_for(
             .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
         artifact
             .deltas
-            .transfer(&artifact.path, &artifact.manifest, missing)
+            .transfer(&artifact.path, &artifact.manifest, status, missing)
     })
 }
 

@@ -150,17 +150,20 @@ impl RemoteAgent {
         Ok(Err(last))
     }
 
-    /// Streams `artifact` (or, with `delta`, a delta stream) into `receive`,
-    /// requiring the release's payload digest.
+    /// Streams `artifact` (or, with `delta`, a delta stream, made against the
+    /// manifest `base` when given) into `receive`, requiring the release's payload
+    /// digest.
     pub fn receive(
         &mut self,
         artifact: &mut (dyn Read + Send),
         payload: &Sha256,
         delta: bool,
+        base: Option<protocol::Base>,
     ) -> Result<Received, CallError> {
         let request = protocol::Receive {
             expect_payload: payload.clone(),
             delta,
+            base,
         };
         self.call(&request, Some(artifact), &mut |event| {
             if let Event::Progress(p) = event {

@@ -545,7 +545,9 @@ fn a_redeploy_over_ssh_sends_only_what_changed() {
     let fleet = SshFleet::start(2, None);
     let build = artifacts(&fleet);
     let cwd = build.dir.path();
-    let artifact_size = fs::metadata(cwd.join("dist/shop-v2.tar.zst")).unwrap().len();
+    let artifact_size = fs::metadata(cwd.join("dist/shop-v2.tar.zst"))
+        .unwrap()
+        .len();
     fleet.ship(cwd, &["deploy", "v1", "--hosts", "*"]).expect(0);
     let second = fleet
         .ship(cwd, &["deploy", "v2", "--hosts", "*", "--json"])
@@ -556,7 +558,11 @@ fn a_redeploy_over_ssh_sends_only_what_changed() {
         assert!(sent > 0 && sent < artifact_size / 2, "{result}");
     }
     for host in fleet.hosts() {
-        assert_eq!(fleet.current(&host).as_deref(), Some("releases/v2"), "{host}");
+        assert_eq!(
+            fleet.current(&host).as_deref(),
+            Some("releases/v2"),
+            "{host}"
+        );
         let version = fs::read_to_string(fleet.root(&host).join("current/public/version.txt"));
         assert_eq!(version.unwrap(), "v2\n");
         common::run(std::process::Command::new(common::agent_binary()).args([

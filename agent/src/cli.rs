@@ -96,6 +96,12 @@ pub enum Command {
         /// and checked against the manifest like the rest.
         #[arg(long, conflicts_with = "expect_digest")]
         delta: bool,
+        /// The release whose manifest the delta's manifest was compressed against.
+        #[arg(long, value_name = "VERSION", requires_all = ["delta", "base_sha256"])]
+        base: Option<Version>,
+        /// The sha256 of that manifest's bytes, which must be this host's.
+        #[arg(long, value_name = "SHA256", requires = "base")]
+        base_sha256: Option<Sha256>,
     },
     /// Which of the file contents listed on stdin ({"contents": [SHA256, …]}) the
     /// releases here have, each hashed now; a copy that differs from its manifest is
@@ -242,14 +248,21 @@ mod tests {
 
         let payload: manifests::Sha256 = "cd".repeat(32).parse().unwrap();
         for delta in [false, true] {
+            let base = delta.then(|| protocol::Base {
+                version: v2.clone(),
+                sha256: payload.clone(),
+            });
             let Command::Receive {
                 expect_payload,
                 expect_digest,
                 delta: parsed,
+                base: parsed_base,
+                base_sha256,
                 ..
             } = parse(&protocol::Receive {
                 expect_payload: payload.clone(),
                 delta,
+                base: base.clone(),
             })
             else {
                 panic!("not receive")
@@ -257,6 +270,10 @@ mod tests {
             assert_eq!(
                 (expect_payload.as_ref(), expect_digest, parsed),
                 (Some(&payload), None, delta)
+            );
+            assert_eq!(
+                parsed_base.zip(base_sha256),
+                base.map(|b| (b.version, b.sha256))
             );
         }
         assert!(matches!(parse(&protocol::Have), Command::Have { .. }));

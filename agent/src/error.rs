@@ -140,6 +140,14 @@ pub enum AgentError {
         /// The file.
         path: String,
     },
+    /// A delta was made against a manifest this host does not have.
+    #[error(
+        "the delta was made against the manifest of {version}, which this host does not have as it was sent"
+    )]
+    NoBase {
+        /// The release named as the base.
+        version: Version,
+    },
     /// A release on disk differs from its manifest.
     #[error("release {version} differs from its manifest: {count} problem(s)")]
     Drift {
@@ -321,7 +329,9 @@ impl AgentError {
                 }),
             ),
             AgentError::Drift { .. } => (FailureKind::Drift, None),
-            AgentError::MissingContent { .. } => (FailureKind::MissingContent, None),
+            AgentError::MissingContent { .. } | AgentError::NoBase { .. } => {
+                (FailureKind::MissingContent, None)
+            }
         };
         Failure {
             kind,
@@ -342,7 +352,9 @@ impl AgentError {
             AgentError::Drift { .. } => {
                 "something changed the release on disk; deploy it again to get a clean copy"
             }
-            AgentError::MissingContent { .. } => "send the whole artifact (ship deploy --full)",
+            AgentError::MissingContent { .. } | AgentError::NoBase { .. } => {
+                "send the whole artifact (ship deploy --full)"
+            }
             _ => return None,
         };
         Some(hint.to_owned())

@@ -140,6 +140,8 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             expect_digest,
             expect_payload,
             delta,
+            base,
+            base_sha256,
         } => {
             let stdin = std::io::stdin();
             if stdin.is_terminal() {
@@ -159,6 +161,9 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
                 digest: expect_digest,
                 payload: expect_payload,
                 delta,
+                base: base
+                    .zip(base_sha256)
+                    .map(|(version, sha256)| protocol::Base { version, sha256 }),
             };
             let received = receive::receive(&app, stdin, &expect, out)?;
             done(out, &received);

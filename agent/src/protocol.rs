@@ -164,6 +164,17 @@ pub struct Receive {
     /// The stream is a delta (packager's `write_delta`): the files it leaves out
     /// are copied from the host's releases, and checked.
     pub delta: bool,
+    /// The manifest the delta's manifest frame was compressed against.
+    pub base: Option<Base>,
+}
+
+/// A release's manifest on the host, as the base of a delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    /// The release.
+    pub version: Version,
+    /// The sha256 of its manifest's bytes, which must be the host's.
+    pub sha256: Sha256,
 }
 
 impl Request for Receive {
@@ -176,6 +187,14 @@ impl Request for Receive {
         ];
         if self.delta {
             args.push("--delta".to_owned());
+        }
+        if let Some(base) = &self.base {
+            args.extend([
+                "--base".to_owned(),
+                base.version.to_string(),
+                "--base-sha256".to_owned(),
+                base.sha256.to_string(),
+            ]);
         }
         args
     }

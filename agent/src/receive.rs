@@ -65,6 +65,8 @@ pub struct Expect {
     /// The stream is a delta: the files it leaves out come from this host's
     /// releases.
     pub delta: bool,
+    /// The release whose manifest the delta's manifest frame was compressed against.
+    pub base: Option<protocol::Base>,
 }
 
 /// Receives the artifact from `input` into `root` (whose lock the caller holds).
@@ -95,7 +97,15 @@ pub fn receive(
         reused_bytes: 0,
     };
     let result = if expect.delta {
-        packager::read_delta(input, &mut unpack)
+        match expect
+            .base
+            .as_ref()
+            .map(|base| base_bytes(root, base))
+            .transpose()
+        {
+            Ok(base) => packager::read_delta(input, &mut unpack, base),
+            Err(e) => Err(Stop::Failed(e)),
+        }
     } else {
         packager::read_artifact(input, &mut unpack, expect.digest.is_some())
     };
@@ -155,6 +165,18 @@ pub fn receive(
     }
     journal::append(&root.journal(), &record)?;
     outcome
+}
+
+/// The bytes of `base`'s manifest on this host, when they are the ones the delta
+/// was made against.
+fn base_bytes(root: &AppRoot, base: &protocol::Base) -> Result<Vec<u8>, AgentError> {
+    let bytes = fs::read(root.release_manifest(&base.version)).ok();
+    match bytes {
+        Some(bytes) if Sha256::of(&bytes) == base.sha256 => Ok(bytes),
+        _ => Err(AgentError::NoBase {
+            version: base.version.clone(),
+        }),
+    }
 }
 
 /// After the artifact verified: checks the expected digest, records the artifact,

@@ -40,9 +40,16 @@ fn contents(manifest: &Manifest) -> Vec<Sha256> {
 
 /// The delta of `artifact` carrying the files whose content `send` asks for.
 fn delta(artifact: &[u8], send: impl Fn(&Sha256) -> bool) -> Vec<u8> {
-    packager::delta::write_delta(Cursor::new(artifact.to_vec()), &send, Vec::new(), 3, 1)
-        .unwrap()
-        .0
+    packager::delta::write_delta(
+        Cursor::new(artifact.to_vec()),
+        &send,
+        Vec::new(),
+        3,
+        1,
+        None,
+    )
+    .unwrap()
+    .0
 }
 
 /// The delta of `artifact` for a host that has `had`'s files.
@@ -197,4 +204,47 @@ fn killing_a_delta_receive_at_any_step_leaves_a_complete_release() {
         verify(&host, "v3");
         host.check_invariants();
     }
+}
+
+#[test]
+fn a_delta_against_a_manifest_of_the_host_needs_those_very_bytes() {
+    let host = Host::new();
+    let (v1, v2) = (artifact("v1"), artifact("v2"));
+    host.receive(&v1).expect(0);
+    let base = fs::read(host.root().join("releases/v1/.ship/manifest.json")).unwrap();
+    let have = contents(&manifest_of(&v1));
+    let stream = packager::delta::write_delta(
+        Cursor::new(v2.clone()),
+        &|content| !have.contains(content),
+        Vec::new(),
+        3,
+        1,
+        Some(&base),
+    )
+    .unwrap()
+    .0;
+    assert!(stream.len() < delta_after(&v1, &v2).len());
+    let sha = Sha256::of(&base).to_string();
+    let other = Sha256::of(b"another manifest").to_string();
+    let refused = host
+        .agent(
+            "receive",
+            &["--delta", "--base", "v1", "--base-sha256", &other],
+            Some(&stream),
+        )
+        .expect(1);
+    let failed = refused.event("failed");
+    assert_eq!(failed["kind"], "missing_content");
+    assert_eq!(
+        failed["message"],
+        "the delta was made against the manifest of v1, which this host does not have as it was sent"
+    );
+    assert_eq!(host.releases(), ["v1"]);
+    host.agent(
+        "receive",
+        &["--delta", "--base", "v1", "--base-sha256", &sha],
+        Some(&stream),
+    )
+    .expect(0);
+    verify(&host, "v2");
 }

@@ -43,12 +43,18 @@ pub struct DeltaSize {
 /// Writes to `out` the delta stream of the artifact read from `artifact`: its
 /// manifest, its directories and symlinks, and the files whose content `send` asks
 /// for, compressed at `level` with `threads` workers.
+///
+/// `base`: the bytes of a manifest the receiver has (a release of the same app); the
+/// manifest's frame is then compressed against it, which makes it a few hundred
+/// bytes where it would be a sizeable share of a small delta. The receiver needs the
+/// very same bytes to read it.
 pub fn write_delta<R, W>(
     artifact: R,
     send: &dyn Fn(&Sha256) -> bool,
     out: W,
     level: i32,
     threads: u32,
+    base: Option<&[u8]>,
 ) -> Result<(W, DeltaSize), DeltaError>
 where
     R: Read + Send + 'static,
@@ -60,6 +66,7 @@ where
         send,
         level,
         threads,
+        base,
         size: DeltaSize::default(),
     };
     read_artifact(artifact, &mut writer, false)?;
@@ -79,7 +86,32 @@ struct Writer<'a, W: Write> {
     send: &'a dyn Fn(&Sha256) -> bool,
     level: i32,
     threads: u32,
+    base: Option<&'a [u8]>,
     size: DeltaSize,
+}
+
+/// The manifest's frame compressed against `base` (as `zstd --patch-from` does): a
+/// window that covers the base, and long-distance matching to find it.
+fn manifest_frame_against(manifest: &Manifest, base: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    let json = manifest.to_json();
+    let window = (base.len() + json.len())
+        .next_power_of_two()
+        .trailing_zeros();
+    let mut encoder = zstd::Encoder::with_ref_prefix(Vec::new(), level, base)?;
+    encoder.window_log(window.clamp(10, crate::read::WINDOW_LOG_MAX))?;
+    encoder.long_distance_matching(true)?;
+    encoder.include_checksum(true)?;
+    let mut tar = TarWriter::new(encoder, 0);
+    tar.header(
+        manifests::manifest::MANIFEST_PATH,
+        manifests::Mode::REGULAR,
+        Kind::File {
+            size: json.len() as u64,
+        },
+    )?;
+    tar.get_mut().write_all(&json)?;
+    tar.pad(json.len() as u64)?;
+    tar.into_inner().finish()
 }
 
 impl<W: Write> Visitor for Writer<'_, W> {
@@ -87,8 +119,11 @@ impl<W: Write> Visitor for Writer<'_, W> {
 
     fn manifest(&mut self, manifest: &Manifest) -> Result<(), DeltaError> {
         let mut out = self.out.take().expect("one manifest");
-        let frame =
-            manifest_frame(manifest, self.level, self.threads, 0).map_err(DeltaError::Write)?;
+        let frame = match self.base {
+            Some(base) => manifest_frame_against(manifest, base, self.level),
+            None => manifest_frame(manifest, self.level, self.threads, 0),
+        }
+        .map_err(DeltaError::Write)?;
         out.write_all(&frame).map_err(DeltaError::Write)?;
         let encoder = encoder(out, self.level, self.threads).map_err(DeltaError::Write)?;
         self.tar = Some(TarWriter::new(encoder, 0));
@@ -187,7 +222,7 @@ mod tests {
         let changed = Sha256::of(b"print('v2')\n");
         let artifact = fs::File::open(&packed.artifact).unwrap();
         let (stream, size) =
-            write_delta(artifact, &|sha| *sha == changed, Vec::new(), 3, 1).unwrap();
+            write_delta(artifact, &|sha| *sha == changed, Vec::new(), 3, 1, None).unwrap();
         assert_eq!(
             size,
             DeltaSize {
@@ -204,7 +239,7 @@ mod tests {
             packed.size
         );
         let mut received = Received::default();
-        let summary = read_delta(io::Cursor::new(stream), &mut received).unwrap();
+        let summary = read_delta(io::Cursor::new(stream.clone()), &mut received, None).unwrap();
         assert_eq!(summary.manifest, packed.manifest);
         assert_eq!(
             received.0,
@@ -216,9 +251,82 @@ mod tests {
         );
         // Asked for everything, it is the artifact again, file for file.
         let artifact = fs::File::open(&packed.artifact).unwrap();
-        let (full, size) = write_delta(artifact, &|_| true, Vec::new(), 3, 1).unwrap();
+        let (full, size) = write_delta(artifact, &|_| true, Vec::new(), 3, 1, None).unwrap();
         assert_eq!(size.files_reused, 0);
         crate::read::read_artifact(io::Cursor::new(full), &mut crate::read::CheckOnly, false)
             .unwrap();
+    }
+
+    #[test]
+    fn against_a_base_the_manifest_costs_next_to_nothing_and_needs_that_base() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("tree");
+        fs::create_dir_all(tree.join("lib")).unwrap();
+        for i in 0..400 {
+            fs::write(tree.join(format!("lib/m{i}.py")), format!("X = {i}\n")).unwrap();
+        }
+        let pack_as = |version: &str| {
+            pack(
+                &PackOptions {
+                    dir: tree.clone(),
+                    name: "shop".parse().unwrap(),
+                    version: version.parse().unwrap(),
+                    out_dir: tmp.path().join("out"),
+                    level: 3,
+                    mtime: 0,
+                    strict: false,
+                    threads: 1,
+                    behaviour: Default::default(),
+                },
+                &(),
+            )
+            .unwrap()
+        };
+        let v1 = pack_as("v1");
+        fs::write(tree.join("lib/m7.py"), "X = 'seven'\n").unwrap();
+        let v2 = pack_as("v2");
+        let base = v1.manifest.to_json();
+        let changed = Sha256::of(b"X = 'seven'\n");
+        let delta = |base: Option<&[u8]>| {
+            let artifact = fs::File::open(&v2.artifact).unwrap();
+            write_delta(artifact, &|sha| *sha == changed, Vec::new(), 3, 1, base)
+                .unwrap()
+                .0
+        };
+        let (plain, against) = (delta(None), delta(Some(&base)));
+        assert!(
+            against.len() * 4 < plain.len(),
+            "{} against the base, {} without",
+            against.len(),
+            plain.len()
+        );
+        let mut received = Received::default();
+        let summary = read_delta(
+            io::Cursor::new(against.clone()),
+            &mut received,
+            Some(base.clone()),
+        )
+        .unwrap();
+        assert_eq!(summary.manifest, v2.manifest);
+        assert_eq!(received.0.values().filter(|c| c.is_some()).count(), 1);
+        // Without the base, or with another, it does not read.
+        assert!(
+            read_delta(
+                io::Cursor::new(against.clone()),
+                &mut Received::default(),
+                None
+            )
+            .is_err()
+        );
+        let mut other = base.clone();
+        other[10] ^= 1;
+        assert!(
+            read_delta(
+                io::Cursor::new(against),
+                &mut Received::default(),
+                Some(other)
+            )
+            .is_err()
+        );
     }
 }

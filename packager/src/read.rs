@@ -110,19 +110,26 @@ where
     R: Read + Send + 'static,
     V: Visitor,
 {
-    read_stream(input, visitor, hash_artifact, Payload::Full)
+    read_stream(input, visitor, hash_artifact, Payload::Full, None)
 }
 
 /// Reads a delta stream from `input`: an artifact's manifest, then every directory
 /// and symlink and only some of its files, in the manifest's order. Each file the
 /// stream carries is checked as in [`read_artifact`]; each it leaves out goes to
 /// [`Visitor::absent`], in its place in the manifest's order.
-pub fn read_delta<R, V>(input: R, visitor: &mut V) -> Result<ReadSummary, V::Error>
+///
+/// `base`: the bytes of the manifest the stream's manifest frame was compressed
+/// against (`write_delta`'s base), when it was.
+pub fn read_delta<R, V>(
+    input: R,
+    visitor: &mut V,
+    base: Option<Vec<u8>>,
+) -> Result<ReadSummary, V::Error>
 where
     R: Read + Send + 'static,
     V: Visitor,
 {
-    read_stream(input, visitor, false, Payload::Delta)
+    read_stream(input, visitor, false, Payload::Delta, base)
 }
 
 fn read_stream<R, V>(
@@ -130,6 +137,7 @@ fn read_stream<R, V>(
     visitor: &mut V,
     hash_artifact: bool,
     payload: Payload,
+    base: Option<Vec<u8>>,
 ) -> Result<ReadSummary, V::Error>
 where
     R: Read + Send + 'static,
@@ -138,7 +146,7 @@ where
     let (chunks, received) = mpsc::sync_channel(4);
     let (spent, recycled) = mpsc::channel();
     let decompressor =
-        std::thread::spawn(move || decompress(input, hash_artifact, &chunks, &recycled));
+        std::thread::spawn(move || decompress(input, hash_artifact, base, &chunks, &recycled));
     let hasher = FileHasher::spawn();
     let mut archive = tar::Archive::new(ChannelReader {
         chunks: received,
@@ -260,6 +268,7 @@ where
 fn decompress<R: Read>(
     input: R,
     hash: bool,
+    base: Option<Vec<u8>>,
     out: &mpsc::SyncSender<io::Result<Vec<u8>>>,
     recycled: &mpsc::Receiver<Vec<u8>>,
 ) -> io::Result<(Option<Sha256>, u64)> {
@@ -268,7 +277,12 @@ fn decompress<R: Read>(
         hasher: hash.then(sha2::Sha256::new),
         bytes: 0,
     };
-    let decoder = zstd::Decoder::new(raw).and_then(|mut decoder| {
+    // A base applies to the first frame (the manifest's) and is dropped at its end.
+    let decoder = match &base {
+        Some(base) => zstd::Decoder::with_ref_prefix(io::BufReader::new(raw), base),
+        None => zstd::Decoder::new(raw),
+    };
+    let decoder = decoder.and_then(|mut decoder| {
         decoder.window_log_max(WINDOW_LOG_MAX)?;
         Ok(decoder)
     });
@@ -1073,7 +1087,7 @@ mod tests {
 
     fn read_delta_of(bytes: &[u8]) -> Result<Vec<String>, ReadError> {
         let mut seen = Seen::default();
-        read_delta(io::Cursor::new(bytes.to_vec()), &mut seen)?;
+        read_delta(io::Cursor::new(bytes.to_vec()), &mut seen, None)?;
         Ok(seen.0)
     }
 
@@ -1113,7 +1127,7 @@ mod tests {
         ));
         // A visitor that cannot supply a file refuses the stream.
         assert!(matches!(
-            read_delta(io::Cursor::new(stream), &mut CheckOnly),
+            read_delta(io::Cursor::new(stream), &mut CheckOnly, None),
             Err(ReadError::Missing { path }) if path == "app/a.py"
         ));
     }

@@ -55,7 +55,7 @@ fn artifact(settings: &FleetSettings, release: &str) -> Result<Artifact, CliErro
         path,
         manifest,
         size,
-        deltas: Default::default(),
+        deltas: crate::delta::Deltas::new(fleet.artifacts.clone()),
     })
 }
 

@@ -26,10 +26,10 @@ use serde_json::json;
 use decide::{Rollout, Wave};
 pub use decide::{Verdict, wave_number};
 
+use crate::delta::Transfer;
 use crate::fleet::{self, Artifact, Need, Options};
 use crate::inventory::Host;
 use crate::notify::Notifier;
-use crate::delta::Transfer;
 use crate::printer::{Console, Mode, Printer};
 use crate::remote::RemoteAgent;
 use crate::results::{ErrorKind, HostError, HostResult, Outcome, Step};
