@@ -51,12 +51,16 @@ pub struct Delta {
 /// A manifest a host may have, as the base of a delta: its bytes.
 type BaseBytes = Option<Arc<Vec<u8>>>;
 
+/// What a delta is made for: the contents a host lacks, and the release whose
+/// manifest is its base.
+type DeltaKey = (BTreeSet<Sha256>, Option<Version>);
+
 /// The deltas of one artifact, built as hosts need them.
 #[derive(Debug, Default)]
 pub struct Deltas {
     /// Where the artifacts of other releases are (for bases).
     pub dir: std::path::PathBuf,
-    built: Mutex<HashMap<(BTreeSet<Sha256>, Option<Version>), Arc<Delta>>>,
+    built: Mutex<HashMap<DeltaKey, Arc<Delta>>>,
     bases: Mutex<HashMap<Version, BaseBytes>>,
 }
 
