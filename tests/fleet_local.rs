@@ -555,7 +555,7 @@ fn a_redeploy_sends_only_what_changed_and_every_host_ends_up_with_the_right_byte
     // The example app with a library of 2 MB that no version changes.
     let fleet = LocalFleet::bare(&["web1", "web2", "fresh"]);
     let library = common::incompressible(2 << 20);
-    for version in ["v1", "v2", "v3"] {
+    for version in ["v1", "v2", "v3", "v4"] {
         fleet.pack_with(version, "[app]\nname = \"shop\"\n", |tree| {
             fs::write(tree.join("public/library.bin"), &library).unwrap();
         });
@@ -666,4 +666,26 @@ fn a_redeploy_sends_only_what_changed_and_every_host_ends_up_with_the_right_byte
         .expect(0);
     assert_eq!(results_by_host(&back)["web1"]["transferred"], 0);
     assert_eq!(fleet.current("web1").as_deref(), Some("releases/v2"));
+
+    // The manifest a delta is compressed against must be the host's, byte for byte;
+    // where it is not, the host is sent the whole artifact.
+    let manifest = fleet.root("web1").join("releases/v2/.ship/manifest.json");
+    let mut bytes = fs::read(&manifest).unwrap();
+    bytes.push(b'\n');
+    fs::write(&manifest, bytes).unwrap();
+    let fourth = fleet
+        .ship(&["deploy", "v4", "--hosts", "web1", "--json"])
+        .expect(0);
+    let r = &results_by_host(&fourth)["web1"];
+    assert_eq!(r["files_reused"], 0, "{r}");
+    assert!(
+        events(&fourth, "output")
+            .iter()
+            .any(|o| o["line"].as_str().unwrap().ends_with(
+                "which this host does not have as it was sent; sending the whole artifact"
+            )),
+        "{}",
+        fourth.stdout
+    );
+    assert_eq!(fleet.current("web1").as_deref(), Some("releases/v4"));
 }

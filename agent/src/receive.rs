@@ -369,20 +369,13 @@ impl Visitor for Unpack<'_> {
         let staging = self.staging.as_ref().expect("staged before entries");
         let stock = self.stock.as_ref().expect("a delta has its stock");
         let path = staging.join(entry.path.as_str());
-        if !stock.copy_into(entry, &path, self.out)? {
+        if !stock.copy_into(entry, &path, self.mtime, self.out)? {
             return Err(AgentError::MissingContent {
                 version: self.version.clone().expect("the manifest came first"),
                 path: entry.path.to_string(),
             }
             .into());
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc_flags::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| AgentError::io("cannot open", &path, e))?;
-        file.set_modified(self.mtime)
-            .map_err(|e| AgentError::io("cannot set the time of", &path, e))?;
         let size = match entry.kind {
             EntryKind::File { size, .. } => size,
             _ => 0,

@@ -132,9 +132,16 @@ impl Stock {
     }
 
     /// Writes the content of file `entry` into the new file `dest` (with the entry's
-    /// mode) from a copy on the host, checking what was written. `Ok(false)` when no
-    /// copy on the host has that content (any that differs is reported on `out`).
-    pub fn copy_into(&self, entry: &Entry, dest: &Path, out: Output) -> Result<bool, AgentError> {
+    /// mode and the modification time `mtime`) from a copy on the host, checking what
+    /// was written. `Ok(false)` when no copy on the host has that content (any that
+    /// differs is reported on `out`).
+    pub fn copy_into(
+        &self,
+        entry: &Entry,
+        dest: &Path,
+        mtime: std::time::SystemTime,
+        out: Output,
+    ) -> Result<bool, AgentError> {
         let EntryKind::File { sha256, .. } = &entry.kind else {
             return Ok(false);
         };
@@ -160,6 +167,8 @@ impl Stock {
                 .map_err(|e| AgentError::io("cannot create", dest, e))?;
             io::copy(&mut source, &mut copy)
                 .map_err(|e| AgentError::io("cannot copy into", dest, e))?;
+            copy.set_modified(mtime)
+                .map_err(|e| AgentError::io("cannot set the time of", dest, e))?;
             drop(copy);
             // A source as it was checked gives what was checked; any other is hashed
             // from the new file, since what was written is what counts.
