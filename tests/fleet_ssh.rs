@@ -542,20 +542,30 @@ fn a_redeploy_over_ssh_sends_only_what_changed() {
     if !can_run() {
         return;
     }
-    let fleet = SshFleet::start(2, None);
+    let fleet = SshFleet::start(3, None);
     let build = artifacts(&fleet);
     let cwd = build.dir.path();
     let artifact_size = fs::metadata(cwd.join("dist/shop-v2.tar.zst"))
         .unwrap()
         .len();
-    fleet.ship(cwd, &["deploy", "v1", "--hosts", "*"]).expect(0);
+    fleet
+        .ship(cwd, &["deploy", "v1", "--hosts", "h1,h2"])
+        .expect(0);
     let second = fleet
         .ship(cwd, &["deploy", "v2", "--hosts", "*", "--json"])
         .expect(0);
     for result in events(&second, "result") {
         let sent = result["transferred"].as_u64().unwrap();
-        assert!(result["files_reused"].as_u64().unwrap() > 0, "{result}");
-        assert!(sent > 0 && sent < artifact_size / 2, "{result}");
+        if result["host"] == "h3" {
+            // No release there: the whole artifact.
+            assert_eq!(result["files_reused"], 0, "{result}");
+            assert!(sent >= artifact_size, "{result}");
+        } else {
+            // v2 differs in two small files: those, and the manifest against v1's.
+            assert!(result["files_sent"].as_u64() <= Some(2), "{result}");
+            assert!(result["files_reused"].as_u64().unwrap() > 10, "{result}");
+            assert!(sent > 0 && sent < 8 << 10, "{result}");
+        }
     }
     for host in fleet.hosts() {
         assert_eq!(
@@ -565,28 +575,57 @@ fn a_redeploy_over_ssh_sends_only_what_changed() {
         );
         let version = fs::read_to_string(fleet.root(&host).join("current/public/version.txt"));
         assert_eq!(version.unwrap(), "v2\n");
-        common::run(std::process::Command::new(common::agent_binary()).args([
-            "verify",
-            "--root",
-            fleet.root(&host).to_str().unwrap(),
-            "v2",
-        ]))
-        .expect(0);
+        verify(&fleet, &host, "v2");
     }
-    // The plan of the next one says what each host would be sent.
+    // Every copy of a file on h2 changed behind ship's back: h2 is sent it too.
+    for release in ["v1", "v2"] {
+        let path = fleet
+            .root("h2")
+            .join("releases")
+            .join(release)
+            .join("bin/migrate");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[0] ^= 1;
+        fs::write(&path, bytes).unwrap();
+    }
+    let third = fleet
+        .ship(cwd, &["deploy", "v3", "--hosts", "h1,h2", "--json"])
+        .expect(0);
+    let sent: std::collections::BTreeMap<String, u64> = events(&third, "result")
+        .iter()
+        .map(|r| {
+            (
+                r["host"].as_str().unwrap().to_owned(),
+                r["files_sent"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(sent["h2"], sent["h1"] + 1, "{sent:?}");
+    verify(&fleet, "h2", "v3");
+    // A plan says what a host would be sent.
     let plan = fleet
-        .ship(cwd, &["deploy", "v3", "--hosts", "*", "--plan", "--json"])
+        .ship(cwd, &["deploy", "v3", "--hosts", "h3", "--plan", "--json"])
         .expect(0);
-    for row in events(&plan, "plan") {
-        assert!(row["files_reused"].as_u64().unwrap() > 0, "{row}");
-        assert!(row["send"].as_u64().unwrap() < artifact_size / 2, "{row}");
-    }
+    let row = &events(&plan, "plan")[0];
+    assert!(row["files_reused"].as_u64().unwrap() > 10, "{row}");
+    assert!(row["send"].as_u64().unwrap() < 8 << 10, "{row}");
     // Rollback after a delta: a switch, nothing sent.
     let back = fleet
-        .ship(cwd, &["rollback", "--hosts", "*", "--json"])
+        .ship(cwd, &["rollback", "--hosts", "h1,h2", "--json"])
         .expect(0);
     for result in events(&back, "result") {
         assert_eq!(result["transferred"], 0, "{result}");
-        assert_eq!(result["to"], "v1", "{result}");
+        assert_eq!(result["to"], "v2", "{result}");
     }
+}
+
+/// `ship-agent verify` of `version` on `host` (its app root is on this machine).
+fn verify(fleet: &SshFleet, host: &str, version: &str) {
+    common::run(std::process::Command::new(common::agent_binary()).args([
+        "verify",
+        "--root",
+        fleet.root(host).to_str().unwrap(),
+        version,
+    ]))
+    .expect(0);
 }
