@@ -172,7 +172,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             let wanted: protocol::Wanted = serde_json::from_reader(std::io::stdin().lock())
                 .map_err(|e| {
                     AgentError::io(
-                        "the contents asked about must come on stdin as {\"contents\": [SHA256, …]};",
+                        "cannot read the contents asked about ({\"contents\": [SHA256, …]}) from",
                         "stdin",
                         std::io::Error::new(std::io::ErrorKind::InvalidData, e),
                     )

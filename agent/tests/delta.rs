@@ -169,7 +169,9 @@ fn have_names_what_is_missing_and_distrusts_copies_that_drifted() {
         garbage.event("failed")["message"]
             .as_str()
             .unwrap()
-            .starts_with("the contents asked about must come on stdin"),
+            .starts_with(
+                "cannot read the contents asked about ({\"contents\": [SHA256, …]}) from stdin"
+            ),
         "{}",
         garbage.stdout
     );
