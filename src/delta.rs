@@ -48,8 +48,12 @@ pub struct Delta {
     pub base: Option<agent::protocol::Base>,
 }
 
-/// A manifest a host may have, as the base of a delta: its bytes.
-type BaseBytes = Option<Arc<Vec<u8>>>;
+/// The manifest of a release ship has the artifact of, as the base of a delta: its
+/// payload digest and its bytes.
+type BaseManifest = Arc<(Sha256, Vec<u8>)>;
+
+/// What ship found of a release's manifest (`None`: not its artifact).
+type BaseBytes = Option<BaseManifest>;
 
 /// What a delta is made for: the contents a host lacks, and the release whose
 /// manifest is its base.
@@ -88,7 +92,7 @@ impl Deltas {
 
     /// The manifest bytes of a release the host of `status` keeps and ship has the
     /// artifact of (its current release first), with that release.
-    fn base(&self, manifest: &Manifest, status: &Status) -> Option<(Version, Arc<Vec<u8>>)> {
+    fn base(&self, manifest: &Manifest, status: &Status) -> Option<(Version, BaseManifest)> {
         let mut versions: Vec<&Version> = status.current.iter().collect();
         versions.extend(status.releases.iter().map(|r| &r.version));
         for version in versions {
@@ -96,7 +100,7 @@ impl Deltas {
                 continue;
             };
             let mut bases = self.bases.lock().expect("not poisoned");
-            let bytes = bases
+            let base = bases
                 .entry(version.clone())
                 .or_insert_with(|| {
                     let path = self
@@ -104,13 +108,13 @@ impl Deltas {
                         .join(packager::artifact_file_name(&manifest.name, version));
                     let file = File::open(path).ok()?;
                     let theirs = packager::read::read_manifest(BufReader::new(file)).ok()?;
-                    // The host's copy is checked by its sha256; the payload must agree.
-                    (theirs.payload_digest == info.payload_digest)
-                        .then(|| Arc::new(theirs.to_json()))
+                    Some(Arc::new((theirs.payload_digest.clone(), theirs.to_json())))
                 })
                 .clone();
-            if let Some(bytes) = bytes {
-                return Some((version.clone(), bytes));
+            // This host's release must be of the same payload (its manifest's bytes
+            // are then checked on the host by their sha256).
+            if let Some(base) = base.filter(|base| base.0 == info.payload_digest) {
+                return Some((version.clone(), base));
             }
         }
         None
@@ -161,7 +165,7 @@ impl Deltas {
             Vec::new(),
             LEVEL,
             threads,
-            base.as_ref().map(|(_, bytes)| bytes.as_slice()),
+            base.as_ref().map(|(_, bytes)| bytes.1.as_slice()),
         )
         .map_err(|e| local(format!("cannot make a delta of {}", path.display()), &e))?;
         tracing::debug!(
@@ -175,7 +179,7 @@ impl Deltas {
             size,
             base: base.map(|(version, bytes)| agent::protocol::Base {
                 version,
-                sha256: Sha256::of(&bytes),
+                sha256: Sha256::of(&bytes.1),
             }),
         });
         built.insert(key, delta.clone());

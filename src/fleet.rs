@@ -290,14 +290,27 @@ pub(crate) fn stage(
         printer.phase(name, "transfer", "skipped: already there");
         return Ok(agent);
     }
-    let transfer = transfer_for(
+    // What the agent refuses or fails to do for a delta (unlike a broken
+    // connection) leaves the whole artifact to send.
+    let transfer = match transfer_for(
         &mut agent,
         host,
         artifact,
         hello.status.as_ref(),
         full,
         printer,
-    )?;
+    ) {
+        Ok(transfer) => transfer,
+        Err(error) if error.host_state_known() => {
+            printer.output(
+                name,
+                "warning",
+                &format!("{error}; sending the whole artifact"),
+            );
+            Transfer::Full
+        }
+        Err(error) => return Err(error),
+    };
     if let Transfer::Delta(delta) = transfer {
         let what = format!(
             "{} (a delta: {} file(s) sent, {} reused)",
@@ -334,10 +347,10 @@ pub(crate) fn stage(
         });
         match sent {
             Ok(()) => return Ok(agent),
-            // The host cannot make the release whole from what it has after all (a
-            // copy changed since it said so, or its base manifest differs): it gets
+            // The host could not make the release whole from what it has after all (a
+            // copy changed since it said so, its base manifest differs, …): it gets
             // the whole artifact.
-            Err(error) if error.kind == ErrorKind::Agent(protocol::FailureKind::MissingContent) => {
+            Err(error) if error.host_state_known() => {
                 printer.output(
                     name,
                     "warning",

@@ -180,7 +180,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             let app = AppRoot::new(&root.root)
                 .map_err(|e| AgentError::io("cannot use", &root.root, e))?;
             let stock = if app.exists() {
-                reuse::Stock::of(&app)?
+                reuse::Stock::of(&app, out)?
             } else {
                 reuse::Stock::default()
             };

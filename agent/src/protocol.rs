@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version. It changes whenever a request, an event or a reply changes
 /// shape, so that a host with an older agent gets ship's own (3: `health`; 4: host
-/// requirements; 5: typed failures, the full disk need in `check`).
-pub const VERSION: u32 = 5;
+/// requirements; 5: typed failures, the full disk need in `check`; 6: `have` and
+/// delta receives).
+pub const VERSION: u32 = 6;
 
 /// Room kept free on a host beyond the release itself.
 const DISK_MARGIN: u64 = 16 << 20;

@@ -198,7 +198,10 @@ fn finish(
     let staging = staging.expect("a verified artifact was staged");
     let manifest = &summary.manifest;
     let meta = staging.join(".ship");
-    fs::create_dir(&meta).map_err(|e| AgentError::io("cannot create", &meta, e))?;
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&meta)
+        .map_err(|e| AgentError::io("cannot create", &meta, e))?;
     let facts = ArtifactFacts {
         sha256: summary.digest.clone(),
         payload_digest: manifest.payload_digest.clone(),
@@ -207,15 +210,11 @@ fn finish(
         size: summary.size,
         received: Timestamp::now(),
     };
-    let manifest_path = AppRoot::manifest_in(staging);
-    fs::write(&manifest_path, manifest.to_json())
-        .map_err(|e| AgentError::io("cannot write", &manifest_path, e))?;
-    let facts_path = AppRoot::artifact_in(staging);
-    fs::write(
-        &facts_path,
-        serde_json::to_vec_pretty(&facts).expect("facts serialize"),
-    )
-    .map_err(|e| AgentError::io("cannot write", &facts_path, e))?;
+    write_record(&AppRoot::manifest_in(staging), &manifest.to_json())?;
+    write_record(
+        &AppRoot::artifact_in(staging),
+        &serde_json::to_vec_pretty(&facts).expect("facts serialize"),
+    )?;
     crate::lifecycle::link_shared(staging, &manifest.behaviour)
         .map_err(|e| AgentError::io("cannot link the shared paths into", staging, e))?;
     crate::reuse::record_stamps(staging, manifest)?;
@@ -229,6 +228,20 @@ fn finish(
         .map_err(|e| AgentError::io("cannot flush", root.releases(), e))?;
     checkpoint("receive:renamed");
     Ok(())
+}
+
+/// Writes one of a release's records (its manifest, facts, stamps) as a new file
+/// only its owner may change (`receive` runs with a zero umask, so modes are given).
+pub(crate) fn write_record(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc_flags::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| AgentError::io("cannot create", path, e))?;
+    file.write_all(bytes)
+        .map_err(|e| AgentError::io("cannot write", path, e))
 }
 
 /// Why reading stopped early.
@@ -312,10 +325,13 @@ impl Visitor for Unpack<'_> {
             return Err(refuse(why).into());
         }
         if self.delta {
-            self.stock = Some(Stock::of(self.root)?);
+            self.stock = Some(Stock::of(self.root, self.out)?);
         }
         let staging = self.root.staging(version, &layout::nonce());
-        fs::create_dir(&staging).map_err(|e| AgentError::io("cannot create", &staging, e))?;
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&staging)
+            .map_err(|e| AgentError::io("cannot create", &staging, e))?;
         self.staging = Some(staging);
         self.out.say(format!(
             "receiving {} {version}: {} entries, {}",

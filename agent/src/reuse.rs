@@ -6,6 +6,14 @@
 //! the change time on every such change, and no call sets it back), so its content is
 //! still the hashed one. A file whose stamp changed, or that has none, is hashed
 //! again; one that differs from its manifest (drift) is reported and passed over.
+//! Stamps are trusted only where no one but the agent's user can have written them
+//! (the release, its `.ship` and the stamps file owned by that user and writable by
+//! no one else), and a source whose stamp moves while it is copied is hashed.
+//!
+//! What a stamp cannot see: writes through a shared memory mapping on tmpfs (which
+//! leave the change time alone), another NFS client's write hidden by cached
+//! attributes, and bits that rot on the disk. Hosts whose releases live on such file
+//! systems should be deployed with `ship deploy --full`.
 //!
 //! Copies are independent files: `copy_file_range(2)`, which shares the blocks where
 //! the file system can (XFS, btrfs: a reflink, as `FICLONE` makes) and copies them
@@ -32,6 +40,7 @@ use crate::releases;
 /// it as it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
+    dev: u64,
     ino: u64,
     size: u64,
     ctime: i64,
@@ -41,6 +50,7 @@ pub struct Stamp {
 impl Stamp {
     fn of(meta: &fs::Metadata) -> Stamp {
         Stamp {
+            dev: meta.dev(),
             ino: meta.ino(),
             size: meta.size(),
             ctime: meta.ctime(),
@@ -63,7 +73,7 @@ pub fn record_stamps(release_dir: &Path, manifest: &Manifest) -> Result<(), Agen
     }
     let path = AppRoot::stamps_in(release_dir);
     let json = serde_json::to_vec(&stamps).expect("stamps serialize");
-    fs::write(&path, json).map_err(|e| AgentError::io("cannot write", &path, e))
+    crate::receive::write_record(&path, &json)
 }
 
 /// A copy of a content in a release, and its stamp when the release recorded one.
@@ -80,6 +90,12 @@ impl Place {
     }
 }
 
+/// Whether `path` is owned by this process's user and writable by no one else.
+fn ours_alone(path: &Path) -> bool {
+    fs::symlink_metadata(path)
+        .is_ok_and(|meta| meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0)
+}
+
 /// The file contents of the releases on a host, by sha256.
 #[derive(Debug, Default)]
 pub struct Stock {
@@ -88,20 +104,34 @@ pub struct Stock {
 }
 
 impl Stock {
-    /// The contents of every release of `root`.
-    pub fn of(root: &AppRoot) -> Result<Stock, AgentError> {
+    /// The contents of every release of `root`; a release whose manifest cannot be
+    /// read is left out, saying so on `out`.
+    pub fn of(root: &AppRoot, out: Output) -> Result<Stock, AgentError> {
         let mut stock = Stock::default();
         let mut present = releases::present(root)?;
         present.reverse();
         for version in present {
-            let Some(manifest) = read_release_manifest(root, &version)? else {
-                continue;
+            let manifest = match read_release_manifest(root, &version) {
+                Ok(Some(manifest)) => manifest,
+                Ok(None) => continue,
+                Err(e) => {
+                    out.warn(&format!(
+                        "{}; its files are not reused",
+                        crate::protocol::chain(&e)
+                    ));
+                    continue;
+                }
             };
             let release = root.release(&version);
-            // Releases received before stamps were recorded have none: their files
-            // are hashed.
-            let mut stamps: HashMap<String, Stamp> = fs::read(AppRoot::stamps_in(&release))
-                .ok()
+            // Releases received before stamps were recorded have none, and stamps
+            // someone else could have written are not taken: those files are hashed.
+            let stamps_path = AppRoot::stamps_in(&release);
+            let trusted = [release.as_path(), &release.join(".ship"), &stamps_path]
+                .into_iter()
+                .all(ours_alone);
+            let mut stamps: HashMap<String, Stamp> = trusted
+                .then(|| fs::read(&stamps_path).ok())
+                .flatten()
                 .and_then(|json| serde_json::from_slice(&json).ok())
                 .unwrap_or_default();
             for entry in &manifest.entries {
@@ -167,6 +197,8 @@ impl Stock {
                 .map_err(|e| AgentError::io("cannot create", dest, e))?;
             io::copy(&mut source, &mut copy)
                 .map_err(|e| AgentError::io("cannot copy into", dest, e))?;
+            // A write to the source while it was copied moves its change time.
+            let unchanged = unchanged && source.metadata().is_ok_and(|meta| place.unchanged(&meta));
             copy.set_modified(mtime)
                 .map_err(|e| AgentError::io("cannot set the time of", dest, e))?;
             drop(copy);

@@ -250,3 +250,42 @@ fn a_delta_against_a_manifest_of_the_host_needs_those_very_bytes() {
     .expect(0);
     verify(&host, "v2");
 }
+
+#[test]
+fn stamps_anyone_could_have_written_are_not_taken() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let host = Host::new();
+    let (v1, v2) = (artifact("v1"), artifact("v2"));
+    host.receive(&v1).expect(0);
+    let release = host.root().join("releases/v1");
+    // The library is changed, and its stamp forged to match: a stamps file that
+    // others may write is not believed, so the library is hashed, and refused.
+    let library = release.join("bin/library.so");
+    fs::write(&library, vec![7u8; 300_000]).unwrap();
+    let meta = fs::symlink_metadata(&library).unwrap();
+    let stamps_path = release.join(".ship/stamps.json");
+    let mut stamps: serde_json::Value =
+        serde_json::from_slice(&fs::read(&stamps_path).unwrap()).unwrap();
+    stamps["bin/library.so"] = serde_json::json!({
+        "dev": meta.dev(), "ino": meta.ino(), "size": meta.size(),
+        "ctime": meta.ctime(), "ctime_nsec": meta.ctime_nsec(),
+    });
+    fs::write(&stamps_path, serde_json::to_vec(&stamps).unwrap()).unwrap();
+    fs::set_permissions(&stamps_path, fs::Permissions::from_mode(0o666)).unwrap();
+    let page = Sha256::of(b"<h1>v2</h1>\n");
+    let stream = delta(&v2, |content| *content == page);
+    let refused = host.agent("receive", &["--delta"], Some(&stream)).expect(1);
+    assert_eq!(refused.event("failed")["kind"], "missing_content");
+    assert_eq!(host.releases(), ["v1"]);
+    // Written by the agent, a release's records are its user's alone.
+    for record in ["manifest.json", "artifact.json"] {
+        let mode = fs::metadata(release.join(".ship").join(record))
+            .unwrap()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "{record}");
+    }
+    for dir in [release.clone(), release.join(".ship")] {
+        let mode = fs::metadata(&dir).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o755, "{}", dir.display());
+    }
+}
