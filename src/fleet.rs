@@ -292,73 +292,54 @@ pub(crate) fn stage(
     }
     // What the agent refuses or fails to do for a delta (unlike a broken
     // connection) leaves the whole artifact to send.
-    let transfer = match transfer_for(
+    let instead = |error: HostError| {
+        if !error.host_state_known() {
+            return Err(error);
+        }
+        printer.output(
+            name,
+            "warning",
+            &format!("{error}; sending the whole artifact"),
+        );
+        Ok(())
+    };
+    let transfer = transfer_for(
         &mut agent,
         host,
         artifact,
         hello.status.as_ref(),
         full,
         printer,
-    ) {
-        Ok(transfer) => transfer,
-        Err(error) if error.host_state_known() => {
-            printer.output(
-                name,
-                "warning",
-                &format!("{error}; sending the whole artifact"),
+    );
+    match transfer {
+        Ok(Transfer::Full) => {}
+        Ok(Transfer::Delta(delta)) => {
+            let what = format!(
+                "{} (a delta: {} file(s) sent, {} reused)",
+                agent::human_bytes(delta.bytes.len() as u64),
+                delta.size.files_sent,
+                delta.size.files_reused
             );
-            Transfer::Full
-        }
-        Err(error) => return Err(error),
-    };
-    if let Transfer::Delta(delta) = transfer {
-        let what = format!(
-            "{} (a delta: {} file(s) sent, {} reused)",
-            agent::human_bytes(delta.bytes.len() as u64),
-            delta.size.files_sent,
-            delta.size.files_reused
-        );
-        let sent = step(printer, name, "transfer", &what, || {
-            let mut counting = Counting {
-                inner: std::io::Cursor::new(&delta.bytes[..]),
-                sent: 0,
-                next_report: 0,
-                total: delta.bytes.len() as u64,
-                host: name,
-                printer,
-            };
-            let received = agent
-                .receive(
-                    &mut counting,
-                    &artifact.manifest.payload_digest,
-                    true,
-                    delta.base.clone(),
-                )
-                .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
-            result.transferred = counting.sent;
-            result.files_sent = received.files - received.reused_files;
-            result.files_reused = received.reused_files;
-            tracing::debug!(
-                bytes = counting.sent,
-                reused = received.reused_files,
-                "sent"
-            );
-            Ok::<(), HostError>(())
-        });
-        match sent {
-            Ok(()) => return Ok(agent),
-            // The host could not make the release whole from what it has after all (a
-            // copy changed since it said so, its base manifest differs, …): it gets
-            // the whole artifact.
-            Err(error) if error.host_state_known() => {
-                printer.output(
+            let stream = std::io::Cursor::new(&delta.bytes[..]);
+            let sent = step(printer, name, "transfer", &what, || {
+                send(
+                    &mut agent,
+                    stream,
+                    Some(&delta),
+                    artifact,
+                    printer,
                     name,
-                    "warning",
-                    &format!("{error}; sending the whole artifact"),
-                );
+                    result,
+                )
+            });
+            // The host could not make the release whole from what it has after all
+            // (a copy changed since it said so, its base manifest differs, …).
+            match sent {
+                Ok(()) => return Ok(agent),
+                Err(error) => instead(error)?,
             }
-            Err(error) => return Err(error),
         }
+        Err(error) => instead(error)?,
     }
     let size = agent::human_bytes(artifact.size);
     step(printer, name, "transfer", &size, || {
@@ -371,28 +352,48 @@ pub(crate) fn stage(
             error.causes.push(e.to_string());
             error
         })?;
-        let mut counting = Counting {
-            inner: BufReader::with_capacity(1 << 20, file),
-            sent: 0,
-            next_report: 0,
-            total: artifact.size,
-            host: name,
-            printer,
-        };
-        let received = agent
-            .receive(
-                &mut counting,
-                &artifact.manifest.payload_digest,
-                false,
-                None,
-            )
-            .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
-        result.transferred = counting.sent;
-        result.files_sent = received.files;
-        tracing::debug!(bytes = counting.sent, "sent");
-        Ok(())
+        let stream = BufReader::with_capacity(1 << 20, file);
+        send(&mut agent, stream, None, artifact, printer, name, result)
     })?;
     Ok(agent)
+}
+
+/// Streams `input` (the artifact, or `delta` of it) into the host's `receive`,
+/// counted for progress; `result` gets the bytes and files sent.
+fn send(
+    agent: &mut RemoteAgent,
+    input: impl Read + Send,
+    delta: Option<&crate::delta::Delta>,
+    artifact: &Artifact,
+    printer: &Printer,
+    name: &str,
+    result: &mut HostResult,
+) -> Result<(), HostError> {
+    let mut counting = Counting {
+        inner: input,
+        sent: 0,
+        next_report: 0,
+        total: delta.map_or(artifact.size, |d| d.bytes.len() as u64),
+        host: name,
+        printer,
+    };
+    let received = agent
+        .receive(
+            &mut counting,
+            &artifact.manifest.payload_digest,
+            delta.is_some(),
+            delta.and_then(|d| d.base.clone()),
+        )
+        .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
+    result.transferred = counting.sent;
+    result.files_sent = received.files - received.reused_files;
+    result.files_reused = received.reused_files;
+    tracing::debug!(
+        bytes = counting.sent,
+        reused = received.reused_files,
+        "sent"
+    );
+    Ok(())
 }
 
 /// What `host` (whose status is `status`) is to be sent: the whole artifact when

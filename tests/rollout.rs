@@ -480,6 +480,10 @@ fn promote_refuses_a_mixed_or_unhealthy_environment_and_deploys_a_consistent_one
     for root in production {
         assert_eq!(current_in(&fleet, root).as_deref(), Some("releases/v2"));
     }
+    // Production keeps v1: a promotion is a delta too.
+    for host in ["p1", "p2", "p3"] {
+        assert!(out.row(host).contains(" reused "), "{}", out.stdout);
+    }
 
     // Flags win over the environment's policy; a plan of a promotion changes nothing.
     let plan = fleet

@@ -2,13 +2,12 @@
 //! every entry that was changed, added or removed on disk since it was received.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use manifests::{EntryKind, Sha256, Version};
-use sha2::Digest;
 
 use crate::error::AgentError;
 use crate::layout::AppRoot;
@@ -133,16 +132,5 @@ fn collect_added(
 }
 
 fn hash_file(path: &Path) -> Result<Sha256, AgentError> {
-    let fail = |e| AgentError::io("cannot read", path, e);
-    let mut file = File::open(path).map_err(fail)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(fail)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(Sha256::from_hasher(hasher))
+    packager::verify::file_digest(path).map_err(|e| AgentError::io("cannot read", path, e))
 }

@@ -21,14 +21,13 @@
 //! another release.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::fs::{self, OpenOptions};
+use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use manifests::{Entry, EntryKind, Manifest, Sha256};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 use crate::error::AgentError;
 use crate::layout::AppRoot;
@@ -234,22 +233,9 @@ fn drifted(place: &Path, out: Output) {
 
 /// The sha256 of the file at `path` (not followed if a symlink).
 fn hash_file(path: &Path) -> io::Result<Sha256> {
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(path)?;
-    hash(&mut file)
-}
-
-fn hash(file: &mut File) -> io::Result<Sha256> {
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => return Ok(Sha256::from_hasher(hasher)),
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    packager::verify::digest_of(file)
 }

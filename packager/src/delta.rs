@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use manifests::{Entry, EntryKind, Manifest, Sha256};
 
 use crate::error::ReadError;
-use crate::pack::{encoder, manifest_frame};
+use crate::pack::{encoder, manifest_frame, manifest_frame_with};
 use crate::read::{Visitor, read_artifact};
 use crate::tarfmt::{Kind, TarWriter};
 
@@ -93,25 +93,13 @@ struct Writer<'a, W: Write> {
 /// The manifest's frame compressed against `base` (as `zstd --patch-from` does): a
 /// window that covers the base, and long-distance matching to find it.
 fn manifest_frame_against(manifest: &Manifest, base: &[u8], level: i32) -> io::Result<Vec<u8>> {
-    let json = manifest.to_json();
-    let window = (base.len() + json.len())
-        .next_power_of_two()
-        .trailing_zeros();
+    // The new manifest is about the base's size.
+    let window = (2 * base.len()).next_power_of_two().trailing_zeros();
     let mut encoder = zstd::Encoder::with_ref_prefix(Vec::new(), level, base)?;
     encoder.window_log(window.clamp(10, crate::read::WINDOW_LOG_MAX))?;
     encoder.long_distance_matching(true)?;
     encoder.include_checksum(true)?;
-    let mut tar = TarWriter::new(encoder, 0);
-    tar.header(
-        manifests::manifest::MANIFEST_PATH,
-        manifests::Mode::REGULAR,
-        Kind::File {
-            size: json.len() as u64,
-        },
-    )?;
-    tar.get_mut().write_all(&json)?;
-    tar.pad(json.len() as u64)?;
-    tar.into_inner().finish()
+    manifest_frame_with(manifest, encoder, 0)
 }
 
 impl<W: Write> Visitor for Writer<'_, W> {
@@ -172,6 +160,29 @@ mod tests {
     use crate::pack::{PackOptions, pack};
     use crate::read::read_delta;
 
+    /// `tree` packed as `version` of the app "shop" into `out`.
+    fn pack_as(
+        tree: &std::path::Path,
+        out: &std::path::Path,
+        version: &str,
+    ) -> crate::pack::Packed {
+        pack(
+            &PackOptions {
+                dir: tree.to_owned(),
+                name: "shop".parse().unwrap(),
+                version: version.parse().unwrap(),
+                out_dir: out.to_owned(),
+                level: 3,
+                mtime: 0,
+                strict: false,
+                threads: 1,
+                behaviour: Default::default(),
+            },
+            &(),
+        )
+        .unwrap()
+    }
+
     /// What a delta read gave: each file's content as sent, or `None` where the
     /// stream left it to the host.
     #[derive(Default)]
@@ -204,21 +215,7 @@ mod tests {
         fs::write(tree.join("app/lib/util.py"), "X = 1\n".repeat(1000)).unwrap();
         fs::write(tree.join("app/lib/same.py"), "X = 1\n".repeat(1000)).unwrap();
         std::os::unix::fs::symlink("main.py", tree.join("app/run")).unwrap();
-        let packed = pack(
-            &PackOptions {
-                dir: tree,
-                name: "shop".parse().unwrap(),
-                version: "v2".parse().unwrap(),
-                out_dir: tmp.path().join("out"),
-                level: 3,
-                mtime: 0,
-                strict: false,
-                threads: 1,
-                behaviour: Default::default(),
-            },
-            &(),
-        )
-        .unwrap();
+        let packed = pack_as(&tree, &tmp.path().join("out"), "v2");
         let changed = Sha256::of(b"print('v2')\n");
         let artifact = fs::File::open(&packed.artifact).unwrap();
         let (stream, size) =
@@ -265,26 +262,10 @@ mod tests {
         for i in 0..400 {
             fs::write(tree.join(format!("lib/m{i}.py")), format!("X = {i}\n")).unwrap();
         }
-        let pack_as = |version: &str| {
-            pack(
-                &PackOptions {
-                    dir: tree.clone(),
-                    name: "shop".parse().unwrap(),
-                    version: version.parse().unwrap(),
-                    out_dir: tmp.path().join("out"),
-                    level: 3,
-                    mtime: 0,
-                    strict: false,
-                    threads: 1,
-                    behaviour: Default::default(),
-                },
-                &(),
-            )
-            .unwrap()
-        };
-        let v1 = pack_as("v1");
+        let out = tmp.path().join("out");
+        let v1 = pack_as(&tree, &out, "v1");
         fs::write(tree.join("lib/m7.py"), "X = 'seven'\n").unwrap();
-        let v2 = pack_as("v2");
+        let v2 = pack_as(&tree, &out, "v2");
         let base = v1.manifest.to_json();
         let changed = Sha256::of(b"X = 'seven'\n");
         let delta = |base: Option<&[u8]>| {

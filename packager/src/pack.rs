@@ -854,8 +854,17 @@ pub(crate) fn manifest_frame(
     threads: u32,
     mtime: u64,
 ) -> io::Result<Vec<u8>> {
+    manifest_frame_with(manifest, encoder(Vec::new(), level, threads)?, mtime)
+}
+
+/// The manifest entry written through `encoder`, ended as a frame of its own.
+pub(crate) fn manifest_frame_with(
+    manifest: &Manifest,
+    encoder: zstd::Encoder<'_, Vec<u8>>,
+    mtime: u64,
+) -> io::Result<Vec<u8>> {
     let json = manifest.to_json();
-    let mut tar = TarWriter::new(encoder(Vec::new(), level, threads)?, mtime);
+    let mut tar = TarWriter::new(encoder, mtime);
     tar.header(
         MANIFEST_PATH,
         Mode::REGULAR,

@@ -143,16 +143,20 @@ pub fn read_sidecar(sidecar: &Path, artifact: &Path) -> Result<Sha256, VerifyErr
 
 /// The sha256 of the file at `path`.
 pub fn file_digest(path: &Path) -> io::Result<Sha256> {
+    digest_of(File::open(path)?)
+}
+
+/// The sha256 of everything `input` yields.
+pub fn digest_of(mut input: impl io::Read) -> io::Result<Sha256> {
     use sha2::Digest;
-    use std::io::Read;
-    let mut file = File::open(path)?;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(Sha256::from_hasher(hasher));
+        match input.read(&mut buf) {
+            Ok(0) => return Ok(Sha256::from_hasher(hasher)),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        hasher.update(&buf[..n]);
     }
 }
