@@ -11,7 +11,7 @@
 //! `--expect-digest`), the file system is flushed and the staging directory is renamed
 //! into `releases/`: a release directory only ever appears complete.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -30,7 +30,7 @@ use crate::journal;
 use crate::layout::{self, AppRoot};
 use crate::output::{Output, human_bytes};
 use crate::protocol::{self, Event, Op, Outcome, Progress, Received, Record};
-use crate::reuse::Stock;
+use crate::reuse::{Stamp, Stock};
 
 /// How often progress events are sent.
 const PROGRESS_EVERY: u64 = 32 << 20;
@@ -95,6 +95,7 @@ pub fn receive(
         delta: expect.delta,
         reused_files: 0,
         reused_bytes: 0,
+        stamps: HashMap::new(),
     };
     let result = if expect.delta {
         match expect
@@ -111,16 +112,18 @@ pub fn receive(
     };
     let staging = unpack.staging.take();
     let outcome = match result {
-        Ok(summary) => finish(root, staging.as_deref(), &summary, expect).map(|()| Received {
-            version: summary.manifest.version.clone(),
-            outcome: Outcome::Ok,
-            payload_digest: summary.manifest.payload_digest.clone(),
-            artifact_sha256: summary.digest.clone(),
-            files: unpack.files,
-            bytes: unpack.bytes,
-            reused_files: unpack.reused_files,
-            reused_bytes: unpack.reused_bytes,
-        }),
+        Ok(summary) => {
+            finish(root, staging.as_deref(), &summary, &unpack.stamps, expect).map(|()| Received {
+                version: summary.manifest.version.clone(),
+                outcome: Outcome::Ok,
+                payload_digest: summary.manifest.payload_digest.clone(),
+                artifact_sha256: summary.digest.clone(),
+                files: unpack.files,
+                bytes: unpack.bytes,
+                reused_files: unpack.reused_files,
+                reused_bytes: unpack.reused_bytes,
+            })
+        }
         Err(Stop::AlreadyPresent(manifest)) => Ok(Received {
             version: manifest.version.clone(),
             outcome: Outcome::Unchanged,
@@ -185,6 +188,7 @@ fn finish(
     root: &AppRoot,
     staging: Option<&Path>,
     summary: &packager::ReadSummary,
+    stamps: &HashMap<String, Stamp>,
     expect: &Expect,
 ) -> Result<(), AgentError> {
     if let (Some(expected), Some(actual)) = (&expect.digest, &summary.digest)
@@ -217,7 +221,7 @@ fn finish(
     )?;
     crate::lifecycle::link_shared(staging, &manifest.behaviour)
         .map_err(|e| AgentError::io("cannot link the shared paths into", staging, e))?;
-    crate::reuse::record_stamps(staging, manifest)?;
+    crate::reuse::record_stamps(staging, stamps)?;
     checkpoint("receive:written");
     fsutil::sync_filesystem(staging).map_err(|e| AgentError::io("cannot flush", staging, e))?;
     checkpoint("receive:synced");
@@ -283,6 +287,8 @@ struct Unpack<'a> {
     delta: bool,
     reused_files: u64,
     reused_bytes: u64,
+    /// The stamp of every file written, as it was written.
+    stamps: HashMap<String, Stamp>,
 }
 
 impl Visitor for Unpack<'_> {
@@ -375,6 +381,8 @@ impl Visitor for Unpack<'_> {
                 // compiled bytecode expects of its source (see docs/FORMAT.md).
                 file.set_modified(self.mtime)
                     .map_err(|e| fail("cannot set the time of", e))?;
+                let meta = file.metadata().map_err(|e| fail("cannot stat", e))?;
+                self.stamps.insert(entry.path.to_string(), Stamp::of(&meta));
                 self.written(written);
             }
         }
@@ -385,13 +393,14 @@ impl Visitor for Unpack<'_> {
         let staging = self.staging.as_ref().expect("staged before entries");
         let stock = self.stock.as_ref().expect("a delta has its stock");
         let path = staging.join(entry.path.as_str());
-        if !stock.copy_into(entry, &path, self.mtime, self.out)? {
+        let Some(stamp) = stock.copy_into(entry, &path, self.mtime, self.out)? else {
             return Err(AgentError::MissingContent {
                 version: self.version.clone().expect("the manifest came first"),
                 path: entry.path.to_string(),
             }
             .into());
-        }
+        };
+        self.stamps.insert(entry.path.to_string(), stamp);
         let size = match entry.kind {
             EntryKind::File { size, .. } => size,
             _ => 0,

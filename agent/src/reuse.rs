@@ -15,18 +15,19 @@
 //! attributes, and bits that rot on the disk. Hosts whose releases live on such file
 //! systems should be deployed with `ship deploy --full`.
 //!
-//! Copies are independent files: `copy_file_range(2)`, which shares the blocks where
-//! the file system can (XFS, btrfs: a reflink, as `FICLONE` makes) and copies them
-//! in the kernel elsewhere. An edit in place of one release's file never changes
-//! another release.
+//! Copies are independent files: a reflink (`FICLONE`) where the file system shares
+//! blocks (XFS, btrfs), else `copy_file_range(2)`, a copy in the kernel. An edit in
+//! place of one release's file never changes another release.
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use manifests::{Entry, EntryKind, Manifest, Sha256};
+use manifests::{Entry, EntryKind, Sha256};
+use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
@@ -47,7 +48,8 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    fn of(meta: &fs::Metadata) -> Stamp {
+    /// The stamp of the file `meta` describes.
+    pub fn of(meta: &fs::Metadata) -> Stamp {
         Stamp {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -58,20 +60,14 @@ impl Stamp {
     }
 }
 
-/// Records the stamps of the files of `manifest` as they are in `release_dir` (just
-/// written and checked), for reuse without hashing them again.
-pub fn record_stamps(release_dir: &Path, manifest: &Manifest) -> Result<(), AgentError> {
-    let mut stamps: HashMap<&str, Stamp> = HashMap::new();
-    for entry in &manifest.entries {
-        if let EntryKind::File { .. } = entry.kind {
-            let path = release_dir.join(entry.path.as_str());
-            let meta =
-                fs::symlink_metadata(&path).map_err(|e| AgentError::io("cannot stat", &path, e))?;
-            stamps.insert(entry.path.as_str(), Stamp::of(&meta));
-        }
-    }
+/// Records the stamps of a release's files (taken as each was written and checked),
+/// for reuse without hashing them again.
+pub fn record_stamps(
+    release_dir: &Path,
+    stamps: &HashMap<String, Stamp>,
+) -> Result<(), AgentError> {
     let path = AppRoot::stamps_in(release_dir);
-    let json = serde_json::to_vec(&stamps).expect("stamps serialize");
+    let json = serde_json::to_vec(stamps).expect("stamps serialize");
     crate::receive::write_record(&path, &json)
 }
 
@@ -96,10 +92,21 @@ fn ours_alone(path: &Path) -> bool {
 }
 
 /// The file contents of the releases on a host, by sha256.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stock {
     /// Where each content is, as the releases' manifests say, newest release first.
     places: HashMap<Sha256, Vec<Place>>,
+    /// Whether reflinks are still worth trying.
+    reflinks: Cell<bool>,
+}
+
+impl Default for Stock {
+    fn default() -> Stock {
+        Stock {
+            places: HashMap::new(),
+            reflinks: Cell::new(true),
+        }
+    }
 }
 
 impl Stock {
@@ -162,17 +169,17 @@ impl Stock {
 
     /// Writes the content of file `entry` into the new file `dest` (with the entry's
     /// mode and the modification time `mtime`) from a copy on the host, checking what
-    /// was written. `Ok(false)` when no copy on the host has that content (any that
-    /// differs is reported on `out`).
+    /// was written: the new file's stamp, or `None` when no copy on the host has that
+    /// content (any that differs is reported on `out`).
     pub fn copy_into(
         &self,
         entry: &Entry,
         dest: &Path,
         mtime: std::time::SystemTime,
         out: Output,
-    ) -> Result<bool, AgentError> {
+    ) -> Result<Option<Stamp>, AgentError> {
         let EntryKind::File { sha256, .. } = &entry.kind else {
-            return Ok(false);
+            return Ok(None);
         };
         for place in self.places(sha256) {
             let opened = OpenOptions::new()
@@ -180,34 +187,36 @@ impl Stock {
                 .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
                 .open(&place.path)
                 .and_then(|file| file.metadata().map(|meta| (file, meta)));
-            let Ok((mut source, meta)) = opened else {
+            let Ok((source, meta)) = opened else {
                 drifted(&place.path, out);
                 continue;
             };
             let unchanged = place.unchanged(&meta);
             // O_EXCL and O_NOFOLLOW: never write through anything already there.
-            let mut copy = OpenOptions::new()
-                .read(true)
+            let copy = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(entry.mode.bits())
                 .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
                 .open(dest)
                 .map_err(|e| AgentError::io("cannot create", dest, e))?;
-            io::copy(&mut source, &mut copy)
+            clone_or_copy(&source, &copy, meta.len(), &self.reflinks)
                 .map_err(|e| AgentError::io("cannot copy into", dest, e))?;
             // A write to the source while it was copied moves its change time.
             let unchanged = unchanged && source.metadata().is_ok_and(|meta| place.unchanged(&meta));
             copy.set_modified(mtime)
                 .map_err(|e| AgentError::io("cannot set the time of", dest, e))?;
+            let stamp = copy
+                .metadata()
+                .map_err(|e| AgentError::io("cannot stat", dest, e))?;
             drop(copy);
             // A source as it was checked gives what was checked; any other is hashed
             // from the new file, since what was written is what counts.
             if unchanged {
-                return Ok(true);
+                return Ok(Some(Stamp::of(&stamp)));
             }
             match hash_file(dest) {
-                Ok(actual) if actual == *sha256 => return Ok(true),
+                Ok(actual) if actual == *sha256 => return Ok(Some(Stamp::of(&stamp))),
                 Ok(_) => {
                     drifted(&place.path, out);
                     fs::remove_file(dest).map_err(|e| AgentError::io("cannot remove", dest, e))?;
@@ -215,12 +224,41 @@ impl Stock {
                 Err(e) => return Err(AgentError::io("cannot read", dest, e)),
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     fn places(&self, content: &Sha256) -> impl Iterator<Item = &Place> {
         self.places.get(content).into_iter().flatten()
     }
+}
+
+/// Makes `copy` (new and empty) hold the content of `source`, `len` bytes when it
+/// was checked: a reflink where the file system has them (`reflinks` turns false
+/// once it has not, so the rest are not tried), else a copy in the kernel, else
+/// through memory. Bytes the source gains or loses meanwhile move its change time,
+/// which the caller checks.
+fn clone_or_copy(source: &File, copy: &File, len: u64, reflinks: &Cell<bool>) -> io::Result<()> {
+    if reflinks.get() {
+        match rustix::fs::ioctl_ficlone(copy, source) {
+            Ok(()) => return Ok(()),
+            Err(Errno::OPNOTSUPP | Errno::XDEV | Errno::NOTTY | Errno::INVAL) => {
+                reflinks.set(false);
+            }
+            Err(_) => {}
+        }
+    }
+    let mut done = 0;
+    while done < len {
+        let want = usize::try_from(len - done).unwrap_or(usize::MAX);
+        match rustix::fs::copy_file_range(source, None, copy, None, want) {
+            Ok(0) => return Ok(()),
+            Ok(n) => done += n as u64,
+            // No copy in the kernel between these two files: through memory.
+            Err(_) if done == 0 => return io::copy(&mut &*source, &mut &*copy).map(drop),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Reports a copy that does not have the content its manifest says.
