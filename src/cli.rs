@@ -47,6 +47,7 @@ impl Command {
         match self {
             Command::Pack(args) => args.json,
             Command::Inspect(_) => false,
+            Command::Publish(args) => args.json,
             Command::Verify(args) => args.json,
             Command::Deploy(args) => args.fleet.json,
             Command::Rollback(args) => args.fleet.json,
@@ -82,6 +83,16 @@ pub enum Command {
     /// ELF RPATH/RUNPATH inside the build directory) is reported as warnings, or
     /// errors with --strict.
     Pack(PackArgs),
+    /// Upload an artifact to the artifact store, for hosts to fetch.
+    ///
+    /// The store is --to, or [store] url in ship.toml (the environment's with --env):
+    /// s3://BUCKET/PREFIX (any S3-compatible server: [store] endpoint; credentials
+    /// from the AWS environment variables, never from the file), http(s)://HOST/PATH
+    /// (a server that takes PUT, WebDAV-style) or file:///PATH. The artifact is
+    /// checked against its sidecar first; then it, its manifest and last its sidecar
+    /// are uploaded under PREFIX/<name>/. An artifact already published with the same
+    /// sha256 is not uploaded again; another one under the same version is refused.
+    Publish(PublishArgs),
     /// Show an artifact's manifest (without verifying the artifact).
     Inspect(InspectArgs),
     /// Check an artifact: its sha256 against the sidecar, and every file against the
@@ -178,6 +189,11 @@ pub struct RolloutArgs {
     /// checks file by file like an artifact), unless that is most of the release.
     #[arg(long)]
     pub full: bool,
+    /// With an artifact store ([store] in ship.toml): stream the artifact to every
+    /// host from here over SSH, instead of having each host fetch it from the
+    /// store.
+    #[arg(long)]
+    pub push: bool,
     /// Activate the first N hosts alone, before any other [default: 0].
     #[arg(long, value_name = "N")]
     pub canary: Option<usize>,
@@ -314,6 +330,25 @@ pub struct InspectArgs {
     /// The artifact (.tar.zst).
     pub artifact: PathBuf,
     /// Print the manifest document itself on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// A version (the artifact is <artifacts>/<name>-<VERSION>.tar.zst) or the path
+    /// of an artifact.
+    pub release: String,
+    /// The store's URL, instead of [store] url.
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+    /// The fleet's ship.toml, for [store] and the artifacts directory [default:
+    /// ./ship.toml].
+    #[arg(long, env = "SHIP_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub env: EnvArg,
+    /// Print JSON Lines events on stdout instead of text.
     #[arg(long)]
     pub json: bool,
 }

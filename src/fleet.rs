@@ -79,6 +79,19 @@ pub struct Artifact {
     pub size: u64,
     /// The delta streams made of it for hosts that keep releases.
     pub deltas: crate::delta::Deltas,
+    /// Where the hosts fetch it from, in pull mode.
+    pub pull: Option<Pull>,
+}
+
+/// A published artifact the hosts fetch from the store themselves.
+#[derive(Debug)]
+pub struct Pull {
+    /// The URL handed to every host (presigned for S3: a secret, never logged).
+    pub url: String,
+    /// The artifact's sha256, which every host checks what it fetched against.
+    pub digest: Sha256,
+    /// The store's URL, for messages.
+    pub store: String,
 }
 
 impl Artifact {
@@ -288,6 +301,21 @@ pub(crate) fn stage(
     })?;
     if need == Need::Nothing {
         printer.phase(name, "transfer", "skipped: already there");
+        return Ok(agent);
+    }
+    if let Some(pull) = &artifact.pull {
+        let detail = format!("{} from {}", agent::human_bytes(artifact.size), pull.store);
+        step(printer, name, "fetch", &detail, || {
+            let received = agent
+                .fetch(
+                    pull,
+                    &artifact.manifest.payload_digest,
+                    &mut agent_events(name, printer),
+                )
+                .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
+            result.files_sent = received.files;
+            Ok(())
+        })?;
         return Ok(agent);
     }
     // What the agent refuses or fails to do for a delta (unlike a broken

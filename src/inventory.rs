@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use manifests::config::{EnvironmentTable, NotifyTable, ShipToml, TransportKind};
+use manifests::config::{EnvironmentTable, NotifyTable, ShipToml, StoreTable, TransportKind};
 use manifests::rollout::RolloutTable;
 use manifests::{AppName, HostName};
 
@@ -37,6 +37,8 @@ pub struct Fleet {
     pub webhooks: Vec<String>,
     /// The file deploy events are appended to.
     pub deploy_log: Option<PathBuf>,
+    /// The artifact store (the environment's over `[store]`).
+    pub store: StoreTable,
     groups: BTreeMap<HostName, Vec<HostName>>,
 }
 
@@ -140,6 +142,7 @@ impl Fleet {
             group: toml.group.clone(),
             rollout: toml.rollout.clone(),
             notify: toml.notify.clone(),
+            store: toml.store.clone(),
         };
         let (environment, view) = match chosen {
             None => (None, top),
@@ -162,6 +165,7 @@ impl Fleet {
                             .collect(),
                         log: table.notify.log.clone().or(top.notify.log),
                     },
+                    store: top.store.overridden_by(&table.store),
                 },
             ),
         };
@@ -256,6 +260,7 @@ impl Fleet {
             rollout: toml.rollout.clone(),
             webhooks: toml.notify.webhooks.clone(),
             deploy_log: toml.notify.log.as_deref().map(&expand),
+            store: view.store.clone(),
             groups: toml.groups.clone(),
         })
     }

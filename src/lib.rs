@@ -20,6 +20,7 @@ mod remote;
 mod results;
 mod rollout;
 mod settings;
+mod store;
 mod transport;
 
 use std::ffi::OsString;
@@ -108,6 +109,7 @@ fn dispatch(
         |args, environment: Option<&str>| FleetSettings::resolve(args, environment, env, interrupt);
     match command {
         Command::Pack(args) => commands::pack::run(PackSettings::resolve(args, env)?, printer),
+        Command::Publish(args) => commands::publish::run(args, printer),
         Command::Inspect(args) => {
             commands::inspect::run(&settings::artifact_path(args.artifact)?, args.json, printer)
         }

@@ -172,6 +172,26 @@ impl RemoteAgent {
         })
     }
 
+    /// Has the host fetch the artifact of `pull` from the store and receive it,
+    /// requiring the release's payload digest. The URL goes on stdin, out of the
+    /// host's process list and ship's logs.
+    pub fn fetch(
+        &mut self,
+        pull: &crate::fleet::Pull,
+        payload: &Sha256,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Received, CallError> {
+        let source = serde_json::to_vec(&protocol::Source {
+            url: pull.url.clone(),
+        })
+        .expect("a URL serializes");
+        let request = protocol::Fetch {
+            expect_digest: pull.digest.clone(),
+            expect_payload: payload.clone(),
+        };
+        self.call(&request, Some(&mut std::io::Cursor::new(source)), on_event)
+    }
+
     /// Which of `contents` the host lacks (those its releases have were hashed just
     /// now; a copy that differs from its manifest is reported as a warning).
     pub fn missing(

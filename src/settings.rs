@@ -192,6 +192,7 @@ impl FleetSettings {
             plan: args.plan,
             all_or_nothing: args.all_or_nothing,
             full: args.full,
+            push: args.push,
         })
     }
 
@@ -211,6 +212,8 @@ pub struct RolloutSettings {
     pub all_or_nothing: bool,
     /// Send the whole artifact even to hosts that keep releases.
     pub full: bool,
+    /// Stream the artifact from here even when there is a store to fetch it from.
+    pub push: bool,
 }
 
 /// The hosts a deploy or rollback works on: `--hosts`, else every host of the

@@ -103,6 +103,20 @@ pub enum Command {
         #[arg(long, value_name = "SHA256", requires = "base")]
         base_sha256: Option<Sha256>,
     },
+    /// Download an artifact from a store and receive it as `receive` does. The URL
+    /// (http://, https:// or file://) comes on stdin as {"url": URL}, so that a
+    /// presigned URL stays out of the process list; its query string is never
+    /// printed. A download that breaks off is resumed where it stopped.
+    Fetch {
+        #[command(flatten)]
+        root: RootArg,
+        /// The artifact's sha256: what was downloaded must have it.
+        #[arg(long, value_name = "SHA256")]
+        expect_digest: Sha256,
+        /// Refuse the artifact unless its release's payload digest is this.
+        #[arg(long, value_name = "SHA256")]
+        expect_payload: Option<Sha256>,
+    },
     /// Which of the file contents listed on stdin ({"contents": [SHA256, …]}) the
     /// releases here have, each hashed now; a copy that differs from its manifest is
     /// reported and not counted.

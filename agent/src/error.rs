@@ -148,6 +148,14 @@ pub enum AgentError {
         /// The release named as the base.
         version: Version,
     },
+    /// The artifact store did not give the artifact.
+    #[error("cannot fetch {url}: {reason}")]
+    Store {
+        /// The artifact's URL, without its query string.
+        url: String,
+        /// What the store or the connection said.
+        reason: String,
+    },
     /// A release on disk differs from its manifest.
     #[error("release {version} differs from its manifest: {count} problem(s)")]
     Drift {
@@ -329,6 +337,7 @@ impl AgentError {
                 }),
             ),
             AgentError::Drift { .. } => (FailureKind::Drift, None),
+            AgentError::Store { .. } => (FailureKind::Store, None),
             AgentError::MissingContent { .. } | AgentError::NoBase { .. } => {
                 (FailureKind::MissingContent, None)
             }

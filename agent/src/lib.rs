@@ -12,6 +12,7 @@ mod crash;
 mod drift;
 mod env;
 mod error;
+mod fetch;
 mod fsutil;
 mod health;
 mod journal;
@@ -166,6 +167,35 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
                     .map(|(version, sha256)| protocol::Base { version, sha256 }),
             };
             let received = receive::receive(&app, stdin, &expect, out)?;
+            done(out, &received);
+        }
+        Command::Fetch {
+            root,
+            expect_digest,
+            expect_payload,
+        } => {
+            let source: protocol::Source = serde_json::from_reader(std::io::stdin().lock())
+                .map_err(|e| {
+                    AgentError::io(
+                        "cannot read the artifact's URL ({\"url\": URL}) from",
+                        "stdin",
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    )
+                })?;
+            let app = AppRoot::new(&root.root)
+                .map_err(|e| AgentError::io("cannot use", &root.root, e))?;
+            app.create()
+                .map_err(|e| AgentError::io("cannot create the app root", app.path(), e))?;
+            let _lock = locked(&app, "fetch")?;
+            prune::clear_leftovers(&app)?;
+            let download = fetch::open(&source.url, out)?;
+            let expect = receive::Expect {
+                digest: Some(expect_digest),
+                payload: expect_payload,
+                ..receive::Expect::default()
+            };
+            let received = receive::receive(&app, download, &expect, out)
+                .map_err(|e| fetch::store_error(e, protocol::without_query(&source.url)))?;
             done(out, &received);
         }
         Command::Have { root } => {

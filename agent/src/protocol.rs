@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 /// The protocol version. It changes whenever a request, an event or a reply changes
 /// shape, so that a host with an older agent gets ship's own (3: `health`; 4: host
 /// requirements; 5: typed failures, the full disk need in `check`; 6: `have` and
-/// delta receives).
-pub const VERSION: u32 = 6;
+/// delta receives; 7: `fetch`).
+pub const VERSION: u32 = 7;
 
 /// Room kept free on a host beyond the release itself.
 const DISK_MARGIN: u64 = 16 << 20;
@@ -219,6 +219,51 @@ impl Request for Have {
 pub struct Wanted {
     /// File contents, by sha256.
     pub contents: Vec<Sha256>,
+}
+
+/// Download an artifact from a store and receive it as `receive` does: stdin
+/// carries a [`Source`] (the URL stays out of the host's process list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    /// The artifact's sha256, which the download must have.
+    pub expect_digest: Sha256,
+    /// The release's payload digest.
+    pub expect_payload: Sha256,
+}
+
+impl Request for Fetch {
+    const COMMAND: &'static str = "fetch";
+    type Reply = Received;
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--expect-digest".to_owned(),
+            self.expect_digest.to_string(),
+            "--expect-payload".to_owned(),
+            self.expect_payload.to_string(),
+        ]
+    }
+}
+
+/// Where `fetch` downloads from, on its stdin.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// An `http://`, `https://` or `file://` URL; a presigned URL's query string is
+    /// a secret and is never logged.
+    pub url: String,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("url", &without_query(&self.url))
+            .finish()
+    }
+}
+
+/// `url` without its query string (where a presigned URL keeps its signature), for
+/// messages and logs.
+pub fn without_query(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(base, _)| base)
 }
 
 /// Make a received release live.
@@ -761,6 +806,8 @@ pub enum FailureKind {
     Drift,
     /// A delta left out a file whose content no release on the host has.
     MissingContent,
+    /// The artifact store did not give the artifact.
+    Store,
     /// A kind this side does not know (sent by a newer agent).
     #[serde(other)]
     Unknown,

@@ -53,10 +53,42 @@ pub struct ShipToml {
     /// The `[notify]` table: where deploy events go.
     #[serde(default)]
     pub notify: NotifyTable,
+    /// The `[store]` table: the artifact store `ship publish` uploads to and hosts
+    /// fetch from.
+    #[serde(default)]
+    pub store: StoreTable,
     /// The `[environments.<name>]` tables: fleets of their own (develop, staging,
     /// production), chosen with `--env`.
     #[serde(default)]
     pub environments: BTreeMap<HostName, EnvironmentTable>,
+}
+
+/// The `[store]` table. Credentials are never in the file: S3 takes them from the
+/// standard AWS environment variables (`AWS_ACCESS_KEY_ID`, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct StoreTable {
+    /// `s3://bucket/prefix`, `https://host/path` (PUT, WebDAV-style) or
+    /// `file:///path`.
+    pub url: Option<String>,
+    /// An S3-compatible endpoint instead of AWS's (`http://127.0.0.1:3900`).
+    pub endpoint: Option<String>,
+    /// The S3 region (default: `AWS_REGION`, else `us-east-1`).
+    pub region: Option<String>,
+    /// How long a presigned URL handed to a host stays valid (default `1h`).
+    #[serde(default, deserialize_with = "duration")]
+    pub url_lifetime: Option<Duration>,
+}
+
+impl StoreTable {
+    /// This table, with what `over` sets winning, field by field.
+    pub fn overridden_by(&self, over: &StoreTable) -> StoreTable {
+        StoreTable {
+            url: over.url.clone().or_else(|| self.url.clone()),
+            endpoint: over.endpoint.clone().or_else(|| self.endpoint.clone()),
+            region: over.region.clone().or_else(|| self.region.clone()),
+            url_lifetime: over.url_lifetime.or(self.url_lifetime),
+        }
+    }
 }
 
 /// An `[environments.<name>]` table: a fleet of its own, with its own hosts, groups,
@@ -83,6 +115,9 @@ pub struct EnvironmentTable {
     /// Where its deploy events go, besides `[notify]`.
     #[serde(default)]
     pub notify: NotifyTable,
+    /// Its artifact store, field by field over `[store]`.
+    #[serde(default)]
+    pub store: StoreTable,
 }
 
 /// The `[notify]` table.

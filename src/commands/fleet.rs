@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use agent::human_bytes;
 use agent::protocol::{Preflight, Record, Status};
-use manifests::Version;
 use manifests::rollout::Policy;
+use manifests::{Sha256, Version};
 use serde_json::json;
 
 use crate::error::CliError;
@@ -21,6 +21,7 @@ use crate::printer::{Printer, table};
 use crate::results::{HostError, HostResult};
 use crate::rollout::{self, PlanRow};
 use crate::settings::{FleetSettings, RolloutSettings};
+use crate::store::Store;
 
 /// Finds the artifact `release` names and reads its manifest.
 fn artifact(settings: &FleetSettings, release: &str) -> Result<Artifact, CliError> {
@@ -56,14 +57,16 @@ fn artifact(settings: &FleetSettings, release: &str) -> Result<Artifact, CliErro
         manifest,
         size,
         deltas: crate::delta::Deltas::new(fleet.artifacts.clone()),
+        pull: None,
     })
 }
 
 /// Checks the artifact once here, so a damaged one reaches no host: its sha256
 /// against the sidecar (the file is the one the build produced, so its manifest —
 /// whose payload digest every host must match — can be trusted; each host checks
-/// every file against it). Without a sidecar, every file is checked here.
-fn verify_locally(artifact: &Artifact) -> Result<(), CliError> {
+/// every file against it). Without a sidecar, every file is checked here. Returns
+/// the artifact's sha256 when it was checked against the sidecar.
+fn verify_locally(artifact: &Artifact) -> Result<Option<Sha256>, CliError> {
     let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
         CliError::failure(
             format!("artifact {} did not verify", artifact.path.display()),
@@ -74,7 +77,7 @@ fn verify_locally(artifact: &Artifact) -> Result<(), CliError> {
     if !sidecar.is_file() {
         let file = File::open(&artifact.path).map_err(|e| fail(e.into()))?;
         return packager::read_artifact(file, &mut packager::read::CheckOnly, false)
-            .map(drop)
+            .map(|_| None)
             .map_err(|e| fail(e.into()));
     }
     let expected =
@@ -89,7 +92,58 @@ fn verify_locally(artifact: &Artifact) -> Result<(), CliError> {
             .into(),
         ));
     }
-    Ok(())
+    Ok(Some(actual))
+}
+
+/// In pull mode (a store configured, no `--push`): where the hosts fetch `artifact`
+/// (whose sha256 is `digest`), once the store is found to hold this very artifact.
+fn pull(
+    settings: &FleetSettings,
+    artifact: &Artifact,
+    digest: Option<Sha256>,
+    rollout: &RolloutSettings,
+) -> Result<Option<fleet::Pull>, CliError> {
+    if rollout.push || settings.fleet.store.url.is_none() {
+        return Ok(None);
+    }
+    let store = Store::open(&settings.fleet.store, None).map_err(CliError::usage)?;
+    let manifest = &artifact.manifest;
+    let label = format!("{} {}", manifest.name, manifest.version);
+    let digest = digest.ok_or_else(|| {
+        CliError::usage(format!(
+            "{} has no sidecar, so it cannot be matched with the store's copy",
+            artifact.path.display()
+        ))
+        .hint("deploy the artifact ship pack wrote, with its .sha256 sidecar, or pass --push")
+    })?;
+    let published = store
+        .published(&manifest.name, &manifest.version)
+        .map_err(|e| CliError::failure(format!("cannot deploy {label} from the store"), e))?;
+    match published {
+        None => Err(
+            CliError::usage(format!("{label} is not published in {}", store.url())).hint(format!(
+                "publish it first (ship publish {}), or stream it from here with --push",
+                manifest.version
+            )),
+        ),
+        Some(there) if there != digest => Err(CliError::usage(format!(
+            "{} holds another artifact for {label} (sha256 {there}) than {} (sha256 {digest})",
+            store.url(),
+            artifact.path.display()
+        ))),
+        Some(_) => {
+            let url = store
+                .fetch_url(&manifest.name, &manifest.version)
+                .map_err(|e| {
+                    CliError::failure(format!("cannot deploy {label} from the store"), e)
+                })?;
+            Ok(Some(fleet::Pull {
+                url,
+                digest,
+                store: store.url().to_owned(),
+            }))
+        }
+    }
 }
 
 pub fn deploy(
@@ -99,9 +153,10 @@ pub fn deploy(
     rollout: &RolloutSettings,
     printer: &Printer,
 ) -> Result<(), CliError> {
-    let artifact = artifact(settings, release)?;
+    let mut artifact = artifact(settings, release)?;
     let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
-    verify_locally(&artifact)?;
+    let digest = verify_locally(&artifact)?;
+    artifact.pull = pull(settings, &artifact, digest, rollout)?;
     ship(settings, &selected, &artifact, rollout, printer)
 }
 

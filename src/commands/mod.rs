@@ -5,4 +5,5 @@
 pub mod fleet;
 pub mod inspect;
 pub mod pack;
+pub mod publish;
 pub mod verify;
