@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::AgentError;
@@ -32,10 +33,41 @@ pub struct StoreError {
     pub refused: bool,
 }
 
-/// Opens `url` (`http://`, `https://` or `file://`) for reading: the artifact's bytes,
-/// resumed across broken connections. Fails before anything is read when the store
-/// refuses or cannot be reached.
-pub fn open(url: &str, out: Output) -> Result<Box<dyn Read + Send>, AgentError> {
+/// An opened download: its bytes, and why it stopped when the store failed it.
+pub struct Opened {
+    /// The artifact's bytes, resumed across broken connections.
+    pub reader: Box<dyn Read + Send>,
+    /// Why the store failed the download part way, once it has.
+    pub failure: Failure,
+}
+
+/// Why the store failed a download, once it has (shared with the download).
+#[derive(Clone, Default)]
+pub struct Failure(Arc<Mutex<Option<String>>>);
+
+impl Failure {
+    /// `error` from receiving the download, as the store's own error when the store
+    /// is what failed.
+    pub fn blame(&self, error: AgentError, url: &str) -> AgentError {
+        match self.0.lock().map(|f| f.clone()) {
+            Ok(Some(reason)) => AgentError::Store {
+                url: url.to_owned(),
+                reason,
+            },
+            _ => error,
+        }
+    }
+
+    fn set(&self, reason: String) {
+        if let Ok(mut failure) = self.0.lock() {
+            failure.get_or_insert(reason);
+        }
+    }
+}
+
+/// Opens `url` (`http://`, `https://` or `file://`) for reading. Fails before anything
+/// is read when the store refuses or cannot be reached.
+pub fn open(url: &str, out: Output) -> Result<Opened, AgentError> {
     let shown = without_query(url).to_owned();
     let store = |reason: String| AgentError::Store {
         url: shown.clone(),
@@ -43,7 +75,10 @@ pub fn open(url: &str, out: Output) -> Result<Box<dyn Read + Send>, AgentError> 
     };
     if let Some(path) = url.strip_prefix("file://") {
         let file = File::open(path).map_err(|e| store(e.to_string()))?;
-        return Ok(Box::new(file));
+        return Ok(Opened {
+            reader: Box::new(file),
+            failure: Failure::default(),
+        });
     }
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(store(
@@ -66,23 +101,13 @@ pub fn open(url: &str, out: Output) -> Result<Box<dyn Read + Send>, AgentError> 
         body: None,
         retries: 0,
         out,
+        failure: Failure::default(),
     };
     download.connect().map_err(|e| store(e.reason))?;
-    Ok(Box::new(download))
-}
-
-/// `error` from receiving a download, as the store's error when the store is what
-/// failed.
-pub fn store_error(error: AgentError, url: &str) -> AgentError {
-    if let AgentError::Artifact(packager::ReadError::Io(io)) = &error
-        && let Some(store) = io.get_ref().and_then(|e| e.downcast_ref::<StoreError>())
-    {
-        return AgentError::Store {
-            url: url.to_owned(),
-            reason: store.reason.clone(),
-        };
-    }
-    error
+    Ok(Opened {
+        failure: download.failure.clone(),
+        reader: Box::new(download),
+    })
 }
 
 /// An HTTP download that resumes by `Range` after a broken connection.
@@ -99,6 +124,8 @@ struct Download {
     /// Retries made so far.
     retries: u32,
     out: Output,
+    /// Why the store failed the download, once it has.
+    failure: Failure,
 }
 
 impl Download {
@@ -199,7 +226,10 @@ impl Read for Download {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => e,
             };
-            self.resume(&error)?;
+            if let Err(e) = self.resume(&error) {
+                self.failure.set(e.to_string());
+                return Err(e);
+            }
         }
     }
 }

@@ -188,14 +188,14 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
                 .map_err(|e| AgentError::io("cannot create the app root", app.path(), e))?;
             let _lock = locked(&app, "fetch")?;
             prune::clear_leftovers(&app)?;
-            let download = fetch::open(&source.url, out)?;
+            let fetch::Opened { reader, failure } = fetch::open(&source.url, out)?;
             let expect = receive::Expect {
                 digest: Some(expect_digest),
                 payload: expect_payload,
                 ..receive::Expect::default()
             };
-            let received = receive::receive(&app, download, &expect, out)
-                .map_err(|e| fetch::store_error(e, protocol::without_query(&source.url)))?;
+            let received = receive::receive(&app, reader, &expect, out)
+                .map_err(|e| failure.blame(e, protocol::without_query(&source.url)))?;
             done(out, &received);
         }
         Command::Have { root } => {

@@ -512,6 +512,15 @@ pub fn status(settings: &FleetSettings, hosts: &str, printer: &Printer) -> Resul
     ) {
         printer.note(hint);
     }
+    let mut running: Vec<Version> = statuses
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().ok()?.as_ref()?.current.clone())
+        .collect();
+    running.sort();
+    running.dedup();
+    for version in &running {
+        store_report(settings, version, None, printer);
+    }
     let unreachable = statuses.iter().filter(|(_, s)| s.is_err()).count();
     if unreachable > 0 {
         return Err(CliError::failed_hosts(format!(
@@ -642,6 +651,17 @@ pub fn check(
     ) {
         printer.note(hint);
     }
+    if let Some(artifact) = &artifact {
+        let digest =
+            packager::verify::read_sidecar(&packager::sidecar_path(&artifact.path), &artifact.path)
+                .ok();
+        store_report(
+            settings,
+            &artifact.manifest.version,
+            digest.as_ref(),
+            printer,
+        );
+    }
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     verdict(
         printer,
@@ -649,6 +669,53 @@ pub fn check(
         results.len(),
         failed,
     )
+}
+
+/// Says whether the fleet's store (when it has one) holds release `version`, and
+/// whether it is the artifact whose sha256 is `local` (when given).
+fn store_report(
+    settings: &FleetSettings,
+    version: &Version,
+    local: Option<&Sha256>,
+    printer: &Printer,
+) {
+    if settings.fleet.store.url.is_none() {
+        return;
+    }
+    let app = &settings.fleet.app;
+    let found = Store::open(&settings.fleet.store, None)
+        .and_then(|store| Ok((store.published(app, version)?, store.url().to_owned())));
+    let (sentence, held) = match &found {
+        Err(e) => (
+            format!("store: cannot tell whether it holds {app} {version}: {e}"),
+            None,
+        ),
+        Ok((None, url)) => (
+            format!("store: {url} does not hold {app} {version}"),
+            Some(false),
+        ),
+        Ok((Some(there), url)) => match local {
+            Some(local) if local != there => (
+                format!(
+                    "store: {url} holds another artifact for {app} {version} (sha256 {there}) than the local one ({local})"
+                ),
+                Some(false),
+            ),
+            _ => (
+                format!("store: {url} holds {app} {version} (sha256 {there})"),
+                Some(true),
+            ),
+        },
+    };
+    printer.event(
+        "store",
+        &json!({"version": version, "held": held, "sha256": found.as_ref().ok().and_then(|(d, _)| d.clone())}),
+    );
+    if held == Some(true) {
+        printer.note(sentence);
+    } else {
+        printer.warn(sentence);
+    }
 }
 
 /// `3.1 GiB free; environment file /srv/shop/shared/.env (absent)`.

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod skip;
+pub mod store;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
