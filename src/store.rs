@@ -144,17 +144,39 @@ impl Store {
         )
     }
 
+    /// The object `key`, or `None` when the store has no such object.
+    fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, String> {
+        let got = self
+            .runtime
+            .block_on(async { self.store.get(key).await?.bytes().await });
+        match got {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", self.shown(key))),
+        }
+    }
+
+    /// The published manifest of `version` (its JSON) and the artifact's size.
+    pub fn manifest(&self, app: &AppName, version: &Version) -> Result<(Vec<u8>, u64), String> {
+        let file = packager::artifact_file_name(app, version);
+        let key = self.key(app, &format!("{file}.manifest.json"));
+        let json = self
+            .get(&key)?
+            .ok_or_else(|| format!("{} is missing", self.shown(&key)))?;
+        let artifact = self.key(app, &file);
+        let meta = self
+            .runtime
+            .block_on(self.store.head(&artifact))
+            .map_err(|e| format!("cannot read {}: {e}", self.shown(&artifact)))?;
+        Ok((json, meta.size))
+    }
+
     /// The digest of the published artifact of `version`, if it is published.
     pub fn published(&self, app: &AppName, version: &Version) -> Result<Option<Sha256>, String> {
         let file = packager::artifact_file_name(app, version);
         let key = self.key(app, &format!("{file}.sha256"));
-        let got = self
-            .runtime
-            .block_on(async { self.store.get(&key).await?.bytes().await });
-        let bytes = match got {
-            Ok(bytes) => bytes,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", self.shown(&key))),
+        let Some(bytes) = self.get(&key)? else {
+            return Ok(None);
         };
         let text = String::from_utf8_lossy(&bytes);
         let digest = text

@@ -256,10 +256,28 @@ fn hosts_fetch_a_published_release_from_s3_and_from_http_over_ssh() {
         .count();
     assert_eq!(gets, 2, "{:?}", nginx.requests());
 
+    // A release this machine has no artifact of is deployed from the store.
+    ship(&["publish", "v3"]).expect(0);
+    for file in ["shop-v3.tar.zst", "shop-v3.tar.zst.sha256"] {
+        fs::remove_file(cwd.join("dist").join(file)).unwrap();
+    }
+    let plan = ship(&["deploy", "v3", "--hosts", "*", "--plan"]).expect(0);
+    assert!(plan.stdout.contains("fetches"), "{}", plan.stdout);
+    ship(&["deploy", "v3", "--hosts", "*"]).expect(0);
+    for host in fleet.hosts() {
+        assert_eq!(
+            fleet.current(&host).as_deref(),
+            Some("releases/v3"),
+            "{host}"
+        );
+    }
+
     // A rollback needs no store: both are down.
     nginx.stop();
     drop(std::mem::replace(&mut s3, S3::start()));
-    fleet.ship(cwd, &["rollback", "--hosts", "*"]).expect(0);
+    fleet
+        .ship(cwd, &["rollback", "--hosts", "*", "--to", "v1"])
+        .expect(0);
     for host in fleet.hosts() {
         assert_eq!(
             fleet.current(&host).as_deref(),

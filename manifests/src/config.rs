@@ -294,9 +294,19 @@ impl ShipToml {
             serde_ignored::deserialize(deserializer, |key| unknown.push(key.to_string()))
                 .map_err(parse_err)?;
         if let Some(key) = unknown.first() {
+            let secret = ["key", "secret", "token", "password"]
+                .iter()
+                .any(|word| key.to_lowercase().contains(word));
+            let reason = if key.contains("store.") && secret {
+                format!(
+                    "unknown key `{key}`: store credentials never go in ship.toml; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the instance's role) where ship runs"
+                )
+            } else {
+                format!("unknown key `{key}`")
+            };
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
-                reason: format!("unknown key `{key}`"),
+                reason,
             });
         }
         toml.check().map_err(|reason| ConfigError::Invalid {
@@ -534,6 +544,28 @@ web = ["web1", "web2"]
     }
 
     #[test]
+    fn reads_the_store_and_its_overrides() {
+        let text = r#"
+[store]
+url = "s3://releases/shop"
+endpoint = "http://127.0.0.1:3900"
+url_lifetime = "10m"
+[environments.staging.store]
+url = "https://cdn.example.com/shop"
+[environments.staging.hosts.a]
+root = "/srv/shop"
+"#;
+        let t = ShipToml::parse(text, Path::new("ship.toml")).unwrap();
+        assert_eq!(t.store.url.as_deref(), Some("s3://releases/shop"));
+        assert_eq!(t.store.url_lifetime, Some(Duration::from_secs(600)));
+        let staging = t
+            .store
+            .overridden_by(&t.environments[&"staging".parse().unwrap()].store);
+        assert_eq!(staging.url.as_deref(), Some("https://cdn.example.com/shop"));
+        assert_eq!(staging.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+    }
+
+    #[test]
     fn fleet_mistakes_are_named() {
         let cases = [
             (
@@ -558,6 +590,11 @@ web = ["web1", "web2"]
                 "must be an absolute path on the host",
             ),
             ("[app]\nkeep = 0\n", "keep must be at least 1"),
+            (
+                "[store]\nurl = \"s3://b\"\nsecret_access_key = \"x\"\n",
+                "store credentials never go in ship.toml",
+            ),
+            ("[store]\nurl_lifetime = \"soon\"\n", "invalid duration"),
             ("[ssh]\ntimeout = \"soon\"\n", "invalid duration \"soon\""),
             (
                 "[hosts.\"a b\"]\nroot = \"/r\"\n",

@@ -146,6 +146,47 @@ fn pull(
     }
 }
 
+/// The release `version` as the store has published it, for a deploy in pull mode
+/// from a machine that does not have the artifact: its manifest and size come from
+/// the store, and the hosts check the artifact against the published sha256.
+fn published(settings: &FleetSettings, version: &Version) -> Result<Artifact, CliError> {
+    let fleet = &settings.fleet;
+    let label = format!("{} {version}", fleet.app);
+    let store = Store::open(&fleet.store, None).map_err(CliError::usage)?;
+    let fail = |e: String| CliError::failure(format!("cannot deploy {label} from the store"), e);
+    let digest = store
+        .published(&fleet.app, version)
+        .map_err(fail)?
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "{label} is neither in {} nor published in {}",
+                fleet.artifacts.display(),
+                store.url()
+            ))
+            .hint(format!("pack it and publish it (ship publish {version})"))
+        })?;
+    let (json, size) = store.manifest(&fleet.app, version).map_err(fail)?;
+    let manifest = manifests::Manifest::from_json(&json).map_err(|e| fail(e.to_string()))?;
+    if manifest.name != fleet.app || manifest.version != *version {
+        return Err(fail(format!(
+            "its published manifest is for {} {}",
+            manifest.name, manifest.version
+        )));
+    }
+    let url = store.fetch_url(&fleet.app, version).map_err(fail)?;
+    Ok(Artifact {
+        path: PathBuf::new(),
+        manifest,
+        size,
+        deltas: crate::delta::Deltas::new(fleet.artifacts.clone()),
+        pull: Some(fleet::Pull {
+            url,
+            digest,
+            store: store.url().to_owned(),
+        }),
+    })
+}
+
 pub fn deploy(
     settings: &FleetSettings,
     release: &str,
@@ -153,10 +194,32 @@ pub fn deploy(
     rollout: &RolloutSettings,
     printer: &Printer,
 ) -> Result<(), CliError> {
-    let mut artifact = artifact(settings, release)?;
     let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
-    let digest = verify_locally(&artifact)?;
-    artifact.pull = pull(settings, &artifact, digest, rollout)?;
+    let fleet = &settings.fleet;
+    // A version this machine has no artifact of comes from the store, in pull mode.
+    let from_store = match release.parse::<Version>() {
+        Ok(version)
+            if fleet.store.url.is_some()
+                && !rollout.push
+                && !release.ends_with(".tar.zst")
+                && !fleet
+                    .artifacts
+                    .join(packager::artifact_file_name(&fleet.app, &version))
+                    .exists() =>
+        {
+            Some(version)
+        }
+        _ => None,
+    };
+    let artifact = match from_store {
+        Some(version) => published(settings, &version)?,
+        None => {
+            let mut artifact = artifact(settings, release)?;
+            let digest = verify_locally(&artifact)?;
+            artifact.pull = pull(settings, &artifact, digest, rollout)?;
+            artifact
+        }
+    };
     ship(settings, &selected, &artifact, rollout, printer)
 }
 

@@ -528,7 +528,13 @@ pub fn plan(
         match fleet::preflight(host, artifact, status, agent.as_deref_mut()) {
             Ok(need) => {
                 row.ready = true;
-                if need == Need::Transfer {
+                if need == Need::Transfer && artifact.pull.is_some() {
+                    row.files_sent = artifact.files();
+                    row.note = format!(
+                        "fetches {} from the store",
+                        agent::human_bytes(artifact.size)
+                    );
+                } else if need == Need::Transfer {
                     row.send = artifact.size;
                     row.files_sent = artifact.files();
                     // What a host that keeps releases lacks, asked now (`have` only
