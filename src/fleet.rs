@@ -551,7 +551,7 @@ pub(crate) fn activate(
     let name = host.name.as_str();
     let started = Instant::now();
     let activated = step(printer, name, "activate", version.as_str(), || {
-        agent.activate(version, &mut agent_events(name, printer))
+        agent.activate(version, Some(keep), &mut agent_events(name, printer))
     });
     match activated {
         Err(e) => {
@@ -577,17 +577,10 @@ pub(crate) fn activate(
                 protocol::Outcome::Unchanged => "already current".to_owned(),
                 _ => "switched".to_owned(),
             };
-            // Old releases that stay are no reason to undo a healthy release.
-            match step(printer, name, "prune", &format!("keep {keep}"), || {
-                agent.prune(keep)
-            }) {
-                Ok(pruned) if !pruned.removed.is_empty() => {
-                    detail += &format!(", pruned {}", pruned.removed.len());
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    detail += &format!("; warning: prune failed: {}", agent::protocol::chain(&e));
-                }
+            // Old releases that stay are no reason to undo a healthy release: a
+            // prune that failed is one of the warnings.
+            if !switched.pruned.is_empty() {
+                detail += &format!(", pruned {}", switched.pruned.len());
             }
             result.set(Outcome::Done, detail + &warnings(&switched));
         }

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use agent::protocol::{
-    self, Activate, Check, Event, Failure, FailureKind, HelloReply, History, HostSettings, Prune,
+    self, Activate, Check, Event, Failure, FailureKind, HelloReply, History, HostSettings,
     Received, Record, Request, Rollback, Switched,
 };
 use manifests::{Sha256, Version};
@@ -207,16 +207,19 @@ impl RemoteAgent {
             .missing)
     }
 
-    /// Activates `version`; the agent's events (phases, hook output) go to
+    /// Activates `version`, then prunes to `keep` releases when given; the agent's
+    /// events (phases, hook output) go to
     /// `on_event`.
     pub fn activate(
         &mut self,
         version: &Version,
+        keep: Option<u32>,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<Switched, CallError> {
         let request = Activate {
             version: version.clone(),
             host: self.settings.clone(),
+            keep,
         };
         self.call(&request, None, on_event)
     }
@@ -250,11 +253,6 @@ impl RemoteAgent {
             host: self.settings.clone(),
         };
         self.call(&request, None, &mut |_| {})
-    }
-
-    /// Prunes to `keep` releases.
-    pub fn prune(&mut self, keep: u32) -> Result<protocol::Pruned, CallError> {
-        self.call(&Prune { keep }, None, &mut |_| {})
     }
 
     /// The journal's records.

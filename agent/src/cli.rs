@@ -135,6 +135,10 @@ pub enum Command {
         version: Version,
         #[command(flatten)]
         host: HostArgs,
+        /// Once the release is live, prune to this many releases as `prune` does
+        /// (a prune that fails is a warning: the release stays live).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        keep: Option<u32>,
     },
     /// Switch back to the release that was live before the current one (never one
     /// that failed its health check), then restart and check it as activate does.
@@ -297,6 +301,7 @@ mod tests {
         } = parse(&protocol::Activate {
             version: v2.clone(),
             host: host(),
+            keep: Some(3),
         })
         else {
             panic!("not activate")

@@ -224,13 +224,20 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             root,
             version,
             host,
+            keep,
         } => {
             let app = existing(&root)?;
             let _lock = locked(&app, "activate")?;
-            done(
-                out,
-                &switch::activate(&app, &version, &host.settings(), out)?,
-            );
+            let mut switched = switch::activate(&app, &version, &host.settings(), out)?;
+            if let Some(keep) = keep {
+                match prune::prune(&app, keep as usize, out) {
+                    Ok(pruned) => switched.pruned = pruned.removed,
+                    Err(e) => switched
+                        .warnings
+                        .push(format!("prune failed: {}", protocol::chain(&e))),
+                }
+            }
+            done(out, &switched);
         }
         Command::Rollback { root, to, host } => {
             let app = existing(&root)?;

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 /// The protocol version. It changes whenever a request, an event or a reply changes
 /// shape, so that a host with an older agent gets ship's own (3: `health`; 4: host
 /// requirements; 5: typed failures, the full disk need in `check`; 6: `have` and
-/// delta receives; 7: `fetch`).
-pub const VERSION: u32 = 7;
+/// delta receives; 7: `fetch`; 8: `activate --keep`).
+pub const VERSION: u32 = 8;
 
 /// Room kept free on a host beyond the release itself.
 const DISK_MARGIN: u64 = 16 << 20;
@@ -273,6 +273,9 @@ pub struct Activate {
     pub version: Version,
     /// The host's settings.
     pub host: HostSettings,
+    /// Once it is live, prune to this many releases (in the same call: one round
+    /// trip fewer per host).
+    pub keep: Option<u32>,
 }
 
 impl Request for Activate {
@@ -281,6 +284,9 @@ impl Request for Activate {
     fn args(&self) -> Vec<String> {
         let mut args = vec![self.version.to_string()];
         args.extend(self.host.args());
+        if let Some(keep) = self.keep {
+            args.extend(["--keep".to_owned(), keep.to_string()]);
+        }
         args
     }
 }
@@ -589,9 +595,13 @@ pub struct Switched {
     pub to: Version,
     /// `ok`, or `unchanged` when it was already current.
     pub outcome: Outcome,
-    /// What went wrong without undoing the switch (a failed `post_activate` hook).
+    /// What went wrong without undoing the switch (a failed `post_activate` hook, a
+    /// prune that failed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Releases removed by `activate --keep`, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<Version>,
 }
 
 /// `check`'s reply: nothing is missing.
@@ -1005,6 +1015,7 @@ mod tests {
             to: v("v2"),
             outcome: Outcome::Ok,
             warnings: vec!["the post_activate hook failed".into()],
+            pruned: vec![v("v1")],
         });
         round_trip(Preflight {
             env_file: "/srv/shop/shared/.env".into(),

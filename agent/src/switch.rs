@@ -305,6 +305,7 @@ fn switch(
             to: target,
             outcome: Outcome::Unchanged,
             warnings: Vec::new(),
+            pruned: Vec::new(),
         });
     }
     let prefix = if op == Op::Rollback {
@@ -326,5 +327,6 @@ fn switch(
         to: target,
         outcome: Outcome::Ok,
         warnings: Vec::new(),
+        pruned: Vec::new(),
     })
 }

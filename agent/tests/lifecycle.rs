@@ -109,6 +109,36 @@ fn receive_activate_rollback_and_prune() {
 }
 
 #[test]
+fn activate_with_keep_prunes_once_the_release_is_live() {
+    let host = Host::new();
+    for v in ["v1", "v2", "v3"] {
+        host.receive(&artifact(v).0).expect(0);
+    }
+    host.agent("activate", &["v1"], None).expect(0);
+    host.agent("activate", &["v2"], None).expect(0);
+    // v3 goes live, then the oldest goes; v2 stays as the rollback target.
+    let done = host
+        .agent("activate", &["v3", "--keep", "1"], None)
+        .expect(0)
+        .event("done");
+    assert_eq!(done["to"], "v3");
+    assert_eq!(done["pruned"], serde_json::json!(["v1"]));
+    assert_eq!(host.releases(), ["v2", "v3"]);
+    assert_eq!(host.current().as_deref(), Some("releases/v3"));
+    // A release that fails to activate prunes nothing.
+    let missing = host
+        .agent("activate", &["v9", "--keep", "1"], None)
+        .expect(1);
+    assert!(
+        missing.event("failed")["message"]
+            .as_str()
+            .unwrap()
+            .contains("release v9 is not on this host")
+    );
+    assert_eq!(host.releases(), ["v2", "v3"]);
+}
+
+#[test]
 fn receiving_the_same_release_twice_is_a_no_op_and_other_content_is_refused() {
     let host = Host::new();
     let (v1, _) = artifact("v1");
