@@ -104,7 +104,9 @@ pub enum Command {
     /// Every selected host is staged first, in parallel: connect, check the agent,
     /// preflight (lock free, enough disk, what the release requires), and stream the
     /// artifact into the agent, which verifies every file before the release appears
-    /// on the host. Hosts that already have this exact release skip the transfer. A
+    /// on the host. With an artifact store ([store] in ship.toml) each host fetches
+    /// the published artifact itself instead (--push streams it from here); a
+    /// version not in the artifacts directory is deployed from the store. Hosts that already have this exact release skip the transfer. A
     /// host that fails staging is reported and left alone; the others go on, unless
     /// --all-or-nothing.
     ///

@@ -464,7 +464,10 @@ fn an_expired_presigned_url_is_a_clear_error() {
     // The host gets to the URL three seconds after it was signed for one.
     let late = ship(&["deploy", "v1", "--hosts", "h1"], Some("3")).expect(1);
     assert!(
-        late.stdout.contains("cannot fetch") && late.stdout.contains("HTTP 403"),
+        late.stdout.contains("cannot fetch")
+            && late
+                .stdout
+                .contains("HTTP 403 Forbidden (AccessDenied: Request has expired)"),
         "{}",
         late.stdout
     );
