@@ -31,6 +31,49 @@ const PART: usize = 8 << 20;
 /// How long a presigned URL stays valid unless `[store] url_lifetime` says.
 const URL_LIFETIME: Duration = Duration::from_secs(3600);
 
+/// The S3 client of `bucket`, with the endpoint and region `table` sets and the
+/// credentials of the environment.
+fn s3(table: &StoreTable, bucket: &str) -> Result<AmazonS3, String> {
+    if bucket.is_empty() {
+        return Err("the URL names no bucket (s3://BUCKET/PREFIX)".into());
+    }
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(region) = &table.region {
+        builder = builder.with_region(region);
+    }
+    if let Some(endpoint) = &table.endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// The store of an `http(s)://` or `file://` URL.
+fn plain(url: &str) -> Result<Arc<dyn ObjectStore>, String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        let http = HttpBuilder::new()
+            .with_url(url)
+            .with_client_options(ClientOptions::new().with_allow_http(true))
+            .build()
+            .map_err(|e| e.to_string())?;
+        return Ok(Arc::new(http));
+    }
+    let Some(dir) = url.strip_prefix("file://") else {
+        return Err(
+            "unknown kind of store: use s3://BUCKET/PREFIX, http(s)://HOST/PATH or file:///PATH"
+                .into(),
+        );
+    };
+    if !dir.starts_with('/') {
+        return Err("a file:// URL needs an absolute path".into());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
+    let local = LocalFileSystem::new_with_prefix(dir).map_err(|e| e.to_string())?;
+    Ok(Arc::new(local))
+}
+
 /// A store, opened.
 pub struct Store {
     /// Its URL, as configured.
@@ -38,7 +81,8 @@ pub struct Store {
     store: Arc<dyn ObjectStore>,
     /// The same store, when it is S3: it signs URLs.
     s3: Option<Arc<AmazonS3>>,
-    /// Where plain (unsigned) URLs of its objects start.
+    /// Where plain (unsigned) URLs of its objects start (HTTP and file stores; an S3
+    /// store's URLs are presigned).
     base: String,
     /// The prefix of every key.
     prefix: String,
@@ -66,56 +110,22 @@ impl Store {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the store's runtime: {e}"))?;
+        let trimmed = url.trim_end_matches('/').to_owned();
         let bad = |why: String| format!("artifact store {url}: {why}");
-        let trimmed = url.trim_end_matches('/');
-        let (store, s3, base, prefix): (Arc<dyn ObjectStore>, _, String, String) = if let Some(
-            rest,
-        ) =
-            trimmed.strip_prefix("s3://")
+        let (store, s3, prefix): (Arc<dyn ObjectStore>, _, _) = match trimmed.strip_prefix("s3://")
         {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(bad("the URL names no bucket (s3://BUCKET/PREFIX)".into()));
+            Some(rest) => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let s3 = Arc::new(s3(table, bucket).map_err(bad)?);
+                (s3.clone(), Some(s3), prefix.to_owned())
             }
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-            if let Some(region) = &table.region {
-                builder = builder.with_region(region);
-            }
-            let mut base = format!("https://{bucket}.s3.amazonaws.com");
-            if let Some(endpoint) = &table.endpoint {
-                builder = builder
-                    .with_endpoint(endpoint)
-                    .with_allow_http(endpoint.starts_with("http://"))
-                    .with_virtual_hosted_style_request(false);
-                base = format!("{}/{bucket}", endpoint.trim_end_matches('/'));
-            }
-            let s3 = Arc::new(builder.build().map_err(|e| bad(e.to_string()))?);
-            (s3.clone(), Some(s3), base, prefix.to_owned())
-        } else if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
-            let store = HttpBuilder::new()
-                .with_url(trimmed)
-                .with_client_options(ClientOptions::new().with_allow_http(true))
-                .build()
-                .map_err(|e| bad(e.to_string()))?;
-            (Arc::new(store), None, trimmed.to_owned(), String::new())
-        } else if let Some(dir) = trimmed.strip_prefix("file://") {
-            if !dir.starts_with('/') {
-                return Err(bad("a file:// URL needs an absolute path".into()));
-            }
-            std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create {dir}: {e}")))?;
-            let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| bad(e.to_string()))?;
-            (Arc::new(store), None, trimmed.to_owned(), String::new())
-        } else {
-            return Err(bad(
-                    "unknown kind of store: use s3://BUCKET/PREFIX, http(s)://HOST/PATH or file:///PATH"
-                        .into(),
-                ));
+            None => (plain(&trimmed).map_err(bad)?, None, String::new()),
         };
         Ok(Store {
-            url: trimmed.to_owned(),
+            base: trimmed.clone(),
+            url: trimmed,
             store,
             s3,
-            base,
             prefix,
             url_lifetime: table.url_lifetime.unwrap_or(URL_LIFETIME),
             runtime,
