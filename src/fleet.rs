@@ -256,35 +256,85 @@ pub(crate) fn preflight(
         }
     }
     let requires = &manifest.behaviour.requires;
-    let host_paths: Vec<String> = manifest
-        .host_paths()
-        .into_keys()
-        .map(str::to_owned)
-        .collect();
     // The agent checks what the status cannot show: what the release requires, and
     // on a fresh host (no status) the disk where its app root will be.
     let needs_check = !requires.env.is_empty()
         || !requires.files.is_empty()
-        || !host_paths.is_empty()
+        || !manifest.host_paths().is_empty()
         || status.is_none();
     if let Some(agent) = agent
         && needs_check
     {
         agent
-            .check(Check {
-                env: requires.env.clone(),
-                files: requires.files.clone(),
-                host_paths,
-                bytes: Some(artifact.disk_need()),
-                release_env_file: manifest.behaviour.env_file.clone(),
-                ..Check::default()
-            })
+            .check(needs(artifact))
             .map_err(|e| HostError::from_call(Step::Preflight, &e, name, Some(manifest)))?;
     }
     Ok(Need::Transfer)
 }
 
-/// Connect, hello, preflight, transfer: the host is ready to activate.
+/// What `artifact`'s release needs of a host, as the agent's `check` takes it (the
+/// host's own settings are the agent's to add).
+fn needs(artifact: &Artifact) -> Check {
+    let manifest = &artifact.manifest;
+    Check {
+        env: manifest.behaviour.requires.env.clone(),
+        files: manifest.behaviour.requires.files.clone(),
+        host_paths: manifest
+            .host_paths()
+            .into_keys()
+            .map(str::to_owned)
+            .collect(),
+        bytes: Some(artifact.disk_need()),
+        release_env_file: manifest.behaviour.env_file.clone(),
+        ..Check::default()
+    }
+}
+
+/// Pull mode: connect, then one `fetch`, which checks what the release needs (and
+/// the lock and the disk) before the host downloads the artifact from the store and
+/// receives it.
+fn stage_pull(
+    host: &Host,
+    artifact: &Artifact,
+    pull: &Pull,
+    options: &Options,
+    printer: &Printer,
+    result: &mut HostResult,
+) -> Result<RemoteAgent, HostError> {
+    let name = host.name.as_str();
+    let mut agent = step(printer, name, "connect", "", || options.connect(host))?;
+    let detail = format!("{} from {}", agent::human_bytes(artifact.size), pull.store);
+    let payload = &artifact.manifest.payload_digest;
+    let received = step(printer, name, "fetch", &detail, || {
+        agent.fetch(
+            pull,
+            payload,
+            needs(artifact),
+            &mut agent_events(name, printer),
+        )
+    })
+    .map_err(|e| {
+        // What the host lacks (or its lock) is a preflight failure, as in push mode.
+        let preflight = matches!(&e, crate::remote::CallError::Failed(f)
+            if matches!(f.kind, protocol::FailureKind::Preflight | protocol::FailureKind::Locked));
+        let step = if preflight {
+            Step::Preflight
+        } else {
+            Step::Transfer
+        };
+        HostError::from_call(step, &e, name, Some(&artifact.manifest))
+    })?;
+    result.from = received.current.clone();
+    if received.outcome == protocol::Outcome::Unchanged {
+        printer.phase(name, "transfer", "skipped: already there");
+    } else {
+        result.files_sent = received.files;
+    }
+    Ok(agent)
+}
+
+/// Connect, hello, preflight, transfer: the host is ready to activate (in pull mode,
+/// connect and fetch).
 pub(crate) fn stage(
     host: &Host,
     artifact: &Artifact,
@@ -293,6 +343,9 @@ pub(crate) fn stage(
     printer: &Printer,
     result: &mut HostResult,
 ) -> Result<RemoteAgent, HostError> {
+    if let Some(pull) = &artifact.pull {
+        return stage_pull(host, artifact, pull, options, printer, result);
+    }
     let name = host.name.as_str();
     let (mut agent, hello) = open(host, options, printer)?;
     result.from = hello.status.as_ref().and_then(|s| s.current.clone());
@@ -301,21 +354,6 @@ pub(crate) fn stage(
     })?;
     if need == Need::Nothing {
         printer.phase(name, "transfer", "skipped: already there");
-        return Ok(agent);
-    }
-    if let Some(pull) = &artifact.pull {
-        let detail = format!("{} from {}", agent::human_bytes(artifact.size), pull.store);
-        step(printer, name, "fetch", &detail, || {
-            let received = agent
-                .fetch(
-                    pull,
-                    &artifact.manifest.payload_digest,
-                    &mut agent_events(name, printer),
-                )
-                .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
-            result.files_sent = received.files;
-            Ok(())
-        })?;
         return Ok(agent);
     }
     // What the agent refuses or fails to do for a delta (unlike a broken

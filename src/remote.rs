@@ -172,13 +172,16 @@ impl RemoteAgent {
         })
     }
 
-    /// Has the host fetch the artifact of `pull` from the store and receive it,
-    /// requiring the release's payload digest. The URL goes on stdin, out of the
-    /// host's process list and ship's logs.
+    /// Has the host check what the release needs (`needs`, as `check` does), then
+    /// fetch the artifact of `pull` from the store and receive it, requiring the
+    /// release's payload digest: a host's whole staging in one call. The URL goes on
+    /// stdin, out of the host's process list and ship's logs. Where the agent is
+    /// missing (or speaks another protocol), `hello` installs ship's own first.
     pub fn fetch(
         &mut self,
         pull: &crate::fleet::Pull,
         payload: &Sha256,
+        needs: Check,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<Received, CallError> {
         let source = serde_json::to_vec(&protocol::Source {
@@ -188,8 +191,22 @@ impl RemoteAgent {
         let request = protocol::Fetch {
             expect_digest: pull.digest.clone(),
             expect_payload: payload.clone(),
+            needs: Check {
+                host: self.settings.clone(),
+                ..needs
+            },
         };
-        self.call(&request, Some(&mut std::io::Cursor::new(source)), on_event)
+        if self.program.is_none() {
+            self.program = self.candidates().into_iter().next();
+        }
+        // The URL is ours to send again: a missing agent is installed and asked anew.
+        match self.run_agent(&request, Some(&mut std::io::Cursor::new(&source)), on_event) {
+            Err(CallError::NoAgent(_)) if !self.found => {
+                self.hello()?;
+                self.run_agent(&request, Some(&mut std::io::Cursor::new(&source)), on_event)
+            }
+            other => other,
+        }
     }
 
     /// Which of `contents` the host lacks (those its releases have were hashed just

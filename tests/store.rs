@@ -477,3 +477,45 @@ fn an_expired_presigned_url_is_a_clear_error() {
     ship(&["deploy", "v1", "--hosts", "h1"], None).expect(0);
     assert_eq!(fleet.current("h1").as_deref(), Some("releases/v1"));
 }
+
+#[test]
+fn a_host_that_lacks_what_the_release_needs_downloads_nothing() {
+    if !common::store::can_run() {
+        return;
+    }
+    let nginx = Nginx::start();
+    let fleet = LocalFleet::bare(&["h1", "h2"]);
+    fleet.pack("v1");
+    fleet.pack_with(
+        "v2",
+        "[app]\nname = \"shop\"\n[release]\nrequires.env = [\"SHOP_SECRET\"]\n",
+        |_| {},
+    );
+    fleet.ship(&["deploy", "v1", "--hosts", "*"]).expect(0);
+    fleet.configure_host("h2", "env = { SHOP_SECRET = \"s3cret\" }");
+    add_to(
+        &fleet.dir.path().join("ship.toml"),
+        &store_table(&(nginx.url() + "/releases"), None, ""),
+    );
+    fleet.ship(&["publish", "v2"]).expect(0);
+    let deploy = fleet
+        .ship(&["deploy", "v2", "--hosts", "*", "--max-failures", "1"])
+        .expect(1);
+    // h1 lacks the variable: refused at preflight, in the same call as the fetch,
+    // before a byte was asked of the store; h2 has it and switches.
+    assert!(
+        deploy.row("h1").contains("preflight") && deploy.row("h1").contains("SHOP_SECRET"),
+        "{}",
+        deploy.stdout
+    );
+    assert_eq!(fleet.current("h1").as_deref(), Some("releases/v1"));
+    assert_eq!(fleet.current("h2").as_deref(), Some("releases/v2"));
+    let gets = nginx
+        .requests()
+        .iter()
+        .filter(|l| l.contains("\"GET /releases/shop/shop-v2.tar.zst "))
+        .count();
+    assert_eq!(gets, 1, "{:?}", nginx.requests());
+    // FROM comes from the host's own answer.
+    assert!(deploy.row("h2").contains(" v1 "), "{}", deploy.stdout);
+}

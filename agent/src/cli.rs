@@ -41,6 +41,46 @@ pub struct HostArgs {
     pub set: Vec<(String, String)>,
 }
 
+/// What a release needs of a host: checked by `check`, and by `fetch` before it
+/// downloads anything.
+#[derive(Debug, Args)]
+pub struct NeedArgs {
+    /// An environment variable that must be set (repeatable).
+    #[arg(long = "need-env", value_name = "NAME", value_parser = env_name)]
+    pub need_env: Vec<String>,
+    /// A file that must exist, relative to the app root (repeatable).
+    #[arg(long = "need-file", value_name = "PATH", value_parser = relative_path)]
+    pub need_file: Vec<String>,
+    /// An absolute path on this host that the release's symlinks point to (a host
+    /// requirement, such as a virtualenv's interpreter; repeatable).
+    #[arg(long = "need-host-path", value_name = "PATH", value_parser = host_path)]
+    pub need_host_path: Vec<String>,
+    /// Bytes the release needs on disk, all told (its files, 4 KiB per entry and a
+    /// 16 MiB margin, as receive reckons).
+    #[arg(long = "need-bytes", value_name = "BYTES")]
+    pub need_bytes: Option<u64>,
+    /// The environment file the release names (its manifest's `env_file`);
+    /// --env-file wins over it.
+    #[arg(long = "release-env-file", value_name = "PATH", value_parser = relative_path)]
+    pub release_env_file: Option<String>,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+impl NeedArgs {
+    /// As the protocol's `check` request names them.
+    pub fn into_check(self) -> crate::protocol::Check {
+        crate::protocol::Check {
+            env: self.need_env,
+            files: self.need_file,
+            host_paths: self.need_host_path,
+            bytes: self.need_bytes,
+            release_env_file: self.release_env_file,
+            host: self.host.settings(),
+        }
+    }
+}
+
 impl HostArgs {
     /// As the environment module takes them.
     pub fn settings(self) -> crate::protocol::HostSettings {
@@ -116,6 +156,10 @@ pub enum Command {
         /// Refuse the artifact unless its release's payload digest is this.
         #[arg(long, value_name = "SHA256")]
         expect_payload: Option<Sha256>,
+        /// What the release needs, checked as `check` does before anything is
+        /// downloaded.
+        #[command(flatten)]
+        needs: NeedArgs,
     },
     /// Which of the file contents listed on stdin ({"contents": [SHA256, …]}) the
     /// releases here have, each hashed now; a copy that differs from its manifest is
@@ -158,26 +202,8 @@ pub enum Command {
         root: RootArg,
         /// A release on this host whose requirements to check as well.
         version: Option<Version>,
-        /// An environment variable that must be set (repeatable).
-        #[arg(long = "need-env", value_name = "NAME", value_parser = env_name)]
-        need_env: Vec<String>,
-        /// A file that must exist, relative to the app root (repeatable).
-        #[arg(long = "need-file", value_name = "PATH", value_parser = relative_path)]
-        need_file: Vec<String>,
-        /// An absolute path on this host that the release's symlinks point to
-        /// (a host requirement, such as a virtualenv's interpreter; repeatable).
-        #[arg(long = "need-host-path", value_name = "PATH", value_parser = host_path)]
-        need_host_path: Vec<String>,
-        /// Bytes the release needs on disk, all told (its files, 4 KiB per entry and a
-        /// 16 MiB margin, as receive reckons).
-        #[arg(long = "need-bytes", value_name = "BYTES")]
-        need_bytes: Option<u64>,
-        /// The environment file the release names (its manifest's `env_file`);
-        /// --env-file wins over it.
-        #[arg(long = "release-env-file", value_name = "PATH", value_parser = relative_path)]
-        release_env_file: Option<String>,
         #[command(flatten)]
-        host: HostArgs,
+        needs: NeedArgs,
     },
     /// Check the current release's services now, once each (no restart, no retries
     /// beyond one attempt): is what runs healthy? Changes nothing but the journal's
@@ -331,30 +357,29 @@ mod tests {
             release_env_file: Some("shared/.env.release".into()),
             host: host(),
         };
-        let Command::Check {
-            version,
-            need_env,
-            need_file,
-            need_host_path,
-            need_bytes,
-            release_env_file,
-            host: h,
-            ..
-        } = parse(&check)
-        else {
+        let Command::Check { version, needs, .. } = parse(&check) else {
             panic!("not check")
         };
         assert_eq!(version, None);
+        assert_eq!(needs.into_check(), check);
+        let digest: manifests::Sha256 = "ab".repeat(32).parse().unwrap();
+        let fetch = protocol::Fetch {
+            expect_digest: digest.clone(),
+            expect_payload: digest.clone(),
+            needs: check.clone(),
+        };
+        let Command::Fetch {
+            expect_digest,
+            expect_payload,
+            needs,
+            ..
+        } = parse(&fetch)
+        else {
+            panic!("not fetch")
+        };
         assert_eq!(
-            protocol::Check {
-                env: need_env,
-                files: need_file,
-                host_paths: need_host_path,
-                bytes: need_bytes,
-                release_env_file,
-                host: h.settings(),
-            },
-            check
+            (expect_digest, expect_payload, needs.into_check()),
+            (digest.clone(), Some(digest), check)
         );
 
         let Command::Health { host: h, .. } = parse(&protocol::Health { host: host() }) else {

@@ -41,6 +41,7 @@ use cli::{Cli, Command};
 pub use error::AgentError;
 use layout::AppRoot;
 pub use layout::installed_agent;
+use manifests::Version;
 use output::Output;
 pub use output::human_bytes;
 use protocol::{AgentInfo, Event, Failure, FailureKind, HelloReply};
@@ -134,6 +135,36 @@ fn locked(app: &AppRoot, command: &str) -> Result<lock::Lock, AgentError> {
     })
 }
 
+/// `check`'s preflight (also `fetch`'s, before it downloads): what `needs` names and,
+/// with `version`, what that release here requires.
+fn preflight(
+    app: &AppRoot,
+    version: Option<&Version>,
+    needs: protocol::Check,
+) -> Result<protocol::Preflight, AgentError> {
+    let (mut behaviour, mut host_paths) = match version {
+        Some(version) => {
+            let manifest = receive::read_release_manifest(app, version)?.ok_or_else(|| {
+                AgentError::NoRelease {
+                    version: version.clone(),
+                    present: releases::present(app).unwrap_or_default(),
+                }
+            })?;
+            (manifest.behaviour.clone(), lifecycle::host_paths(&manifest))
+        }
+        None => Default::default(),
+    };
+    behaviour.requires.env.extend(needs.env);
+    behaviour.requires.files.extend(needs.files);
+    for path in needs.host_paths {
+        host_paths.entry(path).or_default();
+    }
+    if needs.release_env_file.is_some() {
+        behaviour.env_file = needs.release_env_file;
+    }
+    lifecycle::preflight(app, &behaviour, &host_paths, &needs.host, needs.bytes)
+}
+
 fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
     match command {
         Command::Receive {
@@ -173,6 +204,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             root,
             expect_digest,
             expect_payload,
+            needs,
         } => {
             let source: protocol::Source = serde_json::from_reader(std::io::stdin().lock())
                 .map_err(|e| {
@@ -184,6 +216,8 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
                 })?;
             let app = AppRoot::new(&root.root)
                 .map_err(|e| AgentError::io("cannot use", &root.root, e))?;
+            // Nothing is written or downloaded for a host that cannot take the release.
+            preflight(&app, None, needs.into_check())?;
             app.create()
                 .map_err(|e| AgentError::io("cannot create the app root", app.path(), e))?;
             let _lock = locked(&app, "fetch")?;
@@ -250,38 +284,11 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
         Command::Check {
             root,
             version,
-            need_env,
-            need_file,
-            need_host_path,
-            need_bytes,
-            release_env_file,
-            host,
+            needs,
         } => {
             let app = AppRoot::new(&root.root)
                 .map_err(|e| AgentError::io("cannot use", &root.root, e))?;
-            let (mut behaviour, mut host_paths) = match &version {
-                Some(version) => {
-                    let manifest =
-                        receive::read_release_manifest(&app, version)?.ok_or_else(|| {
-                            AgentError::NoRelease {
-                                version: version.clone(),
-                                present: releases::present(&app).unwrap_or_default(),
-                            }
-                        })?;
-                    (manifest.behaviour.clone(), lifecycle::host_paths(&manifest))
-                }
-                None => Default::default(),
-            };
-            behaviour.requires.env.extend(need_env);
-            behaviour.requires.files.extend(need_file);
-            for path in need_host_path {
-                host_paths.entry(path).or_default();
-            }
-            if release_env_file.is_some() {
-                behaviour.env_file = release_env_file;
-            }
-            let checked =
-                lifecycle::preflight(&app, &behaviour, &host_paths, &host.settings(), need_bytes)?;
+            let checked = preflight(&app, version.as_ref(), needs.into_check())?;
             out.say(format!("{}: preflight passed", app.path().display()));
             done(out, &checked);
         }

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 /// The protocol version. It changes whenever a request, an event or a reply changes
 /// shape, so that a host with an older agent gets ship's own (3: `health`; 4: host
 /// requirements; 5: typed failures, the full disk need in `check`; 6: `have` and
-/// delta receives; 7: `fetch`; 8: `activate --keep`).
+/// delta receives; 7: `fetch`; 8: `activate --keep`, `fetch` with the preflight of
+/// `check`, and the current release in `receive`'s reply).
 pub const VERSION: u32 = 8;
 
 /// Room kept free on a host beyond the release itself.
@@ -229,18 +230,23 @@ pub struct Fetch {
     pub expect_digest: Sha256,
     /// The release's payload digest.
     pub expect_payload: Sha256,
+    /// What the release needs of the host, checked as `check` does before anything
+    /// is downloaded: staging in pull mode is this one call.
+    pub needs: Check,
 }
 
 impl Request for Fetch {
     const COMMAND: &'static str = "fetch";
     type Reply = Received;
     fn args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--expect-digest".to_owned(),
             self.expect_digest.to_string(),
             "--expect-payload".to_owned(),
             self.expect_payload.to_string(),
-        ]
+        ];
+        args.extend(self.needs.args());
+        args
     }
 }
 
@@ -577,6 +583,9 @@ pub struct Received {
     /// Of those, bytes copied from the host's own releases.
     #[serde(default)]
     pub reused_bytes: u64,
+    /// The release that was current on the host when this one came.
+    #[serde(default)]
+    pub current: Option<Version>,
 }
 
 /// `have`'s reply.
@@ -1003,6 +1012,7 @@ mod tests {
             bytes: 30,
             reused_files: 2,
             reused_bytes: 20,
+            current: Some(v("v1")),
         });
         round_trip(Had {
             missing: vec![digest()],

@@ -77,6 +77,7 @@ pub fn receive(
     out: Output,
 ) -> Result<Received, AgentError> {
     let started = Instant::now();
+    let current = crate::releases::current(root);
     // Entries are created with exactly the manifest's modes (and nothing else
     // creates files in this process meanwhile).
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
@@ -122,6 +123,7 @@ pub fn receive(
                 bytes: unpack.bytes,
                 reused_files: unpack.reused_files,
                 reused_bytes: unpack.reused_bytes,
+                current: current.clone(),
             })
         }
         Err(Stop::AlreadyPresent(manifest)) => Ok(Received {
@@ -133,6 +135,7 @@ pub fn receive(
             bytes: 0,
             reused_files: 0,
             reused_bytes: 0,
+            current,
         }),
         Err(Stop::Failed(e)) => Err(e),
     };
