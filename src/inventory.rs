@@ -99,6 +99,27 @@ pub struct SshTarget {
     pub timeout: Duration,
 }
 
+/// `path` of the fleet file in the directory `base`: `~` is the home directory, and a
+/// relative path is relative to `base`.
+fn expand(path: &Path, base: &Path) -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    match (path.strip_prefix("~"), home) {
+        (Ok(rest), Some(home)) => home.join(rest),
+        _ if path.is_relative() => base.join(path),
+        _ => path.to_owned(),
+    }
+}
+
+/// Where the fleet file `toml`, read from `config`, keeps its artifacts (`[app]
+/// artifacts`, default `dist`).
+pub fn artifacts_dir(toml: &ShipToml, config: &Path) -> PathBuf {
+    let base = config.parent().unwrap_or(Path::new("."));
+    expand(
+        toml.app.artifacts.as_deref().unwrap_or(Path::new("dist")),
+        base,
+    )
+}
+
 impl Fleet {
     /// Resolves `toml`, read from `config` (relative paths are relative to its
     /// directory): its top-level hosts, or those of environment `env`. Fails when
@@ -181,14 +202,7 @@ impl Fleet {
             });
         }
         let toml = &view;
-        let home = std::env::var_os("HOME").map(PathBuf::from);
-        let expand = |p: &Path| -> PathBuf {
-            match (p.strip_prefix("~"), &home) {
-                (Ok(rest), Some(home)) => home.join(rest),
-                _ if p.is_relative() => base.join(p),
-                _ => p.to_owned(),
-            }
-        };
+        let expand = |p: &Path| expand(p, base);
         let known_hosts = toml
             .ssh
             .known_hosts
@@ -255,7 +269,7 @@ impl Fleet {
             app,
             environment,
             keep: full.app.keep.unwrap_or(DEFAULT_KEEP),
-            artifacts: expand(full.app.artifacts.as_deref().unwrap_or(Path::new("dist"))),
+            artifacts: artifacts_dir(full, config),
             hosts,
             rollout: toml.rollout.clone(),
             webhooks: toml.notify.webhooks.clone(),

@@ -165,7 +165,7 @@ impl RemoteAgent {
             delta,
             base,
         };
-        self.call(&request, Some(artifact), &mut |event| {
+        self.call(&request, Input::Stream(artifact), &mut |event| {
             if let Event::Progress(p) = event {
                 tracing::debug!(files = p.files, bytes = p.bytes, "received");
             }
@@ -196,17 +196,7 @@ impl RemoteAgent {
                 ..needs
             },
         };
-        if self.program.is_none() {
-            self.program = self.candidates().into_iter().next();
-        }
-        // The URL is ours to send again: a missing agent is installed and asked anew.
-        match self.run_agent(&request, Some(&mut std::io::Cursor::new(&source)), on_event) {
-            Err(CallError::NoAgent(_)) if !self.found => {
-                self.hello()?;
-                self.run_agent(&request, Some(&mut std::io::Cursor::new(&source)), on_event)
-            }
-            other => other,
-        }
+        self.call(&request, Input::Bytes(&source), on_event)
     }
 
     /// Which of `contents` the host lacks (those its releases have were hashed just
@@ -218,9 +208,8 @@ impl RemoteAgent {
     ) -> Result<Vec<Sha256>, CallError> {
         let wanted = serde_json::to_vec(&protocol::Wanted { contents })
             .expect("a list of digests serializes");
-        let mut stdin = std::io::Cursor::new(wanted);
         Ok(self
-            .call(&protocol::Have, Some(&mut stdin), on_event)?
+            .call(&protocol::Have, Input::Bytes(&wanted), on_event)?
             .missing)
     }
 
@@ -238,7 +227,7 @@ impl RemoteAgent {
             host: self.settings.clone(),
             keep,
         };
-        self.call(&request, None, on_event)
+        self.call(&request, Input::None, on_event)
     }
 
     /// Rolls back, to `to` or the previous release; events as for `activate`.
@@ -251,7 +240,7 @@ impl RemoteAgent {
             to: to.cloned(),
             host: self.settings.clone(),
         };
-        self.call(&request, None, on_event)
+        self.call(&request, Input::None, on_event)
     }
 
     /// Preflight alone: the lock, and what `check` names (its host settings are the
@@ -261,7 +250,7 @@ impl RemoteAgent {
             host: self.settings.clone(),
             ..check
         };
-        self.call(&request, None, &mut |_| {})
+        self.call(&request, Input::None, &mut |_| {})
     }
 
     /// Checks the services of the current release, once each.
@@ -269,13 +258,13 @@ impl RemoteAgent {
         let request = protocol::Health {
             host: self.settings.clone(),
         };
-        self.call(&request, None, &mut |_| {})
+        self.call(&request, Input::None, &mut |_| {})
     }
 
     /// The journal's records.
     pub fn history(&mut self) -> Result<Vec<Record>, CallError> {
         let mut records = Vec::new();
-        self.call(&History, None, &mut |event| {
+        self.call(&History, Input::None, &mut |event| {
             if let Event::Record(record) = event {
                 records.push(record.clone());
             }
@@ -289,23 +278,36 @@ impl RemoteAgent {
     fn call<R: Request>(
         &mut self,
         request: &R,
-        stdin: Option<&mut (dyn Read + Send)>,
+        mut input: Input<'_>,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<R::Reply, CallError> {
         if self.program.is_none() {
             self.program = self.candidates().into_iter().next();
         }
-        // A request fed on stdin is not retried: part of the input may be gone.
-        // (Deploys say hello before they transfer.)
-        if stdin.is_some() {
-            return self.run_agent(request, stdin, on_event);
-        }
-        match self.run_agent(request, None, on_event) {
-            Err(CallError::NoAgent(_)) if !self.found => {
+        match self.run_with(request, &mut input, on_event) {
+            // A stream is not sent twice: part of it may be gone. (Deploys that
+            // stream say hello before they transfer.)
+            Err(CallError::NoAgent(_)) if !self.found && !matches!(input, Input::Stream(_)) => {
                 self.hello()?;
-                self.run_agent(request, None, on_event)
+                self.run_with(request, &mut input, on_event)
             }
             other => other,
+        }
+    }
+
+    /// [`RemoteAgent::run_agent`] fed `input`.
+    fn run_with<R: Request>(
+        &mut self,
+        request: &R,
+        input: &mut Input<'_>,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<R::Reply, CallError> {
+        match input {
+            Input::None => self.run_agent(request, None, on_event),
+            Input::Bytes(bytes) => {
+                self.run_agent(request, Some(&mut std::io::Cursor::new(*bytes)), on_event)
+            }
+            Input::Stream(stream) => self.run_agent(request, Some(&mut **stream), on_event),
         }
     }
 
@@ -405,6 +407,16 @@ impl RemoteAgent {
             stderr,
         })
     }
+}
+
+/// What a request is fed on stdin.
+enum Input<'a> {
+    None,
+    /// A document ship holds whole (a URL, a list of digests): sent again when the
+    /// agent had to be installed first.
+    Bytes(&'a [u8]),
+    /// A stream (an artifact), sent once.
+    Stream(&'a mut (dyn Read + Send)),
 }
 
 /// `argv` with the values of `--set NAME=VALUE` hidden (they may be secrets), for

@@ -339,6 +339,18 @@ fn a_tampered_object_in_the_store_is_refused_by_every_host() {
     );
 }
 
+/// A host h1 on v1, with a v2 of 4 MiB more that do not compress published to
+/// `nginx`: at a limited rate, long enough a download to cut.
+fn fleet_with_a_large_v2(nginx: &Nginx) -> LocalFleet {
+    fleet_on_v1_with_v2_published(&["h1"], nginx, |tree| {
+        fs::write(
+            tree.join("public/noise.bin"),
+            common::incompressible(4 << 20),
+        )
+        .unwrap();
+    })
+}
+
 #[test]
 fn a_download_cut_by_the_store_resumes_where_it_stopped() {
     if !common::store::can_run() {
@@ -346,13 +358,7 @@ fn a_download_cut_by_the_store_resumes_where_it_stopped() {
     }
     // 4 MiB that do not compress, served at 1 MiB/s: the store goes away a second in.
     let mut nginx = Nginx::start_limited("1m");
-    let fleet = fleet_on_v1_with_v2_published(&["h1"], &nginx, |tree| {
-        fs::write(
-            tree.join("public/noise.bin"),
-            common::incompressible(4 << 20),
-        )
-        .unwrap();
-    });
+    let fleet = fleet_with_a_large_v2(&nginx);
     let mut cmd = fleet.command(&["deploy", "v2", "--hosts", "h1", "--no-progress"]);
     let deploy = common::run_until(&mut cmd, "h1: fetch", |_| {
         std::thread::sleep(std::time::Duration::from_millis(1200));
@@ -387,13 +393,7 @@ fn a_store_that_stays_down_fails_the_host_and_leaves_it_whole() {
         return;
     }
     let mut nginx = Nginx::start_limited("1m");
-    let fleet = fleet_on_v1_with_v2_published(&["h1"], &nginx, |tree| {
-        fs::write(
-            tree.join("public/noise.bin"),
-            common::incompressible(4 << 20),
-        )
-        .unwrap();
-    });
+    let fleet = fleet_with_a_large_v2(&nginx);
     let mut cmd = fleet.command(&["deploy", "v2", "--hosts", "h1", "--no-progress"]);
     let deploy = common::run_until(&mut cmd, "h1: fetch", |_| {
         std::thread::sleep(std::time::Duration::from_millis(1000));

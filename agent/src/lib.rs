@@ -165,6 +165,18 @@ fn preflight(
     lifecycle::preflight(app, &behaviour, &host_paths, &needs.host, needs.bytes)
 }
 
+/// The JSON document on stdin; `action` says what could not be read, as in
+/// "cannot read the artifact's URL from stdin".
+fn stdin_json<T: serde::de::DeserializeOwned>(action: &'static str) -> Result<T, AgentError> {
+    serde_json::from_reader(std::io::stdin().lock()).map_err(|e| {
+        AgentError::io(
+            action,
+            "stdin",
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })
+}
+
 fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
     match command {
         Command::Receive {
@@ -206,14 +218,8 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             expect_payload,
             needs,
         } => {
-            let source: protocol::Source = serde_json::from_reader(std::io::stdin().lock())
-                .map_err(|e| {
-                    AgentError::io(
-                        "cannot read the artifact's URL ({\"url\": URL}) from",
-                        "stdin",
-                        std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                    )
-                })?;
+            let source: protocol::Source =
+                stdin_json("cannot read the artifact's URL ({\"url\": URL}) from")?;
             let app = AppRoot::new(&root.root)
                 .map_err(|e| AgentError::io("cannot use", &root.root, e))?;
             // Nothing is written or downloaded for a host that cannot take the release.
@@ -233,14 +239,9 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             done(out, &received);
         }
         Command::Have { root } => {
-            let wanted: protocol::Wanted = serde_json::from_reader(std::io::stdin().lock())
-                .map_err(|e| {
-                    AgentError::io(
-                        "cannot read the contents asked about ({\"contents\": [SHA256, …]}) from",
-                        "stdin",
-                        std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                    )
-                })?;
+            let wanted: protocol::Wanted = stdin_json(
+                "cannot read the contents asked about ({\"contents\": [SHA256, …]}) from",
+            )?;
             let app = AppRoot::new(&root.root)
                 .map_err(|e| AgentError::io("cannot use", &root.root, e))?;
             let stock = if app.exists() {

@@ -581,9 +581,8 @@ pub fn status(settings: &FleetSettings, hosts: &str, printer: &Printer) -> Resul
         .collect();
     running.sort();
     running.dedup();
-    for version in &running {
-        store_report(settings, version, None, printer);
-    }
+    let running: Vec<(Version, Option<Sha256>)> = running.into_iter().map(|v| (v, None)).collect();
+    store_report(settings, &running, printer);
     let unreachable = statuses.iter().filter(|(_, s)| s.is_err()).count();
     if unreachable > 0 {
         return Err(CliError::failed_hosts(format!(
@@ -720,8 +719,7 @@ pub fn check(
                 .ok();
         store_report(
             settings,
-            &artifact.manifest.version,
-            digest.as_ref(),
+            &[(artifact.manifest.version.clone(), digest)],
             printer,
         );
     }
@@ -734,19 +732,34 @@ pub fn check(
     )
 }
 
-/// Says whether the fleet's store (when it has one) holds release `version`, and
-/// whether it is the artifact whose sha256 is `local` (when given).
+/// Says whether the fleet's store (when it has one) holds each release of
+/// `versions`, and whether it is the artifact whose sha256 is given beside it.
 fn store_report(
     settings: &FleetSettings,
-    version: &Version,
-    local: Option<&Sha256>,
+    versions: &[(Version, Option<Sha256>)],
     printer: &Printer,
 ) {
     if settings.fleet.store.url.is_none() {
         return;
     }
+    let store = Store::open(&settings.fleet.store, None);
+    for (version, local) in versions {
+        store_line(settings, &store, version, local.as_ref(), printer);
+    }
+}
+
+/// One release's line of [`store_report`].
+fn store_line(
+    settings: &FleetSettings,
+    store: &Result<Store, String>,
+    version: &Version,
+    local: Option<&Sha256>,
+    printer: &Printer,
+) {
     let app = &settings.fleet.app;
-    let found = Store::open(&settings.fleet.store, None)
+    let found = store
+        .as_ref()
+        .map_err(Clone::clone)
         .and_then(|store| Ok((store.published(app, version)?, store.url().to_owned())));
     let (sentence, held) = match &found {
         Err(e) => (

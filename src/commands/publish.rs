@@ -130,7 +130,6 @@ fn artifact_path(
         .name
         .as_ref()
         .ok_or_else(|| CliError::usage(format!("{} has no [app] name", config.display())))?;
-    let base = config.parent().unwrap_or(Path::new("."));
-    let dir = base.join(toml.app.artifacts.as_deref().unwrap_or(Path::new("dist")));
-    Ok(dir.join(packager::artifact_file_name(app, &version)))
+    Ok(crate::inventory::artifacts_dir(toml, config)
+        .join(packager::artifact_file_name(app, &version)))
 }
