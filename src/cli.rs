@@ -55,6 +55,12 @@ impl Command {
             Command::Check(args) => args.fleet.json,
             Command::Status(args) => args.fleet.json,
             Command::History(args) => args.fleet.json,
+            Command::Key(_) | Command::Sign(_) => false,
+            Command::Trust(args) => match &args.command {
+                TrustCommand::List { target }
+                | TrustCommand::Add { target, .. }
+                | TrustCommand::Revoke { target, .. } => target.fleet.json,
+            },
         }
     }
 }
@@ -152,6 +158,146 @@ pub enum Command {
     Status(StatusArgs),
     /// Every host's journal: who deployed or rolled back what, and when.
     History(StatusArgs),
+    /// Make signing keys (minisign's format) and the statements that rotate them.
+    Key(KeyArgs),
+    /// Sign an artifact: writes <ARTIFACT>.minisig.
+    ///
+    /// The signature is minisign's (Ed25519 over the artifact's BLAKE2b-512, so
+    /// `minisign -Vm ARTIFACT -p KEY.pub` checks it). Its trusted comment, signed
+    /// too, names the app, the version, the payload and manifest digests and a
+    /// signing sequence (the time in seconds, or --seq): a signature cannot be moved
+    /// to another artifact or version, and a host refuses a release signed with a
+    /// lower sequence than one it has taken from the same key. With --print-claim,
+    /// only that comment is printed, to sign with `minisign -S -t COMMENT`.
+    Sign(SignArgs),
+    /// The keys hosts trust: list them, add one, revoke one.
+    ///
+    /// A host that trusts a key takes only releases signed by a key it trusts. Keys
+    /// live on the host (<root>/.ship/trust/), set there by `ship-agent trust add`,
+    /// or from here: a host that trusts no key yet takes its first one with
+    /// --first-contact; after that, a key is added or revoked only with a statement
+    /// signed by a key the host already trusts (`ship key endorse`, `ship key
+    /// revoke`).
+    Trust(TrustArgs),
+}
+
+/// `ship key`.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    #[command(subcommand)]
+    pub command: KeyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new keypair: OUT.key (the secret key, 0600, encrypted with a
+    /// passphrase from SHIP_KEY_PASSPHRASE or a prompt) and OUT.pub.
+    Generate {
+        /// The files' path without their extension.
+        #[arg(long, default_value = "ship")]
+        out: PathBuf,
+        /// Do not encrypt the secret key (for a CI secrets store).
+        #[arg(long)]
+        unencrypted: bool,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign a statement that hosts trusting KEY may trust NEW (key rotation):
+    /// writes NEW.add.minisig, for `ship trust add NEW --statement`.
+    Endorse {
+        /// The new public key file.
+        new: PathBuf,
+        /// A secret key the hosts trust.
+        #[arg(long, value_name = "PATH")]
+        key: PathBuf,
+        /// Where to write the statement.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Sign a statement that hosts are to stop trusting OLD: writes
+    /// OLD.revoke.minisig, for `ship trust revoke OLD --statement`.
+    Revoke {
+        /// The public key file to revoke.
+        old: PathBuf,
+        /// A secret key the hosts trust.
+        #[arg(long, value_name = "PATH")]
+        key: PathBuf,
+        /// Where to write the statement.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `ship sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The artifact (.tar.zst).
+    pub artifact: PathBuf,
+    /// The secret key.
+    #[arg(long, value_name = "PATH", required_unless_present = "print_claim")]
+    pub key: Option<PathBuf>,
+    /// The signing sequence [default: the time now, in seconds].
+    #[arg(long, value_name = "N")]
+    pub seq: Option<u64>,
+    /// Print the trusted comment a signature of this artifact carries, and sign
+    /// nothing.
+    #[arg(long)]
+    pub print_claim: bool,
+}
+
+/// `ship trust`.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    #[command(subcommand)]
+    pub command: TrustCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// The keys each host trusts, and the highest signing sequence it took from each.
+    List {
+        #[command(flatten)]
+        target: TrustTarget,
+    },
+    /// Have hosts trust a key: with --statement (a key they trust signed it: `ship
+    /// key endorse`), or --first-contact (only hosts that trust no key yet).
+    Add {
+        /// The public key file.
+        key: PathBuf,
+        /// The statement of the addition.
+        #[arg(long, value_name = "PATH", required_unless_present = "first_contact")]
+        statement: Option<PathBuf>,
+        /// Give the key to hosts that trust none yet; a host that trusts keys
+        /// refuses it.
+        #[arg(long)]
+        first_contact: bool,
+        #[command(flatten)]
+        target: TrustTarget,
+    },
+    /// Have hosts stop trusting a key, by a statement a key they trust signed (`ship
+    /// key revoke`). A host's last key is not revoked from here.
+    Revoke {
+        /// The public key file.
+        key: PathBuf,
+        /// The statement of the revocation.
+        #[arg(long, value_name = "PATH")]
+        statement: PathBuf,
+        #[command(flatten)]
+        target: TrustTarget,
+    },
+}
+
+/// The hosts a `ship trust` command works on.
+#[derive(Debug, Args)]
+pub struct TrustTarget {
+    /// Hosts to work on (names, globs, @groups).
+    #[arg(long, default_value = "*")]
+    pub hosts: String,
+    #[command(flatten)]
+    pub env: EnvArg,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 /// Where the fleet is described.
@@ -219,6 +365,11 @@ pub struct RolloutArgs {
     /// (which hosts need a transfer, how many bytes, the waves).
     #[arg(long)]
     pub plan: bool,
+    /// Let hosts take a release signed with a lower sequence than one they have
+    /// taken from the same key (a downgrade); REASON goes in each host's journal,
+    /// with who allowed it.
+    #[arg(long, value_name = "REASON")]
+    pub allow_downgrade: Option<String>,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -322,6 +473,9 @@ pub struct PackArgs {
     /// Make relocatability findings (what is left unrelocated) errors.
     #[arg(long)]
     pub strict: bool,
+    /// Sign the artifact with this secret key, as `ship sign` does.
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
     /// Print the result as a JSON line on stdout.
     #[arg(long)]
     pub json: bool,
@@ -362,6 +516,14 @@ pub struct VerifyArgs {
     /// Expected sha256 of the artifact, instead of reading <ARTIFACT>.sha256.
     #[arg(long)]
     pub digest: Option<Sha256>,
+    /// A public key to check <ARTIFACT>.minisig against (repeatable) [default: the
+    /// keys of [trust] in ship.toml, when there is one]. With keys, an unsigned
+    /// artifact does not verify.
+    #[arg(long, value_name = "PATH")]
+    pub key: Vec<PathBuf>,
+    /// The ship.toml whose [trust] keys to use [default: ./ship.toml].
+    #[arg(long, env = "SHIP_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Print the result as a JSON line on stdout.
     #[arg(long)]
     pub json: bool,

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use agent::protocol::{self, Check, Event, HelloReply, Preflight, Record, Status, Switched};
 use manifests::behaviour::Behaviour;
+use manifests::signature::{KeyId, Signature};
 use manifests::{Manifest, Sha256, Version};
 
 use crate::delta::Transfer;
@@ -81,6 +82,8 @@ pub struct Artifact {
     pub deltas: crate::delta::Deltas,
     /// Where the hosts fetch it from, in pull mode.
     pub pull: Option<Pull>,
+    /// Its signature (sent to every host), and the operator's leave to downgrade.
+    pub signing: protocol::Signing,
 }
 
 /// A published artifact the hosts fetch from the store themselves.
@@ -95,6 +98,12 @@ pub struct Pull {
 }
 
 impl Artifact {
+    /// The key that signed it, when it is signed.
+    pub fn signed_by(&self) -> Option<KeyId> {
+        let text = self.signing.signature.as_deref()?;
+        Signature::parse(text).ok().map(|s| s.key())
+    }
+
     /// Its files.
     pub fn files(&self) -> u64 {
         self.manifest
@@ -310,6 +319,7 @@ fn stage_pull(
             pull,
             payload,
             needs(artifact),
+            &artifact.signing,
             &mut agent_events(name, printer),
         )
     })
@@ -359,7 +369,13 @@ pub(crate) fn stage(
     // What the agent refuses or fails to do for a delta (unlike a broken
     // connection) leaves the whole artifact to send.
     let instead = |error: HostError| {
-        if !error.host_state_known() {
+        // A release the host does not trust is not sent again whole either.
+        if !error.host_state_known()
+            || matches!(
+                error.kind,
+                ErrorKind::Agent(protocol::FailureKind::Untrusted)
+            )
+        {
             return Err(error);
         }
         printer.output(
@@ -449,6 +465,7 @@ fn send(
             &artifact.manifest.payload_digest,
             delta.is_some(),
             delta.and_then(|d| d.base.clone()),
+            &artifact.signing,
         )
         .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
     result.transferred = counting.sent;
@@ -670,6 +687,23 @@ pub fn check(
             agent.check(check)
         })
         .map_err(|e| HostError::from_call(Step::Preflight, &e, host.name.as_str(), manifest))
+    });
+    by_host(hosts, results)
+}
+
+/// The keys every host trusts, after `change` when given.
+pub fn trust(
+    hosts: &[&Host],
+    change: Option<&protocol::TrustChange>,
+    options: &Options,
+    printer: &Printer,
+) -> Vec<(String, Result<protocol::TrustReply, HostError>)> {
+    let results = parallel(hosts, options, |_, host| {
+        let _span = host_span(host).entered();
+        let name = host.name.as_str();
+        let (mut agent, _) = open(host, options, printer)?;
+        step(printer, name, "trust", "", || agent.trust(change))
+            .map_err(|e| HostError::from_call(Step::Trust, &e, name, None))
     });
     by_host(hosts, results)
 }

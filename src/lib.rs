@@ -20,6 +20,7 @@ mod remote;
 mod results;
 mod rollout;
 mod settings;
+mod signing;
 mod store;
 mod transport;
 
@@ -116,8 +117,13 @@ fn dispatch(
         Command::Verify(args) => commands::verify::run(
             &settings::artifact_path(args.artifact)?,
             args.digest,
+            &args.key,
+            args.config,
             printer,
         ),
+        Command::Key(args) => commands::keys::key(args.command, printer),
+        Command::Sign(args) => commands::keys::sign(args, printer),
+        Command::Trust(args) => commands::fleet::trust(args.command, env, interrupt, printer),
         Command::Deploy(args) => {
             let environment = args.env.name.as_deref();
             let hosts = settings::hosts_or_env(args.hosts, environment)?;

@@ -159,11 +159,13 @@ impl RemoteAgent {
         payload: &Sha256,
         delta: bool,
         base: Option<protocol::Base>,
+        signing: &protocol::Signing,
     ) -> Result<Received, CallError> {
         let request = protocol::Receive {
             expect_payload: payload.clone(),
             delta,
             base,
+            signing: signing.clone(),
         };
         self.call(&request, Input::Stream(artifact), &mut |event| {
             if let Event::Progress(p) = event {
@@ -182,6 +184,7 @@ impl RemoteAgent {
         pull: &crate::fleet::Pull,
         payload: &Sha256,
         needs: Check,
+        signing: &protocol::Signing,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<Received, CallError> {
         let source = serde_json::to_vec(&protocol::Source {
@@ -195,6 +198,7 @@ impl RemoteAgent {
                 host: self.settings.clone(),
                 ..needs
             },
+            signing: signing.clone(),
         };
         self.call(&request, Input::Bytes(&source), on_event)
     }
@@ -251,6 +255,20 @@ impl RemoteAgent {
             ..check
         };
         self.call(&request, Input::None, &mut |_| {})
+    }
+
+    /// The keys the host trusts, after `change` when given.
+    pub fn trust(
+        &mut self,
+        change: Option<&protocol::TrustChange>,
+    ) -> Result<protocol::TrustReply, CallError> {
+        match change {
+            None => self.call(&protocol::TrustList, Input::None, &mut |_| {}),
+            Some(change) => {
+                let bytes = serde_json::to_vec(change).expect("a trust change serializes");
+                self.call(&protocol::TrustApply, Input::Bytes(&bytes), &mut |_| {})
+            }
+        }
     }
 
     /// Checks the services of the current release, once each.

@@ -30,6 +30,8 @@ pub enum Step {
     Health,
     /// Reading the journal.
     History,
+    /// Reading or changing the keys a host trusts.
+    Trust,
     /// Not started.
     Start,
 }
@@ -44,6 +46,7 @@ impl Step {
             Step::Transfer => "transfer",
             Step::Activate => "activate",
             Step::Rollback => "rollback",
+            Step::Trust => "trust",
             Step::Health => "health",
             Step::History => "history",
             Step::Start => "start",

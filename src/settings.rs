@@ -59,6 +59,8 @@ impl Env {
 pub struct PackSettings {
     pub options: PackOptions,
     pub relocation: packager::Relocation,
+    /// The secret key to sign the artifact with.
+    pub sign: Option<PathBuf>,
 }
 
 impl PackSettings {
@@ -92,6 +94,7 @@ impl PackSettings {
             .map(|n| n.get() as u32)
             .unwrap_or(1);
         Ok(PackSettings {
+            sign: args.sign,
             relocation: if args.no_relocate {
                 packager::Relocation::KeepBytes
             } else {
@@ -193,6 +196,7 @@ impl FleetSettings {
             all_or_nothing: args.all_or_nothing,
             full: args.full,
             push: args.push,
+            allow_downgrade: args.allow_downgrade.clone(),
         })
     }
 
@@ -214,6 +218,16 @@ pub struct RolloutSettings {
     pub full: bool,
     /// Stream the artifact from here even when there is a store to fetch it from.
     pub push: bool,
+    /// Why hosts may take a release signed before one they have taken.
+    pub allow_downgrade: Option<String>,
+}
+
+impl FleetSettings {
+    /// The keys of `[trust]`, which an artifact must be signed by before a deploy
+    /// sends it anywhere.
+    pub fn trusted_keys(&self) -> Result<Vec<manifests::signature::PublicKey>, CliError> {
+        crate::signing::config_keys(&self.toml, &self.path)
+    }
 }
 
 /// The hosts a deploy or rollback works on: `--hosts`, else every host of the

@@ -181,6 +181,18 @@ impl Store {
         Ok((json, meta.size))
     }
 
+    /// The published signature of `version` (its `.minisig` text), if it is signed.
+    pub fn signature(&self, app: &AppName, version: &Version) -> Result<Option<String>, String> {
+        let file = packager::artifact_file_name(app, version);
+        let key = self.key(app, &format!("{file}.minisig"));
+        self.get(&key)?
+            .map(|bytes| {
+                String::from_utf8(bytes)
+                    .map_err(|_| format!("{} is not a signature", self.shown(&key)))
+            })
+            .transpose()
+    }
+
     /// The digest of the published artifact of `version`, if it is published.
     pub fn published(&self, app: &AppName, version: &Version) -> Result<Option<Sha256>, String> {
         let file = packager::artifact_file_name(app, version);
@@ -198,7 +210,10 @@ impl Store {
     }
 
     /// Publishes the artifact at `path` (of `app` `version`, whose sha256 is
-    /// `digest` and manifest `manifest_json`); `progress` is told the bytes sent.
+    /// `digest` and manifest `manifest_json`, with its signature when signed);
+    /// `progress` is told the bytes sent. A signature made after the artifact was
+    /// published is added beside it.
+    #[allow(clippy::too_many_arguments)]
     pub fn publish(
         &self,
         path: &Path,
@@ -206,11 +221,26 @@ impl Store {
         version: &Version,
         digest: &Sha256,
         manifest_json: Vec<u8>,
+        signature: Option<&str>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Published, String> {
         let file = packager::artifact_file_name(app, version);
+        let put = |key: &Key, bytes: Vec<u8>| {
+            self.runtime
+                .block_on(self.store.put(key, PutPayload::from(bytes)))
+                .map(drop)
+                .map_err(|e| format!("cannot upload {}: {e}", self.shown(key)))
+        };
+        let signature_key = self.key(app, &format!("{file}.minisig"));
         match self.published(app, version)? {
-            Some(there) if there == *digest => return Ok(Published::AlreadyThere),
+            Some(there) if there == *digest => {
+                if let Some(text) = signature
+                    && self.signature(app, version)?.as_deref() != Some(text)
+                {
+                    put(&signature_key, text.as_bytes().to_vec())?;
+                }
+                return Ok(Published::AlreadyThere);
+            }
             Some(there) => {
                 return Err(format!(
                     "{} already holds another artifact for {app} {version} (sha256 {there}, this one is {digest}); a published release is never overwritten: pack a new version",
@@ -220,17 +250,14 @@ impl Store {
             None => {}
         }
         let artifact_key = self.key(app, &file);
-        let put = |key: &Key, bytes: Vec<u8>| {
-            self.runtime
-                .block_on(self.store.put(key, PutPayload::from(bytes)))
-                .map(drop)
-                .map_err(|e| format!("cannot upload {}: {e}", self.shown(key)))
-        };
         self.upload(path, &artifact_key, progress)?;
         put(
             &self.key(app, &format!("{file}.manifest.json")),
             manifest_json,
         )?;
+        if let Some(text) = signature {
+            put(&signature_key, text.as_bytes().to_vec())?;
+        }
         // Last: the release is published once its sidecar is there.
         put(
             &self.key(app, &format!("{file}.sha256")),

@@ -109,6 +109,91 @@ fn env_name(text: &str) -> Result<String, String> {
     }
 }
 
+/// A release's signature, for a host that trusts keys.
+#[derive(Debug, Args)]
+pub struct SigningArgs {
+    /// The release's signature: its .minisig file's text, in base64 (as ship sends
+    /// it). A host that trusts keys requires one.
+    #[arg(long, value_name = "BASE64", value_parser = signature_arg, conflicts_with = "signature_file")]
+    pub signature: Option<manifests::signature::Signature>,
+    /// The release's signature, from its .minisig file.
+    #[arg(long, value_name = "PATH")]
+    pub signature_file: Option<PathBuf>,
+    /// Take a release signed with a lower sequence than one this host has accepted
+    /// from the same key (a downgrade, or a replay): REASON goes in the journal with
+    /// who allowed it.
+    #[arg(long, value_name = "REASON", value_parser = reason)]
+    pub allow_downgrade: Option<String>,
+}
+
+impl SigningArgs {
+    /// The signature, read from its file when given as one.
+    pub fn into_signing(self) -> Result<crate::trust::Signing, crate::AgentError> {
+        let signature = match (self.signature, self.signature_file) {
+            (Some(signature), _) => Some(signature),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| crate::AgentError::io("cannot read", &path, e))?;
+                Some(manifests::signature::Signature::parse(&text).map_err(|e| {
+                    crate::AgentError::Untrusted {
+                        subject: format!("the signature {}", path.display()),
+                        reason: e.to_string(),
+                    }
+                })?)
+            }
+            (None, None) => None,
+        };
+        Ok(crate::trust::Signing {
+            signature,
+            allow_downgrade: self.allow_downgrade,
+        })
+    }
+}
+
+fn signature_arg(text: &str) -> Result<manifests::signature::Signature, String> {
+    manifests::signature::decode_arg(text).map_err(|e| e.to_string())
+}
+
+fn reason(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("say why the downgrade is allowed".into())
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+/// What `trust` does.
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// List the keys this host trusts, with the highest signing sequence accepted
+    /// from each.
+    List,
+    /// Trust a key (a minisign public key file). By hand on the host this is the
+    /// owner's word; with --statement, a key the host trusts must have signed the
+    /// addition (ship key endorse).
+    Add {
+        /// The public key file.
+        key: PathBuf,
+        /// A statement of the addition, signed by a trusted key.
+        #[arg(long, value_name = "PATH")]
+        statement: Option<PathBuf>,
+    },
+    /// Stop trusting a key (its public key file, or its id). A host left with no
+    /// key takes unsigned releases again.
+    Revoke {
+        /// The public key file, or the key's id.
+        key: String,
+        /// A statement of the revocation, signed by a trusted key.
+        #[arg(long, value_name = "PATH")]
+        statement: Option<PathBuf>,
+    },
+    /// ship's request: a change (JSON on stdin: {"action": "add"|"revoke", "key":
+    /// TEXT, "statement": TEXT, "first_contact": BOOL}) that a key the host trusts
+    /// signed, or a first key for a host that trusts none, with first_contact.
+    #[command(hide = true)]
+    Apply,
+}
+
 /// Where the app lives.
 #[derive(Debug, Args)]
 pub struct RootArg {
@@ -142,6 +227,8 @@ pub enum Command {
         /// The sha256 of that manifest's bytes, which must be this host's.
         #[arg(long, value_name = "SHA256", requires = "base")]
         base_sha256: Option<Sha256>,
+        #[command(flatten)]
+        signing: SigningArgs,
     },
     /// Download an artifact from a store and receive it as `receive` does. The URL
     /// (http://, https:// or file://) comes on stdin as {"url": URL}, so that a
@@ -160,6 +247,17 @@ pub enum Command {
         /// downloaded.
         #[command(flatten)]
         needs: NeedArgs,
+        #[command(flatten)]
+        signing: SigningArgs,
+    },
+    /// The keys this host trusts (in <root>/.ship/trust/): once it has one, it takes
+    /// only releases that one of them signed, and never one signed before a release
+    /// it already took from that key unless told to (--allow-downgrade).
+    Trust {
+        #[command(flatten)]
+        root: RootArg,
+        #[command(subcommand)]
+        command: TrustCommand,
     },
     /// Which of the file contents listed on stdin ({"contents": [SHA256, …]}) the
     /// releases here have, each hashed now; a copy that differs from its manifest is
@@ -272,6 +370,23 @@ mod tests {
         cli.command
     }
 
+    /// A signature of "data" by a new key, with leave to downgrade.
+    fn signing() -> protocol::Signing {
+        let pair = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+        let sig = minisign::sign(None, &pair.sk, &b"data"[..], Some("ship-release x"), None);
+        protocol::Signing {
+            signature: Some(sig.unwrap().into_string()),
+            allow_downgrade: Some("roll back the schema, ticket 42".into()),
+        }
+    }
+
+    fn same_signing(parsed: super::SigningArgs) {
+        let sent = signing();
+        let parsed = parsed.into_signing().unwrap();
+        assert_eq!(parsed.signature.unwrap().comment(), "ship-release x");
+        assert_eq!(parsed.allow_downgrade, sent.allow_downgrade);
+    }
+
     fn host() -> HostSettings {
         HostSettings {
             env_file: Some("shared/prod.env".into()),
@@ -302,11 +417,13 @@ mod tests {
                 delta: parsed,
                 base: parsed_base,
                 base_sha256,
+                signing: parsed_signing,
                 ..
             } = parse(&protocol::Receive {
                 expect_payload: payload.clone(),
                 delta,
                 base: base.clone(),
+                signing: signing(),
             })
             else {
                 panic!("not receive")
@@ -319,6 +436,7 @@ mod tests {
                 parsed_base.zip(base_sha256),
                 base.map(|b| (b.version, b.sha256))
             );
+            same_signing(parsed_signing);
         }
         assert!(matches!(parse(&protocol::Have), Command::Have { .. }));
 
@@ -367,16 +485,19 @@ mod tests {
             expect_digest: digest.clone(),
             expect_payload: digest.clone(),
             needs: check.clone(),
+            signing: signing(),
         };
         let Command::Fetch {
             expect_digest,
             expect_payload,
             needs,
+            signing: parsed_signing,
             ..
         } = parse(&fetch)
         else {
             panic!("not fetch")
         };
+        same_signing(parsed_signing);
         assert_eq!(
             (expect_digest, expect_payload, needs.into_check()),
             (digest.clone(), Some(digest), check)

@@ -156,6 +156,14 @@ pub enum AgentError {
         /// What the store or the connection said.
         reason: String,
     },
+    /// A release's signature, or a change to the trust store, was not accepted.
+    #[error("{subject} was refused: {reason}")]
+    Untrusted {
+        /// What was refused: the release, or the key.
+        subject: String,
+        /// Why.
+        reason: String,
+    },
     /// A release on disk differs from its manifest.
     #[error("release {version} differs from its manifest: {count} problem(s)")]
     Drift {
@@ -338,6 +346,7 @@ impl AgentError {
             ),
             AgentError::Drift { .. } => (FailureKind::Drift, None),
             AgentError::Store { .. } => (FailureKind::Store, None),
+            AgentError::Untrusted { .. } => (FailureKind::Untrusted, None),
             AgentError::MissingContent { .. } | AgentError::NoBase { .. } => {
                 (FailureKind::MissingContent, None)
             }
@@ -363,6 +372,9 @@ impl AgentError {
             }
             AgentError::MissingContent { .. } | AgentError::NoBase { .. } => {
                 "send the whole artifact (ship deploy --full)"
+            }
+            AgentError::Untrusted { .. } => {
+                "sign releases with a key the host trusts (ship sign), and see its keys with `ship-agent trust list`"
             }
             _ => return None,
         };

@@ -37,6 +37,8 @@ impl Record {
             artifact_sha256: None,
             removed: Vec::new(),
             reason: None,
+            key: None,
+            signed_by: None,
         }
     }
 

@@ -28,6 +28,7 @@ mod reuse;
 mod run;
 mod status;
 mod switch;
+mod trust;
 mod watch;
 
 use std::ffi::OsString;
@@ -165,6 +166,117 @@ fn preflight(
     lifecycle::preflight(app, &behaviour, &host_paths, &needs.host, needs.bytes)
 }
 
+/// A release's signature, checked against the host's trust store before anything
+/// of the release is read.
+fn admit(app: &AppRoot, signing: cli::SigningArgs) -> Result<Option<trust::Admitted>, AgentError> {
+    let signing = signing.into_signing()?;
+    let admitted = trust::Trust::load(app)?.admit(&signing);
+    if let Err(e) = &admitted {
+        let mut record = protocol::Record::new(protocol::Op::Receive, protocol::Outcome::Failed);
+        record.reason = Some(protocol::chain(e));
+        journal::append(&app.journal(), &record)?;
+    }
+    admitted
+}
+
+/// `trust`: lists, adds or revokes keys (under the lock, for a change).
+fn change_trust(
+    app: &AppRoot,
+    command: cli::TrustCommand,
+    out: Output,
+) -> Result<protocol::TrustReply, AgentError> {
+    use manifests::signature::{PublicKey, Signature};
+    let untrusted = |subject: String| {
+        move |e: manifests::signature::SignatureError| AgentError::Untrusted {
+            subject: subject.clone(),
+            reason: e.to_string(),
+        }
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| AgentError::io("cannot read", path, e))
+    };
+    let key_file = |path: &std::path::Path| -> Result<PublicKey, AgentError> {
+        PublicKey::parse(&read(path)?).map_err(untrusted(format!("the key {}", path.display())))
+    };
+    let statement = |path: Option<std::path::PathBuf>| -> Result<Option<Signature>, AgentError> {
+        path.map(|path| {
+            Signature::parse(&read(&path)?)
+                .map_err(untrusted(format!("the statement {}", path.display())))
+        })
+        .transpose()
+    };
+    if matches!(command, cli::TrustCommand::List) {
+        return Ok(trust::Trust::load(app)?.reply(false));
+    }
+    app.create()
+        .map_err(|e| AgentError::io("cannot create the app root", app.path(), e))?;
+    let _lock = locked(app, "trust")?;
+    let mut store = trust::Trust::load(app)?;
+    let (changed, what) = match command {
+        cli::TrustCommand::List => unreachable!("listed above"),
+        cli::TrustCommand::Add { key, statement: s } => {
+            let key = key_file(&key)?;
+            let id = key.id();
+            (
+                store.add(key, statement(s)?.as_ref(), false, true)?,
+                (protocol::Op::TrustAdd, id),
+            )
+        }
+        cli::TrustCommand::Revoke { key, statement: s } => {
+            let key = match key.parse::<manifests::signature::KeyId>() {
+                Ok(id) => store
+                    .key(id)
+                    .cloned()
+                    .ok_or_else(|| AgentError::Untrusted {
+                        subject: format!("revoking key {id}"),
+                        reason: format!(
+                            "this host does not trust it ({})",
+                            store.key_ids().join(", ")
+                        ),
+                    })?,
+                Err(_) => key_file(std::path::Path::new(&key))?,
+            };
+            let id = key.id();
+            (
+                store.revoke(&key, statement(s)?.as_ref(), true)?,
+                (protocol::Op::TrustRevoke, id),
+            )
+        }
+        cli::TrustCommand::Apply => {
+            let change: protocol::TrustChange =
+                stdin_json("cannot read the trust change ({\"action\": …, \"key\": …}) from")?;
+            let key = PublicKey::parse(&change.key).map_err(untrusted("the key sent".into()))?;
+            let id = key.id();
+            let statement = change
+                .statement
+                .as_deref()
+                .map(Signature::parse)
+                .transpose()
+                .map_err(untrusted(format!("the statement about key {id}")))?;
+            match change.action {
+                protocol::TrustAction::Add => (
+                    store.add(key, statement.as_ref(), change.first_contact, false)?,
+                    (protocol::Op::TrustAdd, id),
+                ),
+                protocol::TrustAction::Revoke => (
+                    store.revoke(&key, statement.as_ref(), false)?,
+                    (protocol::Op::TrustRevoke, id),
+                ),
+            }
+        }
+    };
+    let (op, id) = what;
+    if changed {
+        let mut record = protocol::Record::new(op, protocol::Outcome::Ok);
+        record.key = Some(id.to_string());
+        journal::append(&app.journal(), &record)?;
+        out.say(format!("{}: key {id}", op.name()));
+    } else {
+        out.say(format!("{}: key {id} (nothing to change)", op.name()));
+    }
+    Ok(store.reply(changed))
+}
+
 /// The JSON document on stdin; `action` says what could not be read, as in
 /// "cannot read the artifact's URL from stdin".
 fn stdin_json<T: serde::de::DeserializeOwned>(action: &'static str) -> Result<T, AgentError> {
@@ -186,6 +298,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             delta,
             base,
             base_sha256,
+            signing,
         } => {
             let stdin = std::io::stdin();
             if stdin.is_terminal() {
@@ -201,6 +314,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
                 .map_err(|e| AgentError::io("cannot create the app root", app.path(), e))?;
             let _lock = locked(&app, "receive")?;
             prune::clear_leftovers(&app)?;
+            let signed = admit(&app, signing)?;
             let expect = receive::Expect {
                 digest: expect_digest,
                 payload: expect_payload,
@@ -208,6 +322,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
                 base: base
                     .zip(base_sha256)
                     .map(|(version, sha256)| protocol::Base { version, sha256 }),
+                signed,
             };
             let received = receive::receive(&app, stdin, &expect, out)?;
             done(out, &received);
@@ -217,6 +332,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             expect_digest,
             expect_payload,
             needs,
+            signing,
         } => {
             let source: protocol::Source =
                 stdin_json("cannot read the artifact's URL ({\"url\": URL}) from")?;
@@ -228,10 +344,13 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
                 .map_err(|e| AgentError::io("cannot create the app root", app.path(), e))?;
             let _lock = locked(&app, "fetch")?;
             prune::clear_leftovers(&app)?;
+            // An untrusted release is refused before it is downloaded.
+            let signed = admit(&app, signing)?;
             let fetch::Opened { reader, failure } = fetch::open(&source.url, out)?;
             let expect = receive::Expect {
                 digest: Some(expect_digest),
                 payload: expect_payload,
+                signed,
                 ..receive::Expect::default()
             };
             let received = receive::receive(&app, reader, &expect, out)
@@ -323,8 +442,15 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
                     agent: env!("CARGO_PKG_VERSION").to_owned(),
                     protocol: protocol::VERSION,
                     status,
+                    trust: trust::Trust::load(&app)?.key_ids(),
                 },
             );
+        }
+        Command::Trust { root, command } => {
+            let app = AppRoot::new(&root.root)
+                .map_err(|e| AgentError::io("cannot use", &root.root, e))?;
+            let reply = change_trust(&app, command, out)?;
+            done(out, &reply);
         }
         Command::Status { root } => {
             let app = existing(&root)?;

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 /// requirements; 5: typed failures, the full disk need in `check`; 6: `have` and
 /// delta receives; 7: `fetch`; 8: `activate --keep`, `fetch` with the preflight of
 /// `check`, and the current release in `receive`'s reply).
-pub const VERSION: u32 = 8;
+pub const VERSION: u32 = 9;
 
 /// Room kept free on a host beyond the release itself.
 const DISK_MARGIN: u64 = 16 << 20;
@@ -168,6 +168,33 @@ pub struct Receive {
     pub delta: bool,
     /// The manifest the delta's manifest frame was compressed against.
     pub base: Option<Base>,
+    /// The release's signature, and leave to downgrade.
+    pub signing: Signing,
+}
+
+/// What travels with a release for a host that checks signatures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signing {
+    /// The text of the release's `.minisig` file.
+    pub signature: Option<String>,
+    /// Why a release signed before one the host has accepted is to be taken anyway.
+    pub allow_downgrade: Option<String>,
+}
+
+impl Signing {
+    fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(text) = &self.signature {
+            args.extend([
+                "--signature".to_owned(),
+                manifests::signature::encode_arg(text),
+            ]);
+        }
+        if let Some(why) = &self.allow_downgrade {
+            args.extend(["--allow-downgrade".to_owned(), why.clone()]);
+        }
+        args
+    }
 }
 
 /// A release's manifest on the host, as the base of a delta.
@@ -198,6 +225,7 @@ impl Request for Receive {
                 base.sha256.to_string(),
             ]);
         }
+        args.extend(self.signing.args());
         args
     }
 }
@@ -233,6 +261,8 @@ pub struct Fetch {
     /// What the release needs of the host, checked as `check` does before anything
     /// is downloaded: staging in pull mode is this one call.
     pub needs: Check,
+    /// The release's signature, and leave to downgrade.
+    pub signing: Signing,
 }
 
 impl Request for Fetch {
@@ -246,8 +276,59 @@ impl Request for Fetch {
             self.expect_payload.to_string(),
         ];
         args.extend(self.needs.args());
+        args.extend(self.signing.args());
         args
     }
+}
+
+/// The keys the host trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustList;
+
+impl Request for TrustList {
+    const COMMAND: &'static str = "trust";
+    type Reply = TrustReply;
+    fn args(&self) -> Vec<String> {
+        vec!["list".to_owned()]
+    }
+}
+
+/// Change what the host trusts, as ship asks it to: stdin carries a
+/// [`TrustChange`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustApply;
+
+impl Request for TrustApply {
+    const COMMAND: &'static str = "trust";
+    type Reply = TrustReply;
+    fn args(&self) -> Vec<String> {
+        vec!["apply".to_owned()]
+    }
+}
+
+/// What to change in a host's trust store, on `trust apply`'s stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustChange {
+    /// `add` or `revoke`.
+    pub action: TrustAction,
+    /// The text of the key's minisign public key file.
+    pub key: String,
+    /// The text of a statement (`.minisig`) of the change, signed by a trusted key.
+    #[serde(default)]
+    pub statement: Option<String>,
+    /// Add the key only where the host trusts none yet.
+    #[serde(default)]
+    pub first_contact: bool,
+}
+
+/// What a [`TrustChange`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustAction {
+    /// Trust the key.
+    Add,
+    /// Stop trusting it.
+    Revoke,
 }
 
 /// Where `fetch` downloads from, on its stdin.
@@ -487,6 +568,40 @@ pub struct HelloReply {
     pub protocol: u32,
     /// The app root's state; `None` when nothing was received there yet.
     pub status: Option<Status>,
+    /// The keys the host trusts: when there are any, it takes only releases one of
+    /// them signed.
+    #[serde(default)]
+    pub trust: Vec<String>,
+}
+
+/// What a host trusts: `trust`'s reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustReply {
+    /// The keys, by id.
+    pub keys: Vec<TrustedKey>,
+    /// Whether this call changed anything.
+    pub changed: bool,
+}
+
+/// A key a host trusts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedKey {
+    /// Its id.
+    pub id: String,
+    /// The highest signing sequence accepted from it.
+    pub mark: Option<u64>,
+}
+
+/// Who signed a received release, as the journal records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedBy {
+    /// The key's id.
+    pub key: String,
+    /// The signing sequence.
+    pub seq: u64,
+    /// For a downgrade the operator allowed: the mark it went below, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downgrade: Option<String>,
 }
 
 /// The state of an app root.
@@ -702,6 +817,10 @@ pub enum Op {
     Health,
     /// `current` was switched back automatically after a failed health check.
     Revert,
+    /// A key was added to the trust store.
+    TrustAdd,
+    /// A key was revoked.
+    TrustRevoke,
     /// An operation kind this agent does not know (written by a newer one).
     #[serde(other)]
     Unknown,
@@ -717,6 +836,8 @@ impl Op {
             Op::Prune => "prune",
             Op::Health => "health",
             Op::Revert => "revert",
+            Op::TrustAdd => "trust-add",
+            Op::TrustRevoke => "trust-revoke",
             Op::Unknown => "unknown",
         }
     }
@@ -763,6 +884,12 @@ pub struct Record {
     /// For failures: why, with its causes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For trust changes: the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// For receives of signed releases: who signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<SignedBy>,
 }
 
 // ---------------------------------------------------------------------------
@@ -827,6 +954,8 @@ pub enum FailureKind {
     MissingContent,
     /// The artifact store did not give the artifact.
     Store,
+    /// A signature or trust statement was not accepted.
+    Untrusted,
     /// A kind this side does not know (sent by a newer agent).
     #[serde(other)]
     Unknown,
@@ -955,6 +1084,12 @@ mod tests {
             artifact_sha256: None,
             removed: Vec::new(),
             reason: None,
+            key: None,
+            signed_by: Some(SignedBy {
+                key: "00000000000000AB".into(),
+                seq: 7,
+                downgrade: Some("below mark 9: CVE fix reverted".into()),
+            }),
         }
     }
 
@@ -997,11 +1132,26 @@ mod tests {
             agent: "0.1.0".into(),
             protocol: VERSION,
             status: Some(status()),
+            trust: vec!["00000000000000AB".into()],
+        });
+        round_trip(TrustReply {
+            keys: vec![TrustedKey {
+                id: "00000000000000AB".into(),
+                mark: Some(7),
+            }],
+            changed: true,
+        });
+        round_trip(TrustChange {
+            action: TrustAction::Revoke,
+            key: "untrusted comment: k\nRWQ\n".into(),
+            statement: Some("s".into()),
+            first_contact: false,
         });
         round_trip(HelloReply {
             agent: "0.1.0".into(),
             protocol: VERSION,
             status: None,
+            trust: Vec::new(),
         });
         round_trip(Received {
             version: v("v2"),

@@ -67,6 +67,8 @@ pub struct Expect {
     pub delta: bool,
     /// The release whose manifest the delta's manifest frame was compressed against.
     pub base: Option<protocol::Base>,
+    /// The signature the host accepted for it, whose claim the manifest must match.
+    pub signed: Option<crate::trust::Admitted>,
 }
 
 /// Receives the artifact from `input` into `root` (whose lock the caller holds).
@@ -84,6 +86,7 @@ pub fn receive(
     let mut unpack = Unpack {
         root,
         expect_payload: expect.payload.clone(),
+        signed: expect.signed.as_ref(),
         staging: None,
         version: None,
         files: 0,
@@ -141,6 +144,15 @@ pub fn receive(
     };
     let mut record = Record::new(Op::Receive, Outcome::Ok);
     record.version = unpack.version.clone();
+    record.signed_by = expect
+        .signed
+        .as_ref()
+        .map(crate::trust::Admitted::signed_by);
+    if let (Ok(received), Some(signed)) = (&outcome, &expect.signed)
+        && received.outcome == Outcome::Ok
+    {
+        crate::trust::Trust::load(root)?.accepted(signed)?;
+    }
     match &outcome {
         Ok(received) => {
             record.result = received.outcome;
@@ -276,6 +288,7 @@ impl From<AgentError> for Stop {
 struct Unpack<'a> {
     root: &'a AppRoot,
     expect_payload: Option<Sha256>,
+    signed: Option<&'a crate::trust::Admitted>,
     staging: Option<PathBuf>,
     version: Option<Version>,
     files: u64,
@@ -306,6 +319,9 @@ impl Visitor for Unpack<'_> {
             version: version.clone(),
             reason,
         };
+        if let Some(signed) = self.signed {
+            signed.check(manifest)?;
+        }
         if let Some(expected) = &self.expect_payload
             && *expected != manifest.payload_digest
         {

@@ -57,6 +57,9 @@ pub struct ShipToml {
     /// fetch from.
     #[serde(default)]
     pub store: StoreTable,
+    /// The `[trust]` table: the keys releases must be signed by.
+    #[serde(default)]
+    pub trust: TrustTable,
     /// The `[environments.<name>]` tables: fleets of their own (develop, staging,
     /// production), chosen with `--env`.
     #[serde(default)]
@@ -89,6 +92,16 @@ impl StoreTable {
             url_lifetime: over.url_lifetime.or(self.url_lifetime),
         }
     }
+}
+
+/// The `[trust]` table: the public keys (minisign files, relative to the config
+/// file) that `ship verify` checks signatures against, and that a deploy requires
+/// the artifact to be signed by before anything moves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct TrustTable {
+    /// The public key files.
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 /// An `[environments.<name>]` table: a fleet of its own, with its own hosts, groups,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod ids;
 pub mod manifest;
 pub mod rollout;
+pub mod signature;
 pub mod time;
 
 pub use ids::{AppName, HostName, IdError, Sha256, Version};

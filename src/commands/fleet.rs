@@ -52,12 +52,17 @@ fn artifact(settings: &FleetSettings, release: &str) -> Result<Artifact, CliErro
             fleet.app
         )));
     }
+    let signature = crate::signing::artifact_signature(&path)?;
     Ok(Artifact {
         path,
         manifest,
         size,
         deltas: crate::delta::Deltas::new(fleet.artifacts.clone()),
         pull: None,
+        signing: agent::protocol::Signing {
+            signature: signature.map(|s| s.text().to_owned()),
+            allow_downgrade: None,
+        },
     })
 }
 
@@ -166,6 +171,7 @@ fn published(settings: &FleetSettings, version: &Version) -> Result<Artifact, Cl
             .hint(format!("pack it and publish it (ship publish {version})"))
         })?;
     let (json, size) = store.manifest(&fleet.app, version).map_err(fail)?;
+    let signature = store.signature(&fleet.app, version).map_err(fail)?;
     let manifest = manifests::Manifest::from_json(&json).map_err(|e| fail(e.to_string()))?;
     if manifest.name != fleet.app || manifest.version != *version {
         return Err(fail(format!(
@@ -184,6 +190,10 @@ fn published(settings: &FleetSettings, version: &Version) -> Result<Artifact, Cl
             digest,
             store: store.url().to_owned(),
         }),
+        signing: agent::protocol::Signing {
+            signature,
+            allow_downgrade: None,
+        },
     })
 }
 
@@ -211,7 +221,7 @@ pub fn deploy(
         }
         _ => None,
     };
-    let artifact = match from_store {
+    let mut artifact = match from_store {
         Some(version) => published(settings, &version)?,
         None => {
             let mut artifact = artifact(settings, release)?;
@@ -220,7 +230,35 @@ pub fn deploy(
             artifact
         }
     };
+    check_trusted(settings, &artifact)?;
+    artifact.signing.allow_downgrade = rollout.allow_downgrade.clone();
     ship(settings, &selected, &artifact, rollout, printer)
+}
+
+/// With `[trust]` keys in ship.toml, an artifact not signed by one of them goes to
+/// no host: its signature is checked here, over the file when it is here.
+fn check_trusted(settings: &FleetSettings, artifact: &Artifact) -> Result<(), CliError> {
+    let keys = settings.trusted_keys()?;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let label = format!("{} {}", artifact.manifest.name, artifact.manifest.version);
+    let refuse = |why: String| {
+        CliError::failure(format!("{label} is not deployed"), why)
+            .hint("sign it with a key of [trust] (ship sign ARTIFACT --key KEY)")
+    };
+    let Some(text) = artifact.signing.signature.as_deref() else {
+        return Err(refuse(
+            "it is not signed, and ship.toml's [trust] requires a signature".into(),
+        ));
+    };
+    let signature =
+        manifests::signature::Signature::parse(text).map_err(|e| refuse(e.to_string()))?;
+    let file =
+        (artifact.pull.is_none() || artifact.path.is_file()).then_some(artifact.path.as_path());
+    crate::signing::check_signature(file, &artifact.manifest, &signature, &keys)
+        .map(|_| ())
+        .map_err(|e| refuse(e.to_string()))
 }
 
 /// Plans, or runs, the rollout of a checked artifact to `selected`.
@@ -336,6 +374,11 @@ fn plan_table(rows: &[PlanRow], policy: &Policy) -> String {
                     _ => "-".into(),
                 },
                 r.wave.map_or_else(|| "-".into(), wave_name),
+                match &r.trusts {
+                    None => "?".into(),
+                    Some(keys) if keys.is_empty() => "not required".into(),
+                    Some(keys) => format!("required ({})", keys.join(", ")),
+                },
                 if r.ready {
                     r.note.clone()
                 } else {
@@ -345,7 +388,15 @@ fn plan_table(rows: &[PlanRow], policy: &Policy) -> String {
         })
         .collect();
     let mut out = table(
-        &["HOST", "CURRENT", "SEND", "FILES", "WAVE", "NOTE"],
+        &[
+            "HOST",
+            "CURRENT",
+            "SEND",
+            "FILES",
+            "WAVE",
+            "SIGNATURES",
+            "NOTE",
+        ],
         &table_rows,
     );
     let waves = rows.iter().filter_map(|r| r.wave).max().unwrap_or(0);
@@ -432,7 +483,7 @@ pub fn promote(
                 None => error,
             }
         })?;
-    let artifact = artifact(settings, version.as_str())?;
+    let mut artifact = artifact(settings, version.as_str())?;
     if artifact.manifest.payload_digest != payload {
         return Err(CliError::failed_hosts(format!(
             "cannot promote {from} to {to}: {from} runs {version} with payload {payload}, but {} holds payload {}",
@@ -451,6 +502,8 @@ pub fn promote(
             ""
         }
     ));
+    check_trusted(settings, &artifact)?;
+    artifact.signing.allow_downgrade = rollout.allow_downgrade.clone();
     ship(settings, &selected, &artifact, rollout, printer)
 }
 
@@ -591,6 +644,110 @@ pub fn status(settings: &FleetSettings, hosts: &str, printer: &Printer) -> Resul
         )));
     }
     Ok(())
+}
+
+/// `ship trust`: the keys each host trusts, after adding or revoking one.
+pub fn trust(
+    command: crate::cli::TrustCommand,
+    env: &crate::settings::Env,
+    interrupt: &fleet::Interrupt,
+    printer: &Printer,
+) -> Result<(), CliError> {
+    use crate::cli::TrustCommand;
+    use agent::protocol::{TrustAction, TrustChange};
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))
+    };
+    let (target, change) = match command {
+        TrustCommand::List { target } => (target, None),
+        TrustCommand::Add {
+            key,
+            statement,
+            first_contact,
+            target,
+        } => {
+            crate::signing::public_key(&key)?;
+            let statement = statement.as_deref().map(read).transpose()?;
+            let change = TrustChange {
+                action: TrustAction::Add,
+                key: read(&key)?,
+                statement,
+                first_contact,
+            };
+            (target, Some(change))
+        }
+        TrustCommand::Revoke {
+            key,
+            statement,
+            target,
+        } => {
+            crate::signing::public_key(&key)?;
+            let change = TrustChange {
+                action: TrustAction::Revoke,
+                key: read(&key)?,
+                statement: Some(read(&statement)?),
+                first_contact: false,
+            };
+            (target, Some(change))
+        }
+    };
+    let settings =
+        FleetSettings::resolve(target.fleet, target.env.name.as_deref(), env, interrupt)?;
+    let selected = settings
+        .fleet
+        .select(&target.hosts)
+        .map_err(CliError::usage)?;
+    let results = fleet::trust(
+        &selected,
+        change.as_ref(),
+        &settings.options,
+        &printer.without_progress(),
+    );
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|(host, result)| match result {
+            Ok(reply) => {
+                printer.event(
+                    "trust",
+                    &json!({"host": host, "keys": reply.keys, "changed": reply.changed}),
+                );
+                let keys: Vec<String> = reply
+                    .keys
+                    .iter()
+                    .map(|k| match k.mark {
+                        Some(mark) => format!("{} (seq {mark})", k.id),
+                        None => k.id.clone(),
+                    })
+                    .collect();
+                let state = match (&change, reply.changed) {
+                    (None, _) if reply.keys.is_empty() => "takes unsigned releases",
+                    (None, _) => "requires signatures",
+                    (Some(_), true) => "changed",
+                    (Some(_), false) => "unchanged",
+                };
+                vec![
+                    host.clone(),
+                    if keys.is_empty() {
+                        "-".into()
+                    } else {
+                        keys.join(", ")
+                    },
+                    state.into(),
+                ]
+            }
+            Err(error) => {
+                printer.event(
+                    "trust",
+                    &json!({"host": host, "error": error.to_string(), "failure": error}),
+                );
+                vec![host.clone(), "-".into(), format!("FAILED: {error}")]
+            }
+        })
+        .collect();
+    printer.data(&table(&["HOST", "TRUSTED KEYS", "RESULT"], &rows));
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    verdict(printer, "trust", results.len(), failed)
 }
 
 /// The status table, and each host's state.
@@ -1060,6 +1217,8 @@ mod tests {
                 artifact_sha256: None,
                 removed: Vec::new(),
                 reason: None,
+                key: None,
+                signed_by: None,
             }),
         };
         let statuses = vec![

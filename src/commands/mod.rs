@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod inspect;
+pub mod keys;
 pub mod pack;
 pub mod publish;
 pub mod verify;

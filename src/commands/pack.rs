@@ -13,6 +13,12 @@ const PROGRESS_THRESHOLD: u64 = 8 << 20;
 
 pub fn run(settings: PackSettings, printer: &Printer) -> Result<(), CliError> {
     let options = &settings.options;
+    // The key (and its passphrase) before the work, not after.
+    let key = settings
+        .sign
+        .as_deref()
+        .map(crate::signing::SecretKey::load)
+        .transpose()?;
     let bar = Bar::new(printer.draws_bars());
     let started = std::time::Instant::now();
     let packed = packager::pack_with(options, settings.relocation, &bar).map_err(|e| {
@@ -34,6 +40,12 @@ pub fn run(settings: PackSettings, printer: &Printer) -> Result<(), CliError> {
     })?;
     bar.finish();
     let manifest = &packed.manifest;
+    let signature = key
+        .map(|key| {
+            crate::signing::sign_artifact(&packed.artifact, manifest, &key, None)
+                .map(|(path, claim)| (path, key.id(), claim.seq))
+        })
+        .transpose()?;
     if printer.is_json() {
         #[derive(Serialize)]
         struct Packed<'a> {
@@ -49,6 +61,7 @@ pub fn run(settings: PackSettings, printer: &Printer) -> Result<(), CliError> {
             relocatability: &'a [manifests::Finding],
             rewrites: &'a [manifests::Rewrite],
             host_requirements: &'a [manifests::HostRequirement],
+            signature: Option<&'a std::path::Path>,
         }
         printer.event(
             "packed",
@@ -65,6 +78,7 @@ pub fn run(settings: PackSettings, printer: &Printer) -> Result<(), CliError> {
                 relocatability: &manifest.relocatability,
                 rewrites: &manifest.rewrites,
                 host_requirements: &manifest.host_requirements,
+                signature: signature.as_ref().map(|(path, _, _)| path.as_path()),
             },
         );
         return Ok(());
@@ -105,6 +119,12 @@ pub fn run(settings: PackSettings, printer: &Printer) -> Result<(), CliError> {
         agent::human_bytes(packed.size),
         started.elapsed().as_secs_f64(),
     ));
+    if let Some((path, key, seq)) = &signature {
+        printer.note(format_args!(
+            "signed by key {key} (sequence {seq}): {}",
+            path.display()
+        ));
+    }
     printer.data(&format!(
         "{}  {}\n",
         packed.digest,

@@ -50,6 +50,7 @@ pub fn run(args: PublishArgs, printer: &Printer) -> Result<(), CliError> {
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let manifest =
         packager::read::read_manifest(BufReader::new(file)).map_err(|e| fail(e.into()))?;
+    let signature = crate::signing::artifact_signature(&path)?;
     let store = Store::open(&table, args.to.as_deref()).map_err(CliError::usage)?;
     let label = format!("{} {}", manifest.name, manifest.version);
     let published = store
@@ -59,6 +60,9 @@ pub fn run(args: PublishArgs, printer: &Printer) -> Result<(), CliError> {
             &manifest.version,
             &digest,
             manifest.to_json(),
+            signature
+                .as_ref()
+                .map(manifests::signature::Signature::text),
             &mut |sent| printer.bytes(&label, sent, size),
         )
         .map_err(|e| CliError::failure(format!("cannot publish {label}"), e))?;

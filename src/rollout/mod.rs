@@ -454,6 +454,9 @@ pub struct PlanRow {
     pub files_reused: u64,
     /// The wave it would be activated in (from 1), when it would stage.
     pub wave: Option<usize>,
+    /// The keys it trusts: when there are any, it takes only releases one of them
+    /// signed (`None`: unknown, no agent to ask).
+    pub trusts: Option<Vec<String>>,
     /// Why it would not stage, or what else is worth knowing.
     pub note: String,
     /// Whether it would stage.
@@ -472,6 +475,7 @@ impl PlanRow {
             files_sent: 0,
             files_reused: 0,
             wave: None,
+            trusts: None,
             note: String::new(),
             ready: false,
             failure: None,
@@ -483,6 +487,26 @@ impl PlanRow {
         self.note = error.to_string();
         self.failure = Some(error);
         self
+    }
+}
+
+/// Why a host that trusts `keys` would refuse `artifact`, as far as can be told
+/// without sending it (its signer; the host checks the rest).
+fn untrusted(artifact: &Artifact, keys: &[String]) -> Option<String> {
+    if keys.is_empty() {
+        return None;
+    }
+    let trusted = keys.join(", ");
+    match artifact.signed_by() {
+        None => Some(format!(
+            "{} {} is not signed, and this host runs only releases signed by a key it trusts ({trusted})",
+            artifact.manifest.name, artifact.manifest.version
+        )),
+        Some(key) if !keys.contains(&key.to_string()) => Some(format!(
+            "{} {} is signed by key {key}, which this host does not trust ({trusted})",
+            artifact.manifest.name, artifact.manifest.version
+        )),
+        Some(_) => None,
     }
 }
 
@@ -524,6 +548,16 @@ pub fn plan(
         };
         let status = hello.as_ref().and_then(|h| h.status.as_ref());
         row.current = status.and_then(|s| s.current.clone());
+        if let Some(hello) = &hello {
+            row.trusts = Some(hello.trust.clone());
+            if let Some(why) = untrusted(artifact, &hello.trust) {
+                return row.blocked(HostError::new(
+                    Step::Preflight,
+                    ErrorKind::Agent(agent::protocol::FailureKind::Untrusted),
+                    why,
+                ));
+            }
+        }
         let mut agent = agent;
         match fleet::preflight(host, artifact, status, agent.as_deref_mut()) {
             Ok(need) => {
