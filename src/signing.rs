@@ -165,23 +165,21 @@ impl SecretKey {
             CliError::failure(format!("secret key {} is unusable", path.display()), e)
         };
         let boxed = minisign::SecretKeyBox::from_string(&text).map_err(unusable)?;
-        let secret = boxed
-            .clone()
-            .into_unencrypted_secret_key()
-            .map_err(unusable)?;
-        let secret = if secret.is_encrypted() {
-            let passphrase = passphrase(path)?;
-            boxed.into_secret_key(Some(passphrase)).map_err(|e| {
-                CliError::failure(
-                    format!("cannot decrypt the secret key {}", path.display()),
-                    e,
-                )
-                .hint(format!(
-                    "check the passphrase ({PASSPHRASE_VAR}, or the prompt)"
-                ))
-            })?
-        } else {
-            secret
+        // An encrypted key does not open without its passphrase.
+        let secret = match boxed.clone().into_unencrypted_secret_key() {
+            Ok(secret) if !secret.is_encrypted() => secret,
+            _ => {
+                let passphrase = passphrase(path)?;
+                boxed.into_secret_key(Some(passphrase)).map_err(|e| {
+                    CliError::failure(
+                        format!("cannot decrypt the secret key {}", path.display()),
+                        e,
+                    )
+                    .hint(format!(
+                        "check the passphrase ({PASSPHRASE_VAR}, or the prompt)"
+                    ))
+                })?
+            }
         };
         let public = minisign::PublicKey::from_secret_key(&secret).map_err(unusable)?;
         let text = public.to_box().map_err(unusable)?.into_string();

@@ -859,7 +859,7 @@ fn verify_accepts_a_good_artifact_and_an_explicit_digest() {
     let out = ship_in(tmp.path(), &["verify", "dist/shop-v1.tar.zst"]).expect(0);
     assert_eq!(
         out.stdout,
-        format!("dist/shop-v1.tar.zst: OK (shop v1, 11 entries, sha256 {sha})\n")
+        format!("dist/shop-v1.tar.zst: OK (shop v1, 11 entries, sha256 {sha}; not signed)\n")
     );
     let json = ship_in(tmp.path(), &["verify", "dist/shop-v1.tar.zst", "--json"])
         .expect(0)

@@ -374,7 +374,7 @@ impl AgentError {
                 "send the whole artifact (ship deploy --full)"
             }
             AgentError::Untrusted { .. } => {
-                "sign releases with a key the host trusts (ship sign), and see its keys with `ship-agent trust list`"
+                "the host takes releases signed by a key it trusts (`ship trust list` shows them; `ship sign` signs), and one signed before a release it took only with --allow-downgrade"
             }
             _ => return None,
         };

@@ -168,9 +168,13 @@ fn preflight(
 
 /// A release's signature, checked against the host's trust store before anything
 /// of the release is read.
-fn admit(app: &AppRoot, signing: cli::SigningArgs) -> Result<Option<trust::Admitted>, AgentError> {
+fn admit(
+    app: &AppRoot,
+    signing: cli::SigningArgs,
+    payload: Option<&manifests::Sha256>,
+) -> Result<Option<trust::Admitted>, AgentError> {
     let signing = signing.into_signing()?;
-    let admitted = trust::Trust::load(app)?.admit(&signing);
+    let admitted = trust::Trust::load(app)?.admit(&signing, payload);
     if let Err(e) = &admitted {
         let mut record = protocol::Record::new(protocol::Op::Receive, protocol::Outcome::Failed);
         record.reason = Some(protocol::chain(e));
@@ -314,7 +318,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
                 .map_err(|e| AgentError::io("cannot create the app root", app.path(), e))?;
             let _lock = locked(&app, "receive")?;
             prune::clear_leftovers(&app)?;
-            let signed = admit(&app, signing)?;
+            let signed = admit(&app, signing, expect_payload.as_ref())?;
             let expect = receive::Expect {
                 digest: expect_digest,
                 payload: expect_payload,
@@ -345,7 +349,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             let _lock = locked(&app, "fetch")?;
             prune::clear_leftovers(&app)?;
             // An untrusted release is refused before it is downloaded.
-            let signed = admit(&app, signing)?;
+            let signed = admit(&app, signing, expect_payload.as_ref())?;
             let fetch::Opened { reader, failure } = fetch::open(&source.url, out)?;
             let expect = receive::Expect {
                 digest: Some(expect_digest),
@@ -442,7 +446,11 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
                     agent: env!("CARGO_PKG_VERSION").to_owned(),
                     protocol: protocol::VERSION,
                     status,
-                    trust: trust::Trust::load(&app)?.key_ids(),
+                    trust: if app.exists() {
+                        trust::Trust::load(&app)?.key_ids()
+                    } else {
+                        Vec::new()
+                    },
                 },
             );
         }

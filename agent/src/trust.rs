@@ -135,7 +135,13 @@ impl Trust {
 
     /// Decides on a release's signature before anything of the release is read:
     /// `None` when the host trusts no key (a signature is then not needed).
-    pub fn admit(&self, signing: &Signing) -> Result<Option<Admitted>, AgentError> {
+    /// With `payload` (the payload digest the release must have), a signature made
+    /// for another release is told apart from a replay before anything is read.
+    pub fn admit(
+        &self,
+        signing: &Signing,
+        payload: Option<&manifests::Sha256>,
+    ) -> Result<Option<Admitted>, AgentError> {
         if !self.enforced() {
             return Ok(None);
         }
@@ -175,6 +181,14 @@ impl Trust {
             .verify_comment(key)
             .map_err(|e| refuse(e.to_string()))?;
         let claim = claim.map_err(|e| refuse(e.to_string()))?;
+        if let Some(payload) = payload
+            && claim.payload != *payload
+        {
+            return Err(refuse(format!(
+                "the signature is for another release: it was made for payload {}, the release sent has payload {payload}",
+                claim.payload
+            )));
+        }
         let mark = self.marks.get(&key.id().to_string()).copied();
         let downgrade = match (mark, &signing.allow_downgrade) {
             (Some(mark), None) if claim.seq < mark => {
