@@ -332,7 +332,10 @@ fn stage_pull(
         } else {
             Step::Transfer
         };
-        HostError::from_call(step, &e, name, Some(&artifact.manifest))
+        naming(
+            HostError::from_call(step, &e, name, Some(&artifact.manifest)),
+            artifact,
+        )
     })?;
     result.from = received.current.clone();
     if received.outcome == protocol::Outcome::Unchanged {
@@ -467,7 +470,12 @@ fn send(
             delta.and_then(|d| d.base.clone()),
             &artifact.signing,
         )
-        .map_err(|e| HostError::from_call(Step::Transfer, &e, name, None))?;
+        .map_err(|e| {
+            naming(
+                HostError::from_call(Step::Transfer, &e, name, None),
+                artifact,
+            )
+        })?;
     result.transferred = counting.sent;
     result.files_sent = received.files - received.reused_files;
     result.files_reused = received.reused_files;
@@ -477,6 +485,19 @@ fn send(
         "sent"
     );
     Ok(())
+}
+
+/// A host's refusal of `artifact`'s signature, naming the release (the host does
+/// not take the signature's word for what it is).
+fn naming(mut error: HostError, artifact: &Artifact) -> HostError {
+    if matches!(
+        error.kind,
+        ErrorKind::Agent(protocol::FailureKind::Untrusted)
+    ) {
+        let manifest = &artifact.manifest;
+        error.message = format!("{} {}: {}", manifest.name, manifest.version, error.message);
+    }
+    error
 }
 
 /// What `host` (whose status is `status`) is to be sent: the whole artifact when

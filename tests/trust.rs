@@ -218,7 +218,7 @@ fn hosts_with_keys_take_only_what_their_keys_signed() {
         )
         .expect(1);
     for host in ["h1", "h2"] {
-        refused(&run, host, "an unsigned release was refused");
+        refused(&run, host, "shop v3: an unsigned release was refused");
         clean(&fleet, host, "v3");
         assert_eq!(fleet.current(host).as_deref(), Some("releases/v2"));
     }
@@ -291,6 +291,7 @@ fn hosts_with_keys_take_only_what_their_keys_signed() {
     let run = fleet
         .ship(cwd, &["deploy", "v1", "--hosts", "h1"])
         .expect(1);
+    refused(&run, "h1", "shop v1: the release was refused");
     refused(&run, "h1", "a replay or a downgrade");
     clean(&fleet, "h1", "v1");
     fleet
@@ -528,7 +529,7 @@ fn minisign_signatures_deploy_and_pulls_are_checked_before_download() {
     fs::remove_file(store.path().join("shop/shop-v2.tar.zst")).unwrap();
     let run = fleet.ship(cwd, &["deploy", "v2", "--hosts", "*"]).expect(1);
     for host in ["h1", "h2"] {
-        refused(&run, host, "an unsigned release was refused");
+        refused(&run, host, "shop v2: an unsigned release was refused");
         clean(&fleet, host, "v2");
         assert_eq!(fleet.current(host).as_deref(), Some("releases/v1"));
     }

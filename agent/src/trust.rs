@@ -52,7 +52,7 @@ impl Admitted {
         self.claim
             .check(manifest)
             .map_err(|e| AgentError::Untrusted {
-                subject: format!("release {}", manifest.version),
+                subject: format!("release {} of {}", manifest.version, manifest.name),
                 reason: e.to_string(),
             })
     }
@@ -155,12 +155,10 @@ impl Trust {
             });
         };
         let claim = Claim::parse(signature.comment());
-        let subject = match &claim {
-            Ok(claim) => format!("release {} of {}", claim.version, claim.app),
-            Err(_) => "a release".to_owned(),
-        };
+        // What the signature claims is not believed yet: the release is named by
+        // whoever sent it (ship, in its report).
         let refuse = |reason: String| AgentError::Untrusted {
-            subject: subject.clone(),
+            subject: "the release".into(),
             reason,
         };
         let key = self
