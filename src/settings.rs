@@ -93,6 +93,8 @@ impl PackSettings {
         let threads = std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1);
+        // A signed artifact's BLAKE2b is computed while it is written.
+        let prehash = args.sign.is_some();
         Ok(PackSettings {
             sign: args.sign,
             relocation: if args.no_relocate {
@@ -110,6 +112,7 @@ impl PackSettings {
                 strict: args.strict,
                 threads,
                 behaviour,
+                prehash,
             },
         })
     }

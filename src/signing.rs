@@ -196,6 +196,30 @@ impl SecretKey {
         self.id
     }
 
+    /// Signs the data whose BLAKE2b-512 is `prehash` with trusted comment `comment`.
+    fn sign_prehashed(&self, prehash: &[u8], comment: &str) -> Result<String, CliError> {
+        // minisign's secret key: algorithms (6 bytes), KDF salt (32) and limits
+        // (16), key id (8), then the Ed25519 secret key (64).
+        let bytes = self.secret.to_bytes();
+        let public = PublicKey::parse(
+            &self
+                .public
+                .to_box()
+                .map_err(|e| CliError::failure("cannot encode the public key", e))?
+                .into_string(),
+        )
+        .map_err(|e| CliError::failure("the public key does not parse", e))?;
+        Signature::make_prehashed(
+            &bytes[62..126],
+            &public,
+            prehash,
+            comment,
+            &format!("signature from ship key {}", self.id),
+        )
+        .map(|s| s.text().to_owned())
+        .map_err(|e| CliError::failure(format!("cannot sign with key {}", self.id), e))
+    }
+
     /// Signs the file at `path` with trusted comment `comment`.
     fn sign(&self, path: &Path, comment: &str) -> Result<String, CliError> {
         let file = File::open(path)
@@ -220,15 +244,20 @@ pub fn claim(manifest: &Manifest, seq: Option<u64>) -> Claim {
     Claim::of(manifest, seq)
 }
 
-/// Signs `artifact` (whose manifest is `manifest`) and writes `<artifact>.minisig`.
+/// Signs `artifact` (whose manifest is `manifest`; `prehash`, its BLAKE2b-512 when
+/// known) and writes `<artifact>.minisig`.
 pub fn sign_artifact(
     artifact: &Path,
     manifest: &Manifest,
     key: &SecretKey,
     seq: Option<u64>,
+    prehash: Option<&[u8]>,
 ) -> Result<(PathBuf, Claim), CliError> {
     let claim = claim(manifest, seq);
-    let text = key.sign(artifact, &claim.to_comment())?;
+    let text = match prehash {
+        Some(prehash) => key.sign_prehashed(prehash, &claim.to_comment())?,
+        None => key.sign(artifact, &claim.to_comment())?,
+    };
     let path = signature_path(artifact);
     write_file(&path, text.as_bytes(), 0o644)?;
     Ok((path, claim))

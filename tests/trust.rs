@@ -596,3 +596,106 @@ fn keys_are_encrypted_by_default_and_a_wrong_passphrase_is_named() {
     .expect(2);
     assert!(run.stderr.contains("SHIP_KEY_PASSPHRASE"), "{}", run.stderr);
 }
+
+#[test]
+fn trust_in_ship_toml_and_by_hand_on_the_host() {
+    let build = LocalFleet::new(&["h1"]);
+    let cwd = build.dir.path();
+    let (key, public) = keypair(cwd, "release");
+    let (other_key, other_pub) = keypair(cwd, "other");
+    let toml = cwd.join("ship.toml");
+    let text = fs::read_to_string(&toml).unwrap();
+    fs::write(&toml, format!("{text}[trust]\nkeys = [\"release.pub\"]\n")).unwrap();
+    let v1 = artifact(&build, "v1");
+
+    // [trust] keys: verify needs a signature by one of them, and deploy sends
+    // nothing that lacks one.
+    let run = build.ship(&["verify", v1.to_str().unwrap()]).expect(1);
+    assert!(run.stderr.contains("it is not signed"), "{}", run.stderr);
+    let run = build.ship(&["deploy", "v1", "--hosts", "h1"]).expect(1);
+    assert!(
+        run.stderr.contains("shop v1 is not deployed") && run.stderr.contains("not signed"),
+        "{}",
+        run.stderr
+    );
+    assert!(!build.root("h1").join("releases").exists());
+    sign(&build, "v1", &other_key, 1);
+    let run = build.ship(&["deploy", "v1", "--hosts", "h1"]).expect(1);
+    assert!(run.stderr.contains("not a trusted key"), "{}", run.stderr);
+    sign(&build, "v1", &key, 1);
+    let run = build.ship(&["verify", v1.to_str().unwrap()]).expect(0);
+    assert!(run.stdout.contains("signed by key"), "{}", run.stdout);
+    build.ship(&["deploy", "v1", "--hosts", "h1"]).expect(0);
+    // Signed while packing (the BLAKE2b computed as the artifact is written): the
+    // minisign CLI agrees.
+    common::ship_in(
+        cwd,
+        &[
+            "pack",
+            "build-v2",
+            "--version",
+            "v5",
+            "--sign",
+            "release.key",
+        ],
+    )
+    .expect(0);
+    let checked = common::tool(
+        "minisign",
+        &["-Vm", "dist/shop-v5.tar.zst", "-p", "release.pub"],
+        cwd,
+    );
+    assert!(checked.contains("version:v5"), "{checked}");
+
+    // By hand on the host: the owner adds and revokes keys without statements,
+    // down to none, when the host takes unsigned releases again.
+    let root = build.root("h1");
+    let agent = |args: &[&str]| {
+        common::run(
+            std::process::Command::new(common::agent_binary())
+                .args(["trust", "--root", root.to_str().unwrap()])
+                .args(args),
+        )
+    };
+    agent(&["add", public.to_str().unwrap()]).expect(0);
+    agent(&["add", other_pub.to_str().unwrap()]).expect(0);
+    let list = agent(&["--json", "list"]).expect(0);
+    assert_eq!(list.stdout.matches("\"id\"").count(), 2, "{}", list.stdout);
+    let unsigned = common::run(
+        std::process::Command::new(common::agent_binary())
+            .args(["receive", "--root", root.to_str().unwrap()])
+            .stdin(fs::File::open(artifact(&build, "v2")).unwrap()),
+    )
+    .expect(1);
+    assert!(
+        unsigned.stderr.contains("an unsigned release was refused"),
+        "{}",
+        unsigned.stderr
+    );
+    agent(&["revoke", other_pub.to_str().unwrap()]).expect(0);
+    agent(&["revoke", &key_id(&public)]).expect(0);
+    let list = agent(&["list"]).expect(0);
+    assert!(
+        list.stderr.is_empty() || !list.stderr.contains("error"),
+        "{}",
+        list.stderr
+    );
+    common::run(
+        std::process::Command::new(common::agent_binary())
+            .args(["receive", "--root", root.to_str().unwrap()])
+            .stdin(fs::File::open(artifact(&build, "v2")).unwrap()),
+    )
+    .expect(0);
+    // The journal says who changed the trust store.
+    let journal = fs::read_to_string(root.join(".ship/journal.jsonl")).unwrap();
+    assert_eq!(
+        journal.matches("\"op\":\"trust-add\"").count(),
+        2,
+        "{journal}"
+    );
+    assert_eq!(
+        journal.matches("\"op\":\"trust-revoke\"").count(),
+        2,
+        "{journal}"
+    );
+}

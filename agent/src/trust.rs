@@ -1,7 +1,8 @@
 //! The host's trust anchors, in `<root>/.ship/trust/`: the keys whose signatures it
-//! accepts (`keys/<ID>.pub`, minisign public key files), the keys it stopped trusting
-//! (`revoked/<ID>.pub`) and, per key, the highest signing sequence it has accepted
-//! (`marks.json`, its high-water marks).
+//! accepts (`keys/<ID>.pub`, minisign public key files) and the keys it stopped
+//! trusting (`revoked/<ID>.pub`); and, per key, the highest signing sequence it has
+//! accepted (its high-water mark), which the journal's receive records hold — one
+//! record, already flushed, is the receive and raises the mark.
 //!
 //! A host with no key takes unsigned releases. Once it has one, every release it
 //! receives must carry a signature whose claim a trusted key made, for exactly the
@@ -22,7 +23,9 @@ use manifests::Manifest;
 use manifests::signature::{Action, Claim, KeyId, PublicKey, Signature, Statement};
 
 use crate::error::AgentError;
+use crate::journal;
 use crate::layout::AppRoot;
+use crate::protocol::{Op, Outcome};
 use crate::protocol::{SignedBy, TrustReply, TrustedKey};
 
 /// What came with a release to receive: its signature, and the operator's leave to
@@ -88,18 +91,17 @@ impl Trust {
             .iter()
             .map(PublicKey::id)
             .collect();
-        let marks_path = dir.join("marks.json");
-        let marks = match fs::read(&marks_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                AgentError::io(
-                    "cannot read",
-                    &marks_path,
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(AgentError::io("cannot read", &marks_path, e)),
-        };
+        let mut marks = BTreeMap::new();
+        if !keys.is_empty() {
+            for record in journal::read(&app.journal())? {
+                if let (Op::Receive, Outcome::Ok, Some(signed)) =
+                    (record.op, record.result, &record.signed_by)
+                {
+                    let mark = marks.entry(signed.key.clone()).or_insert(0);
+                    *mark = signed.seq.max(*mark);
+                }
+            }
+        }
         Ok(Trust {
             dir,
             keys,
@@ -204,22 +206,6 @@ impl Trust {
             key: key.id(),
             downgrade,
         }))
-    }
-
-    /// Raises the mark of the key that signed `admitted` to its sequence (a
-    /// downgrade leaves it where it was).
-    pub fn accepted(&mut self, admitted: &Admitted) -> Result<(), AgentError> {
-        let id = admitted.key.to_string();
-        if self
-            .marks
-            .get(&id)
-            .is_some_and(|&mark| mark >= admitted.claim.seq)
-        {
-            return Ok(());
-        }
-        self.marks.insert(id, admitted.claim.seq);
-        let bytes = serde_json::to_vec_pretty(&self.marks).expect("marks serialize");
-        write_whole(&self.dir, "marks.json", &bytes)
     }
 
     /// Trusts `key`. By hand (`statement` and `first_contact` both unset) that is

@@ -177,6 +177,7 @@ mod tests {
                 strict: false,
                 threads: 1,
                 behaviour: Default::default(),
+                prehash: false,
             },
             &(),
         )

@@ -62,6 +62,9 @@ pub struct PackOptions {
     pub threads: u32,
     /// The app's behaviour on hosts, carried in the manifest.
     pub behaviour: manifests::behaviour::Behaviour,
+    /// Also compute the artifact's BLAKE2b-512 (what a minisign signature signs), on
+    /// a thread of its own as the artifact is written.
+    pub prehash: bool,
 }
 
 /// Receives progress while the artifact is written. The total is the manifest's
@@ -88,6 +91,8 @@ pub struct Packed {
     pub size: u64,
     /// The manifest it carries.
     pub manifest: Manifest,
+    /// BLAKE2b-512 of the artifact file, when [`PackOptions::prehash`] asked for it.
+    pub prehash: Option<Vec<u8>>,
 }
 
 /// Whether `pack` rewrites what ties the tree to its build directory.
@@ -192,7 +197,8 @@ pub fn pack_with(
         })?;
 
         let sorted: Vec<Option<&Surveyed>> = order.iter().map(|&i| files[i].as_ref()).collect();
-        let (tmp, digest, size) = write_artifact(options, &manifest, &sorted, &artifact, progress)?;
+        let (tmp, digest, size, prehash) =
+            write_artifact(options, &manifest, &sorted, &artifact, progress)?;
         tmp.persist(&artifact).map_err(|e| PackError::Write {
             path: artifact.clone(),
             source: e.error,
@@ -212,6 +218,7 @@ pub fn pack_with(
             digest,
             size,
             manifest,
+            prehash,
         })
     })
 }
@@ -702,25 +709,27 @@ fn describe(
 }
 
 /// Writes the artifact into a temporary file beside its final path: the manifest's
-/// frame, then the payload's, hashed as it is written. Returns the file, its digest
-/// and its size.
+/// frame, then the payload's, hashed as it is written. Returns the file, its digest,
+/// its size and, when asked for, its BLAKE2b-512.
 fn write_artifact(
     options: &PackOptions,
     manifest: &Manifest,
     surveyed: &[Option<&Surveyed>],
     artifact: &Path,
     progress: &dyn Progress,
-) -> Result<(tempfile::NamedTempFile, Sha256, u64), PackError> {
+) -> Result<ArtifactWritten, PackError> {
     let tmp = tempfile::Builder::new()
         .prefix(".ship-artifact-")
         .permissions(fs::Permissions::from_mode(0o644))
         .tempfile_in(&options.out_dir)
         .map_err(write_err(artifact))?;
     let file = tmp.as_file().try_clone().map_err(write_err(artifact))?;
+    let prehash = options.prehash.then(Prehash::start);
     let mut out = Hashing {
         inner: file,
         hasher: sha2::Sha256::new(),
         size: 0,
+        tee: prehash.as_ref().map(|p| p.chunks.clone()),
     };
     let frame = manifest_frame(manifest, options.level, options.threads, options.mtime)
         .map_err(write_err(artifact))?;
@@ -760,8 +769,45 @@ fn write_artifact(
     tar.finish()
         .and_then(|encoder| encoder.finish())
         .map_err(write_err(artifact))?;
-    let Hashing { hasher, size, .. } = out;
-    Ok((tmp, Sha256::from_hasher(hasher), size))
+    let Hashing {
+        hasher, size, tee, ..
+    } = out;
+    // The hashing thread ends once every sender is gone.
+    drop(tee);
+    let prehash = prehash.map(Prehash::finish);
+    Ok((tmp, Sha256::from_hasher(hasher), size, prehash))
+}
+
+/// The artifact file, its sha256, its size and its BLAKE2b-512 when asked for.
+type ArtifactWritten = (tempfile::NamedTempFile, Sha256, u64, Option<Vec<u8>>);
+
+/// BLAKE2b-512 of what is written, on a thread of its own: pieces are copied to it
+/// as they go to the file, so the writing thread (which feeds zstd) is not held up.
+struct Prehash {
+    chunks: std::sync::mpsc::SyncSender<Vec<u8>>,
+    thread: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Prehash {
+    fn start() -> Prehash {
+        let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+        let thread = std::thread::spawn(move || {
+            let mut state = blake2b_simd::Params::new().hash_length(64).to_state();
+            for chunk in received {
+                state.update(&chunk);
+            }
+            state.finalize().as_bytes().to_vec()
+        });
+        Prehash { chunks, thread }
+    }
+
+    /// The hash, once everything was written (and every sender dropped).
+    fn finish(self) -> Vec<u8> {
+        drop(self.chunks);
+        self.thread
+            .join()
+            .expect("the hashing thread does not panic")
+    }
 }
 
 /// What a file read again must be, and what becomes of it.
@@ -818,6 +864,8 @@ struct Hashing<W> {
     inner: W,
     hasher: sha2::Sha256,
     size: u64,
+    /// Where a copy of every piece goes, for [`Prehash`].
+    tee: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
 }
 
 impl<W: Write> Write for Hashing<W> {
@@ -825,6 +873,10 @@ impl<W: Write> Write for Hashing<W> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
+        if let Some(tee) = &self.tee {
+            tee.send(buf[..n].to_vec())
+                .map_err(|_| io::Error::other("the BLAKE2b thread stopped"))?;
+        }
         Ok(n)
     }
 

@@ -72,7 +72,7 @@ pub fn sign(args: crate::cli::SignArgs, printer: &Printer) -> Result<(), CliErro
         return Ok(());
     }
     let key = SecretKey::load(args.key.as_deref().expect("clap requires --key"))?;
-    let (path, claim) = signing::sign_artifact(&artifact, manifest, &key, args.seq)?;
+    let (path, claim) = signing::sign_artifact(&artifact, manifest, &key, args.seq, None)?;
     printer.note(format_args!(
         "signed {} {} by key {} (sequence {})",
         manifest.name,

@@ -42,8 +42,14 @@ pub fn run(settings: PackSettings, printer: &Printer) -> Result<(), CliError> {
     let manifest = &packed.manifest;
     let signature = key
         .map(|key| {
-            crate::signing::sign_artifact(&packed.artifact, manifest, &key, None)
-                .map(|(path, claim)| (path, key.id(), claim.seq))
+            crate::signing::sign_artifact(
+                &packed.artifact,
+                manifest,
+                &key,
+                None,
+                packed.prehash.as_deref(),
+            )
+            .map(|(path, claim)| (path, key.id(), claim.seq))
         })
         .transpose()?;
     if printer.is_json() {

@@ -236,6 +236,7 @@ fn pack(
         strict: false,
         threads: 1,
         behaviour,
+        prehash: false,
     };
     let packed = packager::pack(&options, &()).unwrap();
     (
