@@ -140,8 +140,8 @@ pub fn generate(
         .to_box(Some(&format!("ship secret key {id}")))
         .map_err(|e| CliError::failure("cannot encode the secret key", e))?
         .into_string();
-    write_file(&secret_path, secret.as_bytes(), 0o600)?;
-    write_file(&public_path, public.as_bytes(), 0o644)?;
+    write_file(&secret_path, secret.as_bytes(), 0o600, true)?;
+    write_file(&public_path, public.as_bytes(), 0o644, true)?;
     Ok((secret_path, public_path, id))
 }
 
@@ -259,7 +259,7 @@ pub fn sign_artifact(
         None => key.sign(artifact, &claim.to_comment())?,
     };
     let path = signature_path(artifact);
-    write_file(&path, text.as_bytes(), 0o644)?;
+    write_file(&path, text.as_bytes(), 0o644, false)?;
     Ok((path, claim))
 }
 
@@ -279,7 +279,7 @@ pub fn statement(
     .to_comment();
     let text = key.sign(subject, &comment)?;
     let out = out.unwrap_or_else(|| with_suffix(subject, &format!(".{action}.minisig")));
-    write_file(&out, text.as_bytes(), 0o644)?;
+    write_file(&out, text.as_bytes(), 0o644, false)?;
     Ok(out)
 }
 
@@ -290,8 +290,10 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes `bytes` to `path` with `mode`, whole or not at all.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {
+/// Writes `bytes` to `path` with `mode`, whole or not at all; flushed first when
+/// `durable` (a key), or left to the system as the artifact and its sidecar are (a
+/// signature, which can be made again).
+fn write_file(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<(), CliError> {
     let fail = |e: std::io::Error| CliError::failure(format!("cannot write {}", path.display()), e);
     let temp = with_suffix(path, ".tmp");
     let _ = fs::remove_file(&temp);
@@ -302,7 +304,7 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {
         .open(&temp)
         .map_err(fail)?;
     file.write_all(bytes)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
         .map_err(fail)?;
     fs::rename(&temp, path).map_err(fail)
 }

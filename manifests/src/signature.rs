@@ -287,10 +287,17 @@ pub fn decode_arg(arg: &str) -> Result<Signature, SignatureError> {
     Signature::parse(&text)
 }
 
-/// The manifest digest a claim binds: SHA-256 of the manifest as ship writes it
-/// into artifacts, which hosts also reconstruct from the manifest they receive.
+/// The manifest digest a claim binds: SHA-256 of the manifest as ship writes it,
+/// with its entry list left out — the payload digest, which a claim binds too and a
+/// manifest is checked against, stands for the entries. The rest (the app's hooks,
+/// services and requirements, the counts, the rewrites) is a few kilobytes, so a
+/// host checks a claim without serialising ten thousand entries again.
 pub fn manifest_digest(manifest: &Manifest) -> Sha256 {
-    Sha256::of(&manifest.to_json())
+    let rest = Manifest {
+        entries: Vec::new(),
+        ..manifest.clone()
+    };
+    Sha256::of(&rest.to_json())
 }
 
 /// What a release signature says it is for: its trusted comment.

@@ -1017,6 +1017,21 @@ fn history_row(host: &str, r: &Record) -> Vec<String> {
         agent::protocol::Outcome::Ok => "ok".to_owned(),
         agent::protocol::Outcome::Unchanged => "unchanged".to_owned(),
     };
+    // Who signed what was received, and which key a trust change was about.
+    let result = match (&r.signed_by, &r.key) {
+        (Some(signed), _) => {
+            let downgrade = signed
+                .downgrade
+                .as_ref()
+                .map_or(String::new(), |why| format!(", downgrade {why}"));
+            format!(
+                "{result} (signed by key {} seq {}{downgrade})",
+                signed.key, signed.seq
+            )
+        }
+        (None, Some(key)) => format!("{result} (key {key})"),
+        (None, None) => result,
+    };
     vec![
         r.time.to_string(),
         host.to_owned(),
