@@ -19,6 +19,13 @@ fn can_run() -> bool {
     )
 }
 
+fn has_minisign() -> bool {
+    common::skip::runs_here(
+        Path::new("/usr/bin/minisign").exists(),
+        "/usr/bin/minisign (scripts/test installs it)",
+    )
+}
+
 /// A keypair `<dir>/<name>.key` (unencrypted) and `.pub`, made by `ship key generate`.
 fn keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let out = dir.join(name);
@@ -91,6 +98,11 @@ fn received_ok(fleet: &SshFleet, host: &str, version: &str) -> bool {
 
 /// Nothing half-made is left on a host that refused a release.
 fn clean(fleet: &SshFleet, host: &str, version: &str) {
+    assert_ne!(
+        fleet.current(host),
+        Some(format!("releases/{version}")),
+        "{host} switched"
+    );
     assert!(
         !fleet.root(host).join("releases").join(version).exists(),
         "{host}"
@@ -238,6 +250,48 @@ fn hosts_with_keys_take_only_what_their_keys_signed() {
         .ship(cwd, &["deploy", "v3", "--hosts", "h1", "--full"])
         .expect(1);
     refused(&run, "h1", "the signature is for another release");
+    clean(&fleet, "h1", "v3");
+
+    // A signature of the same tree packed as another app: same payload, other name.
+    common::ship_in(
+        cwd,
+        &[
+            "pack",
+            "build-v3",
+            "--name",
+            "other",
+            "--version",
+            "v3",
+            "--out",
+            "other",
+        ],
+    )
+    .expect(0);
+    common::ship_in(
+        cwd,
+        &[
+            "sign",
+            "other/other-v3.tar.zst",
+            "--key",
+            release_key.to_str().unwrap(),
+            "--seq",
+            "300",
+        ],
+    )
+    .expect(0);
+    fs::copy(
+        cwd.join("other/other-v3.tar.zst.minisig"),
+        signature(&build, "v3"),
+    )
+    .unwrap();
+    let run = fleet
+        .ship(cwd, &["deploy", "v3", "--hosts", "h1"])
+        .expect(1);
+    refused(
+        &run,
+        "h1",
+        "it was made for app other, this release has shop",
+    );
     clean(&fleet, "h1", "v3");
 
     // A forged claim: v3's own signature with its sequence raised.
@@ -438,6 +492,77 @@ fn hosts_with_keys_take_only_what_their_keys_signed() {
     fleet
         .ship(cwd, &["deploy", "v4", "--hosts", "h1"])
         .expect(0);
+
+    // A revoked key is not taken back by statement, and ship does not revoke a
+    // host's last key (which would make it take unsigned releases).
+    let back = endorse(&release_pub, &new_key);
+    let run = fleet
+        .ship(
+            cwd,
+            &[
+                "trust",
+                "add",
+                pub_arg,
+                "--statement",
+                back.to_str().unwrap(),
+                "--hosts",
+                "h1",
+            ],
+        )
+        .expect(1);
+    assert!(
+        run.stdout.contains("it was revoked on this host"),
+        "{}",
+        run.stdout
+    );
+    let new_arg = new_pub.to_str().unwrap();
+    let last = common::ship_in(
+        cwd,
+        &["key", "revoke", new_arg, "--key", new_key.to_str().unwrap()],
+    )
+    .expect(0);
+    let run = fleet
+        .ship(
+            cwd,
+            &[
+                "trust",
+                "revoke",
+                new_arg,
+                "--statement",
+                last.stdout.trim(),
+                "--hosts",
+                "h1",
+            ],
+        )
+        .expect(1);
+    assert!(run.stdout.contains("last trusted key"), "{}", run.stdout);
+
+    // h3 took its releases before it had a key: once it has one, they are not
+    // deployed there again until they come again, signed.
+    fleet
+        .ship(
+            cwd,
+            &["trust", "add", new_arg, "--first-contact", "--hosts", "h3"],
+        )
+        .expect(0);
+    let run = fleet
+        .ship(cwd, &["deploy", "v2", "--hosts", "h3"])
+        .expect(1);
+    assert!(
+        run.row("h3")
+            .contains("it was received unsigned, before this host required signatures"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(fleet.current("h3").as_deref(), Some("releases/v3"));
+    fleet
+        .ship(cwd, &["deploy", "v4", "--hosts", "h3"])
+        .expect(0);
+    // Going back is a swap, signed or not.
+    fleet
+        .ship(cwd, &["rollback", "--hosts", "h3", "--to", "v2"])
+        .expect(0);
+    assert_eq!(fleet.current("h3").as_deref(), Some("releases/v2"));
 }
 
 #[test]
@@ -533,10 +658,22 @@ fn minisign_signatures_deploy_and_pulls_are_checked_before_download() {
         clean(&fleet, host, "v2");
         assert_eq!(fleet.current(host).as_deref(), Some("releases/v1"));
     }
+    // v3 signed by a key the hosts do not trust, published with its signature.
+    let (other, _) = keypair(cwd, "other");
+    sign(&build, "v3", &other, 10);
+    fleet.ship(cwd, &["publish", "v3"]).expect(0);
+    let run = fleet.ship(cwd, &["deploy", "v3", "--hosts", "*"]).expect(1);
+    for host in ["h1", "h2"] {
+        refused(&run, host, "which this host does not trust");
+        clean(&fleet, host, "v3");
+    }
 }
 
 #[test]
 fn keys_are_encrypted_by_default_and_a_wrong_passphrase_is_named() {
+    if !has_minisign() {
+        return;
+    }
     let build = LocalFleet::new(&["h1"]);
     let cwd = build.dir.path();
     let run = common::run(
@@ -599,6 +736,9 @@ fn keys_are_encrypted_by_default_and_a_wrong_passphrase_is_named() {
 
 #[test]
 fn trust_in_ship_toml_and_by_hand_on_the_host() {
+    if !has_minisign() {
+        return;
+    }
     let build = LocalFleet::new(&["h1"]);
     let cwd = build.dir.path();
     let (key, public) = keypair(cwd, "release");

@@ -114,8 +114,8 @@ fn env_name(text: &str) -> Result<String, String> {
 pub struct SigningArgs {
     /// The release's signature: its .minisig file's text, in base64 (as ship sends
     /// it). A host that trusts keys requires one.
-    #[arg(long, value_name = "BASE64", value_parser = signature_arg, conflicts_with = "signature_file")]
-    pub signature: Option<manifests::signature::Signature>,
+    #[arg(long, value_name = "BASE64", conflicts_with = "signature_file")]
+    pub signature: Option<String>,
     /// The release's signature, from its .minisig file.
     #[arg(long, value_name = "PATH")]
     pub signature_file: Option<PathBuf>,
@@ -129,8 +129,16 @@ pub struct SigningArgs {
 impl SigningArgs {
     /// The signature, read from its file when given as one.
     pub fn into_signing(self) -> Result<crate::trust::Signing, crate::AgentError> {
+        let unusable =
+            |what: String, e: manifests::signature::SignatureError| crate::AgentError::Untrusted {
+                subject: what,
+                reason: e.to_string(),
+            };
         let signature = match (self.signature, self.signature_file) {
-            (Some(signature), _) => Some(signature),
+            (Some(arg), _) => Some(
+                manifests::signature::decode_arg(&arg)
+                    .map_err(|e| unusable("the release's signature".into(), e))?,
+            ),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| crate::AgentError::io("cannot read", &path, e))?;
@@ -148,10 +156,6 @@ impl SigningArgs {
             allow_downgrade: self.allow_downgrade,
         })
     }
-}
-
-fn signature_arg(text: &str) -> Result<manifests::signature::Signature, String> {
-    manifests::signature::decode_arg(text).map_err(|e| e.to_string())
 }
 
 fn reason(text: &str) -> Result<String, String> {

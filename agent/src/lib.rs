@@ -172,13 +172,21 @@ fn admit(
     app: &AppRoot,
     signing: cli::SigningArgs,
     payload: Option<&manifests::Sha256>,
+    out: Output,
 ) -> Result<Option<trust::Admitted>, AgentError> {
-    let signing = signing.into_signing()?;
-    let admitted = trust::Trust::load(app)?.admit(&signing, payload);
+    let holds = |version: &Version, payload: &manifests::Sha256| {
+        receive::read_artifact_facts(app, version).is_some_and(|f| f.payload_digest == *payload)
+    };
+    let admitted = signing
+        .into_signing()
+        .and_then(|signing| trust::Trust::load(app)?.admit(&signing, payload, holds));
     if let Err(e) = &admitted {
         let mut record = protocol::Record::new(protocol::Op::Receive, protocol::Outcome::Failed);
         record.reason = Some(protocol::chain(e));
-        journal::append(&app.journal(), &record)?;
+        // The refusal is the answer, even where the journal cannot take it.
+        if let Err(journal_error) = journal::append(&app.journal(), &record) {
+            out.warn(&format!("the refusal was not journaled: {journal_error}"));
+        }
     }
     admitted
 }
@@ -270,6 +278,9 @@ fn change_trust(
         }
     };
     let (op, id) = what;
+    if changed && !store.enforced() {
+        out.warn("this host trusts no key now: it takes unsigned releases");
+    }
     if changed {
         let mut record = protocol::Record::new(op, protocol::Outcome::Ok);
         record.key = Some(id.to_string());
@@ -318,7 +329,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
                 .map_err(|e| AgentError::io("cannot create the app root", app.path(), e))?;
             let _lock = locked(&app, "receive")?;
             prune::clear_leftovers(&app)?;
-            let signed = admit(&app, signing, expect_payload.as_ref())?;
+            let signed = admit(&app, signing, expect_payload.as_ref(), out)?;
             let expect = receive::Expect {
                 digest: expect_digest,
                 payload: expect_payload,
@@ -349,7 +360,7 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             let _lock = locked(&app, "fetch")?;
             prune::clear_leftovers(&app)?;
             // An untrusted release is refused before it is downloaded.
-            let signed = admit(&app, signing, expect_payload.as_ref())?;
+            let signed = admit(&app, signing, expect_payload.as_ref(), out)?;
             let fetch::Opened { reader, failure } = fetch::open(&source.url, out)?;
             let expect = receive::Expect {
                 digest: Some(expect_digest),

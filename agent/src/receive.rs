@@ -53,6 +53,9 @@ pub struct ArtifactFacts {
     pub size: u64,
     /// When this host received it.
     pub received: Timestamp,
+    /// Who signed it, when it was received signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<protocol::SignedBy>,
 }
 
 /// What the received artifact must be.
@@ -223,6 +226,10 @@ fn finish(
         entries: manifest.entry_count,
         size: summary.size,
         received: Timestamp::now(),
+        signed_by: expect
+            .signed
+            .as_ref()
+            .map(crate::trust::Admitted::signed_by),
     };
     write_record(&AppRoot::manifest_in(staging), &manifest.to_json())?;
     write_record(

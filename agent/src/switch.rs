@@ -95,6 +95,7 @@ pub fn activate(
         Some(version),
         |current| {
             if current.as_ref() != Some(version) {
+                crate::trust::Trust::load(root)?.check_held(root, version)?;
                 let release = Ready::load(root, version, host)?;
                 lifecycle::prepare_shared(root, &release.manifest.behaviour)?;
                 release

@@ -76,7 +76,10 @@ impl Admitted {
 /// The trust store of an app root.
 pub struct Trust {
     dir: PathBuf,
+    /// The trusted keys: those in `keys/` that are not also in `revoked/`.
     keys: Vec<PublicKey>,
+    /// Every file in `keys/`, by the id of its key (an owner may name them freely).
+    files: Vec<(KeyId, PathBuf)>,
     revoked: Vec<KeyId>,
     marks: BTreeMap<String, u64>,
 }
@@ -86,11 +89,22 @@ impl Trust {
     /// does not parse is an error, never skipped: the host fails closed.
     pub fn load(app: &AppRoot) -> Result<Trust, AgentError> {
         let dir = app.ship_dir().join("trust");
-        let keys = read_keys(&dir.join("keys"))?;
-        let revoked = read_keys(&dir.join("revoked"))?
+        let found = read_keys(&dir.join("keys"))?;
+        let revoked: Vec<KeyId> = read_keys(&dir.join("revoked"))?
             .iter()
-            .map(PublicKey::id)
+            .map(|(key, _)| key.id())
             .collect();
+        let files = found
+            .iter()
+            .map(|(key, path)| (key.id(), path.clone()))
+            .collect();
+        // A revoked key stays revoked, whatever else is in keys/.
+        let mut keys: Vec<PublicKey> = found
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| !revoked.contains(&key.id()))
+            .collect();
+        keys.dedup_by_key(|key| key.id());
         let mut marks = BTreeMap::new();
         if !keys.is_empty() {
             for record in journal::read(&app.journal())? {
@@ -105,8 +119,37 @@ impl Trust {
         Ok(Trust {
             dir,
             keys,
+            files,
             revoked,
             marks,
+        })
+    }
+
+    /// Whether a release this host holds may be activated (deployed again without a
+    /// transfer): on a host that requires signatures, only one it received signed
+    /// by a key it still trusts. One received before the host had keys, or signed
+    /// by a key revoked since, is refused; deploying it again, signed, makes it
+    /// good. A rollback is not asked: going back stays a symlink swap.
+    pub fn check_held(
+        &self,
+        app: &AppRoot,
+        version: &manifests::Version,
+    ) -> Result<(), AgentError> {
+        if !self.enforced() {
+            return Ok(());
+        }
+        let signed = crate::receive::read_artifact_facts(app, version).and_then(|f| f.signed_by);
+        let reason = match signed {
+            Some(signed) if self.key_ids().contains(&signed.key) => return Ok(()),
+            Some(signed) => format!(
+                "it was received signed by key {}, which this host no longer trusts; deploy it again signed by a key it trusts",
+                signed.key
+            ),
+            None => "it was received unsigned, before this host required signatures; deploy it again, signed (a rollback to it is still allowed)".to_owned(),
+        };
+        Err(AgentError::Untrusted {
+            subject: format!("release {version}"),
+            reason,
         })
     }
 
@@ -139,10 +182,13 @@ impl Trust {
     /// `None` when the host trusts no key (a signature is then not needed).
     /// With `payload` (the payload digest the release must have), a signature made
     /// for another release is told apart from a replay before anything is read.
+    /// `holds` says whether the host has a release of that version and payload
+    /// already: taking it again is no downgrade (it is a switch, as a rollback is).
     pub fn admit(
         &self,
         signing: &Signing,
         payload: Option<&manifests::Sha256>,
+        holds: impl Fn(&manifests::Version, &manifests::Sha256) -> bool,
     ) -> Result<Option<Admitted>, AgentError> {
         if !self.enforced() {
             return Ok(None);
@@ -190,7 +236,9 @@ impl Trust {
             )));
         }
         let mark = self.marks.get(&key.id().to_string()).copied();
+        let held = holds(&claim.version, &claim.payload);
         let downgrade = match (mark, &signing.allow_downgrade) {
+            _ if held => None,
             (Some(mark), None) if claim.seq < mark => {
                 return Err(refuse(format!(
                     "it was signed with sequence {} by key {}, and this host has accepted a release signed with sequence {mark} by that key: a replay or a downgrade (allow it with --allow-downgrade REASON)",
@@ -223,7 +271,12 @@ impl Trust {
             subject: format!("key {}", key.id()),
             reason,
         };
-        if self.keys.iter().any(|k| k.id() == key.id()) {
+        if let Some(known) = self.keys.iter().find(|k| k.id() == key.id()) {
+            if known.text().lines().nth(1) != key.text().lines().nth(1) {
+                return Err(refuse(
+                    "the host trusts another key with the same id; revoke that one first".into(),
+                ));
+            }
             return Ok(false);
         }
         match statement {
@@ -260,6 +313,10 @@ impl Trust {
         )?;
         let _ = fs::remove_file(self.dir.join("revoked").join(format!("{}.pub", key.id())));
         self.revoked.retain(|id| *id != key.id());
+        self.files.push((
+            key.id(),
+            self.dir.join("keys").join(format!("{}.pub", key.id())),
+        ));
         self.keys.push(key);
         Ok(true)
     }
@@ -303,8 +360,15 @@ impl Trust {
             .map_err(|e| AgentError::io("cannot create", &revoked, e))?;
         let name = format!("{}.pub", key.id());
         write_whole(&revoked, &name, key.text().as_bytes())?;
-        let path = self.dir.join("keys").join(&name);
-        fs::remove_file(&path).map_err(|e| AgentError::io("cannot remove", &path, e))?;
+        // Every file of the key, whatever its name.
+        for (_, path) in self.files.iter().filter(|(id, _)| *id == key.id()) {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(AgentError::io("cannot remove", path, e)),
+            }
+        }
+        self.files.retain(|(id, _)| *id != key.id());
         self.keys.retain(|k| k.id() != key.id());
         self.revoked.push(key.id());
         Ok(true)
@@ -340,8 +404,8 @@ impl Trust {
     }
 }
 
-/// Every `*.pub` in `dir` (none when it does not exist).
-fn read_keys(dir: &Path) -> Result<Vec<PublicKey>, AgentError> {
+/// Every `*.pub` in `dir`, with its path (none when `dir` does not exist).
+fn read_keys(dir: &Path) -> Result<Vec<(PublicKey, PathBuf)>, AgentError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -361,9 +425,9 @@ fn read_keys(dir: &Path) -> Result<Vec<PublicKey>, AgentError> {
             subject: format!("the trust store's {}", path.display()),
             reason: e.to_string(),
         })?;
-        keys.push(key);
+        keys.push((key, path));
     }
-    keys.sort_by_key(PublicKey::id);
+    keys.sort_by_key(|(key, _)| key.id());
     Ok(keys)
 }
 

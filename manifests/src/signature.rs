@@ -560,6 +560,37 @@ mod tests {
     }
 
     #[test]
+    fn the_manifest_digest_is_pinned_and_leaves_the_entries_to_the_payload() {
+        // The definition is part of the format: changing it voids every signature.
+        let json = br#"{"format":1,"name":"shop","version":"v1","created":"1970-01-01T00:00:00Z",
+            "compression":{"algorithm":"zstd","zstd_version":"1.5.7","level":3},
+            "entry_count":1,"unpacked_size":0,
+            "payload_digest":"DIGEST",
+            "entries":[{"path":"a","kind":"dir","mode":"0755"}]}"#;
+        let entries: Vec<crate::Entry> =
+            serde_json::from_str(r#"[{"path":"a","kind":"dir","mode":"0755"}]"#).unwrap();
+        let digest = crate::manifest::payload_digest(&entries);
+        let text = String::from_utf8(json.to_vec())
+            .unwrap()
+            .replace("DIGEST", digest.as_str());
+        let manifest = Manifest::from_json(text.as_bytes()).unwrap();
+        let mut rest = manifest.clone();
+        rest.entries.clear();
+        assert_eq!(manifest_digest(&manifest), Sha256::of(&rest.to_json()));
+        assert!(
+            !String::from_utf8(rest.to_json())
+                .unwrap()
+                .contains("\"path\"")
+        );
+        assert_eq!(
+            manifest_digest(&manifest).as_str(),
+            "0934b1b0828ad110ce0901e9a2a1dc23d16af91b79f2a512d1aa41d2c32564a7",
+            "{}",
+            String::from_utf8(rest.to_json()).unwrap()
+        );
+    }
+
+    #[test]
     fn claims_round_trip_and_are_strict() {
         let claim = Claim {
             app: "shop".parse().unwrap(),

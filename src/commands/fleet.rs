@@ -172,6 +172,10 @@ fn published(settings: &FleetSettings, version: &Version) -> Result<Artifact, Cl
         })?;
     let (json, size) = store.manifest(&fleet.app, version).map_err(fail)?;
     let signature = store.signature(&fleet.app, version).map_err(fail)?;
+    if let Some(text) = &signature {
+        manifests::signature::Signature::parse(text)
+            .map_err(|e| fail(format!("its published signature is unusable: {e}")))?;
+    }
     let manifest = manifests::Manifest::from_json(&json).map_err(|e| fail(e.to_string()))?;
     if manifest.name != fleet.app || manifest.version != *version {
         return Err(fail(format!(
