@@ -56,6 +56,7 @@ impl Command {
             Command::Status(args) => args.fleet.json,
             Command::History(args) => args.fleet.json,
             Command::Key(_) | Command::Sign(_) => false,
+            Command::Analyze(args) => args.fleet.json,
             Command::Trust(args) => match &args.command {
                 TrustCommand::List { target }
                 | TrustCommand::Add { target, .. }
@@ -179,6 +180,37 @@ pub enum Command {
     /// signed by a key the host already trusts (`ship key endorse`, `ship key
     /// revoke`).
     Trust(TrustArgs),
+    /// Run the metric analysis of ship.toml now, over the chosen hosts, and judge it
+    /// as a rollout would; changes nothing.
+    ///
+    /// [analysis] sets the interval, the count of measurements, an initial delay,
+    /// the failed measurements tolerated and what no data counts as (fail, pass, or
+    /// inconclusive); each [[analysis.metric]] names a provider (prometheus, http,
+    /// command), a query template ({{hosts}}, {{hosts_regex}}, {{env}},
+    /// {{version}}, {{window}}, {{window_seconds}}) and a judgement: max/min, a
+    /// relative max_increase/max_decrease against the same hosts --since ago, or
+    /// baseline = true (the chosen hosts against the others, Mann-Whitney U). Each
+    /// measurement is printed as it comes; exit 1 when a metric does not pass, 2
+    /// when a query is rejected.
+    Analyze(AnalyzeArgs),
+}
+
+/// `ship analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The hosts to measure (the canary, for a baseline comparison).
+    #[arg(long, default_value = "*")]
+    pub hosts: String,
+    /// How far back "before" is for relative judgements.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    pub since: Duration,
+    /// The release the query templates name as {{version}}.
+    #[arg(long, value_name = "VERSION")]
+    pub version: Option<String>,
+    #[command(flatten)]
+    pub env: EnvArg,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 /// `ship key`.

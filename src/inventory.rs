@@ -39,6 +39,8 @@ pub struct Fleet {
     pub deploy_log: Option<PathBuf>,
     /// The artifact store (the environment's over `[store]`).
     pub store: StoreTable,
+    /// The metric analysis (the environment's over `[analysis]`).
+    pub analysis: manifests::analysis::AnalysisTable,
     groups: BTreeMap<HostName, Vec<HostName>>,
 }
 
@@ -164,6 +166,7 @@ impl Fleet {
             rollout: toml.rollout.clone(),
             notify: toml.notify.clone(),
             store: toml.store.clone(),
+            analysis: toml.analysis.clone(),
         };
         let (environment, view) = match chosen {
             None => (None, top),
@@ -187,6 +190,7 @@ impl Fleet {
                         log: table.notify.log.clone().or(top.notify.log),
                     },
                     store: top.store.overridden_by(&table.store),
+                    analysis: top.analysis.overridden_by(&table.analysis),
                 },
             ),
         };
@@ -275,6 +279,7 @@ impl Fleet {
             webhooks: toml.notify.webhooks.clone(),
             deploy_log: toml.notify.log.as_deref().map(&expand),
             store: view.store.clone(),
+            analysis: view.analysis.clone(),
             groups: toml.groups.clone(),
         })
     }

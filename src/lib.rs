@@ -7,6 +7,7 @@
 //! takes its console, environment and Ctrl-C flag as arguments, so tests can run any
 //! command in-process; [`run`] gives it the process's own.
 
+mod analysis;
 mod cli;
 mod commands;
 mod delta;
@@ -119,6 +120,15 @@ fn dispatch(
             args.digest,
             &args.key,
             args.config,
+            printer,
+        ),
+        Command::Analyze(args) => commands::analyze::run(
+            &fleet(args.fleet, args.env.name.as_deref())?,
+            &commands::analyze::Request {
+                hosts: &args.hosts,
+                since: args.since,
+                version: args.version,
+            },
             printer,
         ),
         Command::Key(args) => commands::keys::key(args.command, printer),

@@ -60,6 +60,9 @@ pub struct ShipToml {
     /// The `[trust]` table: the keys releases must be signed by.
     #[serde(default)]
     pub trust: TrustTable,
+    /// The `[analysis]` table: the metrics a rollout is judged by.
+    #[serde(default)]
+    pub analysis: crate::analysis::AnalysisTable,
     /// The `[environments.<name>]` tables: fleets of their own (develop, staging,
     /// production), chosen with `--env`.
     #[serde(default)]
@@ -131,6 +134,10 @@ pub struct EnvironmentTable {
     /// Its artifact store, field by field over `[store]`.
     #[serde(default)]
     pub store: StoreTable,
+    /// Its analysis, field by field over `[analysis]` (its metrics replace the top
+    /// level's).
+    #[serde(default)]
+    pub analysis: crate::analysis::AnalysisTable,
 }
 
 /// The `[notify]` table.
@@ -365,6 +372,9 @@ impl ShipToml {
         )?;
         check_webhooks("[notify]", &self.notify)?;
         self.rollout.check("[rollout]")?;
+        for metric in &self.analysis.metrics {
+            metric.check().map_err(|e| format!("[analysis] {e}"))?;
+        }
         for (name, env) in &self.environments {
             let prefix = format!("environments.{name}.");
             check_fleet(
@@ -380,6 +390,11 @@ impl ShipToml {
             check_webhooks(&format!("[environments.{name}.notify]"), &env.notify)?;
             env.rollout
                 .check(&format!("[environments.{name}.rollout]"))?;
+            for metric in &env.analysis.metrics {
+                metric
+                    .check()
+                    .map_err(|e| format!("[environments.{name}.analysis] {e}"))?;
+            }
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! the agent and the CLI all speak through these types, so an identifier or a path
 //! that passes here is safe to use everywhere.
 
+pub mod analysis;
 pub mod behaviour;
 pub mod config;
 pub mod ids;

@@ -2,6 +2,7 @@
 //! resolved settings and the printer, prints through it, and returns `Ok` or a
 //! [`CliError`](crate::error::CliError).
 
+pub mod analyze;
 pub mod fleet;
 pub mod inspect;
 pub mod keys;

@@ -1,0 +1,519 @@
+//! Metric analysis: the `[analysis]` of ship.toml resolved, each metric measured from
+//! its provider (Prometheus's query API, an HTTP endpoint returning JSON, a command
+//! that prints a number) and judged: an absolute bound, a change against the same
+//! hosts earlier, or the canary hosts against the others (Mann-Whitney U).
+//!
+//! A backend that rejects a query is a configuration error, named with the metric;
+//! one that is down, or has no data, follows the no-data policy and says so. `ship
+//! analyze` runs an analysis now and changes nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use manifests::analysis::{AnalysisTable, MetricTable, NoData};
+use serde::Serialize;
+
+/// Time allowed for one query.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The significance of the baseline comparison (one-sided).
+const ALPHA: f64 = 0.05;
+
+/// An analysis as a run uses it: the table with its defaults.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub interval: Duration,
+    pub count: u32,
+    pub initial_delay: Duration,
+    pub failure_limit: u32,
+    pub no_data: NoData,
+    pub metrics: Vec<MetricTable>,
+}
+
+impl Analysis {
+    /// `table` with its defaults; `None` when it names no metric.
+    pub fn resolve(table: &AnalysisTable) -> Option<Analysis> {
+        if table.metrics.is_empty() {
+            return None;
+        }
+        Some(Analysis {
+            interval: table.interval.unwrap_or(Duration::from_secs(10)),
+            count: table.count.unwrap_or(3).max(1),
+            initial_delay: table.initial_delay.unwrap_or_default(),
+            failure_limit: table.failure_limit.unwrap_or(0),
+            no_data: table.no_data.unwrap_or_default(),
+            metrics: table.metrics.clone(),
+        })
+    }
+}
+
+/// What a query's template may name.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The hosts measured.
+    pub hosts: Vec<String>,
+    /// The environment, when there is one.
+    pub env: Option<String>,
+    /// The release concerned, when there is one.
+    pub version: Option<String>,
+    /// The window each measurement covers: the interval.
+    pub window: Duration,
+}
+
+impl Scope {
+    fn variables(&self) -> BTreeMap<&'static str, String> {
+        let seconds = self.window.as_secs().max(1);
+        BTreeMap::from([
+            ("hosts", self.hosts.join(",")),
+            (
+                "hosts_regex",
+                self.hosts
+                    .iter()
+                    .map(|h| regex_escape(h))
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            ("env", self.env.clone().unwrap_or_default()),
+            ("version", self.version.clone().unwrap_or_default()),
+            ("window", format!("{seconds}s")),
+            ("window_seconds", seconds.to_string()),
+        ])
+    }
+
+    /// `template` with its variables filled in.
+    fn render(&self, template: &str) -> String {
+        let mut out = template.to_owned();
+        for (name, value) in self.variables() {
+            out = out.replace(&format!("{{{{{name}}}}}"), &value);
+            out = out.replace(&format!("{{{{ {name} }}}}"), &value);
+        }
+        out
+    }
+}
+
+/// Host names are safe in a regular expression once their dots are escaped.
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if !c.is_ascii_alphanumeric() && c != '_' && c != '-' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Why a measurement has no number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Missing {
+    /// The backend answered, with nothing (or NaN).
+    NoData(String),
+    /// The backend could not be asked.
+    Unavailable(String),
+    /// The backend refused the query: the configuration is wrong.
+    Rejected(String),
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Missing::NoData(why) => write!(f, "no data: {why}"),
+            Missing::Unavailable(why) => write!(f, "backend unavailable: {why}"),
+            Missing::Rejected(why) => write!(f, "query rejected: {why}"),
+        }
+    }
+}
+
+/// Measures `metric` over `scope`, as of `at` (a past time, for Prometheus), or now.
+pub fn measure(
+    metric: &MetricTable,
+    scope: &Scope,
+    at: Option<SystemTime>,
+) -> Result<f64, Missing> {
+    match metric.provider.as_str() {
+        "prometheus" => prometheus(metric, scope, at),
+        "http" => http_json(metric, scope),
+        "command" => command(metric, scope),
+        other => Err(Missing::Rejected(format!(
+            "provider {other} is not available"
+        ))),
+    }
+}
+
+fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(TIMEOUT))
+        .http_status_as_error(false)
+        .user_agent(concat!("ship/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// GETs `url` (with `query` parameters) and parses its JSON body; a 4xx is the
+/// backend refusing the request.
+fn get_json(url: &str, query: &[(&str, &str)]) -> Result<serde_json::Value, Missing> {
+    let mut request = client().get(url);
+    for (name, value) in query {
+        request = request.query(*name, *value);
+    }
+    let mut response = request
+        .call()
+        .map_err(|e| Missing::Unavailable(format!("{url}: {e}")))?;
+    let status = response.status();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| Missing::Unavailable(format!("{url}: {e}")))?;
+    let json: Result<serde_json::Value, _> = serde_json::from_str(&body);
+    if status.is_client_error() {
+        let why = json
+            .ok()
+            .and_then(|j| j["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| body.chars().take(200).collect());
+        return Err(Missing::Rejected(format!(
+            "{url} answered {}: {why}",
+            status.as_u16()
+        )));
+    }
+    if !status.is_success() {
+        return Err(Missing::Unavailable(format!(
+            "{url} answered {}",
+            status.as_u16()
+        )));
+    }
+    json.map_err(|e| Missing::Unavailable(format!("{url} did not answer JSON: {e}")))
+}
+
+/// Prometheus's instant query API: the query must give one series or a scalar.
+fn prometheus(metric: &MetricTable, scope: &Scope, at: Option<SystemTime>) -> Result<f64, Missing> {
+    let base = metric
+        .url
+        .as_deref()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let query = scope.render(&metric.query);
+    let time = at.map(|t| {
+        let secs = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        format!("{secs:.3}")
+    });
+    let mut params = vec![("query", query.as_str())];
+    if let Some(time) = &time {
+        params.push(("time", time.as_str()));
+    }
+    let json = get_json(&format!("{base}/api/v1/query"), &params)?;
+    if json["status"] != "success" {
+        return Err(Missing::Rejected(
+            json["error"].as_str().unwrap_or("an error").to_owned(),
+        ));
+    }
+    let data = &json["data"];
+    let value = match data["resultType"].as_str() {
+        Some("scalar") => data["result"][1].as_str(),
+        Some("vector") => {
+            let result = data["result"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            match result {
+                [] => return Err(Missing::NoData(format!("{query} matched no series"))),
+                [one] => one["value"][1].as_str(),
+                many => {
+                    return Err(Missing::Rejected(format!(
+                        "{query} gives {} series; aggregate it to one (sum, avg, max)",
+                        many.len()
+                    )));
+                }
+            }
+        }
+        other => {
+            return Err(Missing::Rejected(format!(
+                "{query} gives a {}, not a vector or a scalar",
+                other.unwrap_or("nothing")
+            )));
+        }
+    };
+    number(value, &query)
+}
+
+/// A number as text; NaN (a rate over nothing) is no data.
+fn number(value: Option<&str>, what: &str) -> Result<f64, Missing> {
+    let text = value.ok_or_else(|| Missing::NoData(format!("{what} has no value")))?;
+    match text.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() => Ok(n),
+        Ok(_) => Err(Missing::NoData(format!("{what} is {text}"))),
+        Err(_) => Err(Missing::Rejected(format!(
+            "{what} gave {text:?}, not a number"
+        ))),
+    }
+}
+
+/// An HTTP endpoint returning JSON; the pointer picks the number.
+fn http_json(metric: &MetricTable, scope: &Scope) -> Result<f64, Missing> {
+    let url = scope.render(metric.url.as_deref().unwrap_or_default());
+    let json = get_json(&url, &[])?;
+    let pointer = metric.pointer.as_deref().unwrap_or_default();
+    match json.pointer(pointer) {
+        None | Some(serde_json::Value::Null) => {
+            Err(Missing::NoData(format!("{url} has nothing at {pointer}")))
+        }
+        Some(serde_json::Value::Number(n)) => n
+            .as_f64()
+            .ok_or_else(|| Missing::NoData(format!("{url} {pointer}"))),
+        Some(serde_json::Value::String(s)) => number(Some(s), &format!("{url} {pointer}")),
+        Some(other) => Err(Missing::Rejected(format!(
+            "{url} has {other} at {pointer}, not a number"
+        ))),
+    }
+}
+
+/// A command (run by `sh -c`) that prints a number; the scope is in its
+/// environment too (SHIP_HOSTS, SHIP_ENV, SHIP_VERSION, SHIP_WINDOW_SECONDS).
+fn command(metric: &MetricTable, scope: &Scope) -> Result<f64, Missing> {
+    let line = scope.render(&metric.query);
+    let vars = scope.variables();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&line)
+        .env("SHIP_HOSTS", &vars["hosts"])
+        .env("SHIP_ENV", &vars["env"])
+        .env("SHIP_VERSION", &vars["version"])
+        .env("SHIP_WINDOW_SECONDS", &vars["window_seconds"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Missing::Unavailable(format!("cannot run sh: {e}")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(Missing::Unavailable(format!(
+            "{line:?} failed ({}): {}",
+            out.status,
+            stderr.trim()
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if stdout.trim().is_empty() {
+        return Err(Missing::NoData(format!("{line:?} printed nothing")));
+    }
+    number(Some(stdout.trim()), &format!("{line:?}"))
+}
+
+/// A measurement's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "FAIL",
+            Verdict::Inconclusive => "INCONCLUSIVE",
+        })
+    }
+}
+
+/// One judged measurement of one metric.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub metric: String,
+    pub hosts: Vec<String>,
+    /// The value, when there was one.
+    pub value: Option<f64>,
+    /// What it was judged against, in words (`<= 0.01`, `+20% of 0.004`).
+    pub bound: String,
+    pub verdict: Verdict,
+    /// Why it has no value, or what else is worth knowing.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// The bounds of `metric` on a value, given what it was before (for relative
+/// judgements): the first one broken, or `None`.
+pub fn judge(metric: &MetricTable, value: f64, before: Option<f64>) -> (String, bool) {
+    let mut bounds = Vec::new();
+    let mut broken = false;
+    if let Some(max) = metric.max {
+        bounds.push(format!("<= {}", max.0));
+        broken |= value > max.0;
+    }
+    if let Some(min) = metric.min {
+        bounds.push(format!(">= {}", min.0));
+        broken |= value < min.0;
+    }
+    if let (Some(up), Some(before)) = (metric.max_increase, before) {
+        let limit = before * (1.0 + up.0.0 / 100.0);
+        bounds.push(format!("<= {limit} (+{up} of {before} before)"));
+        broken |= value > limit;
+    }
+    if let (Some(down), Some(before)) = (metric.max_decrease, before) {
+        let limit = before * (1.0 - down.0.0 / 100.0);
+        bounds.push(format!(">= {limit} (-{down} of {before} before)"));
+        broken |= value < limit;
+    }
+    (bounds.join(", "), broken)
+}
+
+/// The no-data policy's verdict.
+pub fn no_data(policy: NoData) -> Verdict {
+    match policy {
+        NoData::Fail => Verdict::Fail,
+        NoData::Pass => Verdict::Pass,
+        NoData::Inconclusive => Verdict::Inconclusive,
+    }
+}
+
+/// One-sided Mann-Whitney U test that `canary` is worse than `baseline` (higher
+/// values worse when `higher_is_worse`): the p-value. Exact (all rank arrangements
+/// counted) for small samples without ties; the normal approximation with a tie
+/// correction otherwise.
+pub fn mann_whitney(canary: &[f64], baseline: &[f64], higher_is_worse: bool) -> f64 {
+    let (n1, n2) = (canary.len(), baseline.len());
+    if n1 == 0 || n2 == 0 {
+        return 1.0;
+    }
+    // U of the canary: pairs where it is worse, ties counting half.
+    let mut u = 0.0;
+    let mut ties = false;
+    for &c in canary {
+        for &b in baseline {
+            let worse = if higher_is_worse { c > b } else { c < b };
+            if worse {
+                u += 1.0;
+            } else if c == b {
+                u += 0.5;
+                ties = true;
+            }
+        }
+    }
+    if !ties && n1 * n2 <= 400 {
+        // The number of arrangements giving each U under the null hypothesis.
+        let counts = u_distribution(n1, n2);
+        let total: f64 = counts.iter().sum();
+        let at_least: f64 = counts[u as usize..].iter().sum();
+        return at_least / total;
+    }
+    let (n1, n2) = (n1 as f64, n2 as f64);
+    let mean = n1 * n2 / 2.0;
+    let mut all: Vec<f64> = canary.iter().chain(baseline).copied().collect();
+    all.sort_by(f64::total_cmp);
+    let mut tie_term = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let j = all[i..].iter().take_while(|&&x| x == all[i]).count();
+        let t = j as f64;
+        tie_term += t * t * t - t;
+        i += j;
+    }
+    let n = n1 + n2;
+    let variance = n1 * n2 / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)));
+    if variance <= 0.0 {
+        return 1.0;
+    }
+    // Continuity correction.
+    let z = (u - mean - 0.5) / variance.sqrt();
+    0.5 * erfc(z / std::f64::consts::SQRT_2)
+}
+
+/// How many arrangements of n1 + n2 distinct values give each U (0..=n1*n2).
+fn u_distribution(n1: usize, n2: usize) -> Vec<f64> {
+    // f[i][j][u]: arrangements of i canary and j baseline values with U = u.
+    let mut f = vec![vec![vec![0.0; n1 * n2 + 1]; n2 + 1]; n1 + 1];
+    for row in f.iter_mut() {
+        row[0][0] = 1.0;
+    }
+    for cell in f[0].iter_mut() {
+        cell[0] = 1.0;
+    }
+    for i in 1..=n1 {
+        for j in 1..=n2 {
+            for u in 0..=i * j {
+                // The largest value is a canary one (beating all j baseline ones),
+                // or a baseline one.
+                let with_canary = if u >= j { f[i - 1][j][u - j] } else { 0.0 };
+                let with_baseline = f[i][j - 1][u];
+                f[i][j][u] = with_canary + with_baseline;
+            }
+        }
+    }
+    f[n1][n2].clone()
+}
+
+/// The complementary error function (Abramowitz and Stegun 7.1.26, |error| <
+/// 1.5e-7), enough for a p-value.
+fn erfc(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let y = poly * (-x * x).exp();
+    if x >= 0.0 { y } else { 2.0 - y }
+}
+
+/// Whether a baseline comparison's p-value means the canary is worse.
+pub fn worse(p: f64) -> bool {
+    p < ALPHA
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mann_whitney_exact_and_approximate() {
+        // Every canary value above every baseline one: the most extreme of the
+        // C(8, 4) = 70 arrangements.
+        let p = mann_whitney(&[5.0, 6.0, 7.0, 8.0], &[1.0, 2.0, 3.0, 4.0], true);
+        assert!((p - 1.0 / 70.0).abs() < 1e-12, "{p}");
+        assert!(worse(p));
+        // The same, judged with lower as worse: not worse at all.
+        assert!(!worse(mann_whitney(
+            &[5.0, 6.0, 7.0, 8.0],
+            &[1.0, 2.0, 3.0, 4.0],
+            false
+        )));
+        // Interleaved: no evidence.
+        let p = mann_whitney(&[1.0, 3.0, 5.0, 7.0], &[2.0, 4.0, 6.0, 8.0], true);
+        assert!(p > 0.5, "{p}");
+        // Three against three cannot get below 1/20.
+        let p = mann_whitney(&[4.0, 5.0, 6.0], &[1.0, 2.0, 3.0], true);
+        assert!((p - 0.05).abs() < 1e-12, "{p}");
+        // Ties: the approximation, still clear for a clear difference.
+        let p = mann_whitney(&[9.0, 9.0, 9.0, 9.0, 9.0], &[1.0, 1.0, 1.0, 1.0, 2.0], true);
+        assert!(worse(p), "{p}");
+        let p = mann_whitney(&[1.0; 5], &[1.0; 5], true);
+        assert!(!worse(p), "{p}");
+        // The distribution counts every arrangement.
+        assert_eq!(u_distribution(3, 4).iter().sum::<f64>(), 35.0);
+    }
+
+    #[test]
+    fn templates_fill_in_the_scope() {
+        let scope = Scope {
+            hosts: vec!["web1".into(), "web.2".into()],
+            env: Some("prod".into()),
+            version: Some("v42".into()),
+            window: Duration::from_secs(30),
+        };
+        assert_eq!(
+            scope.render("x{host=~\"{{hosts_regex}}\",env=\"{{ env }}\"}[{{window}}] {{version}}"),
+            "x{host=~\"web1|web\\.2\",env=\"prod\"}[30s] v42"
+        );
+    }
+
+    #[test]
+    fn bounds_absolute_and_relative() {
+        let metric: MetricTable = toml::from_str(
+            "name = \"e\"\nprovider = \"command\"\nquery = \"x\"\nmax = 0.5\nmax_increase = \"20%\"",
+        )
+        .unwrap();
+        assert!(!judge(&metric, 0.4, Some(0.4)).1);
+        assert!(judge(&metric, 0.6, None).1);
+        let (bound, broken) = judge(&metric, 0.3, Some(0.2));
+        assert!(broken, "{bound}");
+        assert!(bound.contains("+20% of 0.2 before"), "{bound}");
+    }
+}

@@ -1,0 +1,366 @@
+//! `ship analyze` against a real Prometheus (Debian's, unpacked by
+//! `scripts/test-deps`), started on loopback by the test and stopped by pid. It
+//! scrapes, every second, one metrics page per host, served by Python's
+//! `http.server` from files the test rewrites: the values are the test's to set.
+
+mod common;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::LocalFleet;
+
+/// A child process killed (by pid) and reaped when dropped, even when the test fails.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The metrics pages of `hosts`, served from `dir`/<host>/metrics.
+struct Pages {
+    dir: PathBuf,
+    port: u16,
+    _server: Server,
+}
+
+impl Pages {
+    fn start(dir: &Path, hosts: &[&str]) -> Pages {
+        let port = free_port();
+        for host in hosts {
+            fs::create_dir_all(dir.join(host)).unwrap();
+        }
+        let server = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pages = Pages {
+            dir: dir.to_owned(),
+            port,
+            _server: Server(server),
+        };
+        for host in hosts {
+            pages.set(host, 0.0, 0.0);
+        }
+        common::wait_until("the metrics pages are served", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        pages
+    }
+
+    /// What `host` reports: its error ratio and its latency.
+    fn set(&self, host: &str, errors: f64, latency: f64) {
+        let page = format!(
+            "# TYPE shop_error_ratio gauge\nshop_error_ratio {errors}\n# TYPE shop_latency_seconds gauge\nshop_latency_seconds {latency}\n"
+        );
+        let path = self.dir.join(host).join("metrics");
+        fs::write(path.with_extension("tmp"), page).unwrap();
+        fs::rename(path.with_extension("tmp"), path).unwrap();
+    }
+}
+
+/// A Prometheus scraping `pages` every second, each host labelled `host`.
+struct Prometheus {
+    url: String,
+    server: Option<Server>,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, pages: &Pages, hosts: &[&str]) -> Prometheus {
+        let binary = common::test_cache().join("prometheus/usr/bin/prometheus");
+        let mut config = String::from("global:\n  scrape_interval: 1s\nscrape_configs:\n");
+        for host in hosts {
+            config += &format!(
+                "  - job_name: {host}\n    metrics_path: /{host}/metrics\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n        labels:\n          host: {host}\n",
+                pages.port
+            );
+        }
+        fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let port = free_port();
+        let log = fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new(binary)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let prometheus = Prometheus {
+            url: format!("http://127.0.0.1:{port}"),
+            server: Some(Server(child)),
+        };
+        let ready = format!("{}/-/ready", prometheus.url);
+        common::wait_until("prometheus is ready", || {
+            ureq::get(&ready).call().is_ok_and(|r| r.status() == 200)
+        });
+        prometheus
+    }
+
+    /// The value Prometheus has now for `query` (a single series).
+    fn value(&self, query: &str) -> Option<f64> {
+        let mut response = ureq::get(format!("{}/api/v1/query", self.url))
+            .query("query", query)
+            .call()
+            .ok()?;
+        let json: serde_json::Value =
+            serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()?;
+        json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Waits until Prometheus has scraped `value` for `query`.
+    fn wait_for(&self, query: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.value(query) != Some(value) {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus never saw {query} = {value}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn stop(&mut self) {
+        self.server.take();
+    }
+}
+
+fn can_run() -> bool {
+    common::skip::runs_here(
+        Path::new("/usr/bin/python3").exists() && Path::new("/usr/bin/apt-get").exists(),
+        "python3 and apt-get (for Debian's prometheus package)",
+    )
+}
+
+/// A fleet of h1..h3 whose ship.toml has `analysis` appended.
+fn fleet_with(analysis: &str) -> LocalFleet {
+    let fleet = LocalFleet::bare(&["h1", "h2", "h3"]);
+    let path = fleet.dir.path().join("ship.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text + analysis).unwrap();
+    fleet
+}
+
+#[test]
+fn analyze_judges_real_metrics_and_names_what_fails() {
+    if !can_run() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let hosts = ["h1", "h2", "h3"];
+    let pages = Pages::start(&work.path().join("pages"), &hosts);
+    let mut prometheus = Prometheus::start(work.path(), &pages, &hosts);
+    let url = &prometheus.url;
+    let fleet = fleet_with(&format!(
+        r#"[analysis]
+interval = "1s"
+count = 4
+no_data = "inconclusive"
+
+[[analysis.metric]]
+name = "error-rate"
+provider = "prometheus"
+url = "{url}"
+query = 'max(shop_error_ratio{{host=~"{{{{hosts_regex}}}}"}})'
+max = 0.05
+
+[[analysis.metric]]
+name = "latency"
+provider = "prometheus"
+url = "{url}"
+query = 'max(shop_latency_seconds{{host=~"{{{{hosts_regex}}}}"}})'
+max = 5
+baseline = true
+min_samples = 4
+"#
+    ));
+    for host in hosts {
+        pages.set(host, 0.01, 0.1);
+    }
+    prometheus.wait_for("count(shop_error_ratio == 0.01)", 3.0);
+    let run = fleet.ship(&["analyze", "--hosts", "h1"]).expect(0);
+    assert!(
+        run.stderr.contains("error-rate h1: 0.01 (<= 0.05) pass"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("latency") && run.stdout.contains("p = "),
+        "{}",
+        run.stdout
+    );
+
+    // h1's errors climb; its latency doubles, within the loose absolute bound that
+    // only the comparison with h2 and h3 catches.
+    pages.set("h1", 0.2, 0.25);
+    prometheus.wait_for("shop_latency_seconds{host=\"h1\"}", 0.25);
+    let run = fleet
+        .ship(&["analyze", "--hosts", "h1", "--json"])
+        .expect(1);
+    let verdicts: Vec<serde_json::Value> = common::events(&run, "analysis");
+    let verdict = |metric: &str| {
+        verdicts
+            .iter()
+            .find(|v| v["metric"] == metric)
+            .unwrap_or_else(|| panic!("no {metric} in {}", run.stdout))
+            .clone()
+    };
+    assert_eq!(verdict("error-rate")["verdict"], "fail", "{}", run.stdout);
+    assert_eq!(verdict("error-rate")["values"][0], 0.2, "{}", run.stdout);
+    let latency = verdict("latency");
+    assert_eq!(latency["verdict"], "fail", "{latency}");
+    assert!(
+        latency["why"]
+            .as_str()
+            .unwrap()
+            .contains("the canary is worse"),
+        "{latency}"
+    );
+    // Every measurement came as an event, with its value and bound.
+    let measured = common::events(&run, "measurement");
+    assert_eq!(measured.len(), 8, "{}", run.stdout);
+    assert!(
+        measured
+            .iter()
+            .all(|m| m["hosts"] == serde_json::json!(["h1"]))
+    );
+
+    // h2 alone is healthy.
+    fleet.ship(&["analyze", "--hosts", "h2"]).expect(0);
+
+    // A query Prometheus rejects is refused before anything is measured, naming the
+    // metric.
+    let bad = fleet_with(&format!(
+        "[analysis]\n[[analysis.metric]]\nname = \"broken\"\nprovider = \"prometheus\"\nurl = \"{url}\"\nquery = 'sum(rate(shop_error_ratio['\nmax = 1\n"
+    ));
+    let run = bad.ship(&["analyze"]).expect(2);
+    assert!(
+        run.stderr.contains("metric \"broken\"") && run.stderr.contains("400"),
+        "{}",
+        run.stderr
+    );
+
+    // Prometheus gone: no data, which this policy calls inconclusive, and says why.
+    prometheus.stop();
+    let run = fleet.ship(&["analyze", "--hosts", "h2"]).expect(1);
+    assert!(
+        run.stderr.contains("backend unavailable") && run.stderr.contains("INCONCLUSIVE"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_analysis_configuration_is_refused_naming_the_metric() {
+    let fleet = fleet_with(
+        "[analysis]\n[[analysis.metric]]\nname = \"rate\"\nprovider = \"prometheus\"\nurl = \"http://127.0.0.1:9\"\nquery = 'x{h=\"{{host}}\"}'\nmax = 1\n",
+    );
+    let run = fleet.ship(&["analyze"]).expect(2);
+    assert!(
+        run.stderr.contains("metric \"rate\"") && run.stderr.contains("unknown variable {{host}}"),
+        "{}",
+        run.stderr
+    );
+    let fleet = fleet_with(
+        "[analysis]\n[[analysis.metric]]\nname = \"rate\"\nprovider = \"influx\"\nquery = 'x'\nmax = 1\n",
+    );
+    let run = fleet.ship(&["analyze"]).expect(2);
+    assert!(
+        run.stderr.contains("unknown provider \"influx\""),
+        "{}",
+        run.stderr
+    );
+    let plain = LocalFleet::bare(&["h1"]);
+    let run = plain.ship(&["analyze"]).expect(2);
+    assert!(
+        run.stderr.contains("has no [[analysis.metric]]"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn command_and_http_providers() {
+    if !can_run() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let pages = Pages::start(&work.path().join("pages"), &["h1"]);
+    fs::write(
+        work.path().join("pages/h1/rate.json"),
+        r#"{"data": {"rate": 0.5}}"#,
+    )
+    .unwrap();
+    let fleet = fleet_with(&format!(
+        r#"[analysis]
+interval = "1s"
+count = 1
+
+[[analysis.metric]]
+name = "queue"
+provider = "command"
+query = "echo $SHIP_HOSTS | wc -c"
+max = 3
+
+[[analysis.metric]]
+name = "rate"
+provider = "http"
+url = "http://127.0.0.1:{}/{{{{hosts}}}}/rate.json"
+pointer = "/data/rate"
+min = 0.4
+"#,
+        pages.port
+    ));
+    // "h1\n" is 3 bytes: within the bound; the page's 0.5 is above its minimum.
+    let run = fleet.ship(&["analyze", "--hosts", "h1"]).expect(0);
+    assert!(
+        run.stderr.contains("queue h1: 3 (<= 3) pass"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("rate h1: 0.5 (>= 0.4) pass"),
+        "{}",
+        run.stderr
+    );
+    // Two hosts make a longer line; a page without the number is no data, which
+    // counts as a failure by default.
+    fs::create_dir_all(work.path().join("pages/h1,h2")).unwrap();
+    fs::write(work.path().join("pages/h1,h2/rate.json"), r#"{"data": {}}"#).unwrap();
+    let run = fleet.ship(&["analyze", "--hosts", "h1,h2"]).expect(1);
+    assert!(
+        run.stderr.contains("queue h1,h2: 6 (<= 3) FAIL"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("rate h1,h2: -"), "{}", run.stderr);
+}
