@@ -330,6 +330,266 @@ pub struct Measurement {
     pub note: String,
 }
 
+/// What relative judgements compare with: Prometheus is asked for the value at
+/// `at` (the same query and hosts); other providers were measured before, when
+/// there was a before (`values`, by metric).
+#[derive(Debug, Clone, Default)]
+pub struct Before {
+    pub at: Option<SystemTime>,
+    pub values: BTreeMap<String, f64>,
+}
+
+impl Before {
+    /// The values of the relative metrics of `analysis` that are not Prometheus's,
+    /// measured now over `scope` (before anything switches).
+    pub fn measure(analysis: &Analysis, scope: &Scope, at: SystemTime) -> Before {
+        let values = analysis
+            .metrics
+            .iter()
+            .filter(|m| relative(m) && m.provider != "prometheus")
+            .filter_map(|m| measure(m, scope, None).ok().map(|v| (m.name.clone(), v)))
+            .collect();
+        Before {
+            at: Some(at),
+            values,
+        }
+    }
+}
+
+fn relative(metric: &MetricTable) -> bool {
+    metric.max_increase.is_some() || metric.max_decrease.is_some()
+}
+
+/// A metric's measurements and its verdict, once an analysis is over.
+#[derive(Debug, Clone, Serialize)]
+pub struct Judged {
+    pub metric: String,
+    pub hosts: Vec<String>,
+    pub values: Vec<Option<f64>>,
+    pub bound: String,
+    pub verdict: Verdict,
+    /// The decisive numbers, in words.
+    pub why: String,
+}
+
+/// The first query of `analysis` its backend rejects, with the metric's name: a
+/// configuration error, found before anything waits or switches.
+pub fn rejected(analysis: &Analysis, scope: &Scope) -> Option<(String, String)> {
+    analysis
+        .metrics
+        .iter()
+        .find_map(|metric| match measure(metric, scope, None) {
+            Err(Missing::Rejected(why)) => Some((metric.name.clone(), why)),
+            _ => None,
+        })
+}
+
+/// Runs `analysis`: `count` rounds `interval` apart (after its initial delay), each
+/// metric measured over `canary` (and `baseline`, for a baseline comparison) and
+/// judged, every measurement handed to `report` as it comes; then each metric's
+/// verdict. `stop` ends it early (Ctrl-C).
+pub fn evaluate(
+    analysis: &Analysis,
+    canary: &Scope,
+    baseline: &Scope,
+    before: &Before,
+    stop: &dyn Fn() -> bool,
+    report: &mut dyn FnMut(&Measurement),
+) -> Vec<Judged> {
+    let n = analysis.metrics.len();
+    let mut judged: Vec<Judged> = analysis
+        .metrics
+        .iter()
+        .map(|m| Judged {
+            metric: m.name.clone(),
+            hosts: canary.hosts.clone(),
+            values: Vec::new(),
+            bound: String::new(),
+            verdict: Verdict::Pass,
+            why: String::new(),
+        })
+        .collect();
+    let mut failures = vec![0u32; n];
+    let mut notes = vec![String::new(); n];
+    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); n];
+    std::thread::sleep(analysis.initial_delay);
+    for round in 0..analysis.count {
+        if round > 0 {
+            std::thread::sleep(analysis.interval);
+        }
+        if stop() {
+            break;
+        }
+        for (i, metric) in analysis.metrics.iter().enumerate() {
+            let measurement =
+                measure_once(metric, analysis, canary, baseline, before, &mut samples[i]);
+            report(&measurement);
+            judged[i].values.push(measurement.value);
+            judged[i].bound.clone_from(&measurement.bound);
+            match measurement.verdict {
+                Verdict::Fail => {
+                    failures[i] += 1;
+                    let value = measurement
+                        .value
+                        .map_or("no value".to_owned(), |v| v.to_string());
+                    notes[i] = if measurement.bound.is_empty() {
+                        format!("{value}: {}", measurement.note)
+                    } else {
+                        format!("{value} against {}", measurement.bound)
+                    };
+                }
+                Verdict::Inconclusive => {
+                    judged[i].verdict = Verdict::Inconclusive;
+                    judged[i].why = measurement.note.clone();
+                }
+                Verdict::Pass => {}
+            }
+        }
+    }
+    for (i, metric) in analysis.metrics.iter().enumerate() {
+        let judged = &mut judged[i];
+        if failures[i] > analysis.failure_limit {
+            judged.verdict = Verdict::Fail;
+            judged.why = format!(
+                "{} of {} measurement(s) failed (limit {}), last {}",
+                failures[i],
+                judged.values.len(),
+                analysis.failure_limit,
+                notes[i]
+            );
+        }
+        if metric.baseline && baseline.hosts.is_empty() {
+            // The last wave: every host runs the release, none is left to compare.
+            judged.why = "baseline comparison: no host is left on the old release".into();
+        } else if metric.baseline {
+            let (ours, theirs) = &samples[i];
+            let need = metric.min_samples.unwrap_or(5) as usize;
+            if ours.len() < need || theirs.len() < need {
+                let verdict = no_data(analysis.no_data);
+                if verdict != Verdict::Pass && judged.verdict != Verdict::Fail {
+                    judged.verdict = verdict;
+                }
+                judged.why = format!(
+                    "baseline comparison: {} and {} sample(s), {need} needed (no data counts as {})",
+                    ours.len(),
+                    theirs.len(),
+                    analysis.no_data
+                );
+            } else {
+                let p = mann_whitney(ours, theirs, metric.higher_is_worse.unwrap_or(true));
+                let canary_worse = worse(p);
+                if canary_worse {
+                    judged.verdict = Verdict::Fail;
+                }
+                judged.why = format!(
+                    "canary {} against baseline {}: p = {p:.4} (Mann-Whitney U, one-sided; worse below {ALPHA}){}",
+                    summary(ours),
+                    summary(theirs),
+                    if canary_worse {
+                        ": the canary is worse"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+    judged
+}
+
+/// `median 0.25 of 4`.
+fn summary(values: &[f64]) -> String {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+    format!("median {median} of {}", values.len())
+}
+
+/// One measurement of `metric`, judged: its bounds, against its value before for
+/// relative ones, and its samples collected for a baseline comparison.
+fn measure_once(
+    metric: &MetricTable,
+    analysis: &Analysis,
+    canary: &Scope,
+    baseline: &Scope,
+    before: &Before,
+    samples: &mut (Vec<f64>, Vec<f64>),
+) -> Measurement {
+    let mut measurement = Measurement {
+        metric: metric.name.clone(),
+        hosts: canary.hosts.clone(),
+        value: None,
+        bound: String::new(),
+        verdict: Verdict::Pass,
+        note: String::new(),
+    };
+    let value = match measure(metric, canary, None) {
+        Ok(value) => value,
+        Err(missing) => {
+            measurement.verdict = no_data(analysis.no_data);
+            measurement.note = format!("{missing}; no data counts as {}", analysis.no_data);
+            return measurement;
+        }
+    };
+    measurement.value = Some(value);
+    let earlier = if !relative(metric) {
+        None
+    } else if metric.provider == "prometheus" {
+        before
+            .at
+            .and_then(|at| match measure(metric, canary, Some(at)) {
+                Ok(v) => Some(v),
+                Err(missing) => {
+                    measurement.note = format!("before: {missing}");
+                    None
+                }
+            })
+    } else {
+        let earlier = before.values.get(&metric.name).copied();
+        if earlier.is_none() {
+            measurement.note = "before: not measured".into();
+        }
+        earlier
+    };
+    let (bound, broken) = judge(metric, value, earlier);
+    measurement.bound = bound;
+    if broken {
+        measurement.verdict = Verdict::Fail;
+    }
+    if metric.baseline && !baseline.hosts.is_empty() {
+        samples.0.push(value);
+        match measure(metric, baseline, None) {
+            Ok(theirs) => {
+                samples.1.push(theirs);
+                measurement.note = format!("baseline {theirs}");
+            }
+            Err(missing) => measurement.note = format!("baseline: {missing}"),
+        }
+    }
+    measurement
+}
+
+/// `error-rate web1,web2: 0.021 (<= 0.01) FAIL`: a measurement as people read it.
+pub fn line(m: &Measurement) -> String {
+    let value = m.value.map_or("-".to_owned(), |v| v.to_string());
+    let bound = if m.bound.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", m.bound)
+    };
+    let note = if m.note.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", m.note)
+    };
+    format!(
+        "{} {}: {value}{bound} {}{note}",
+        m.metric,
+        m.hosts.join(","),
+        m.verdict
+    )
+}
+
 /// The bounds of `metric` on a value, given what it was before (for relative
 /// judgements): the first one broken, or `None`.
 pub fn judge(metric: &MetricTable, value: f64, before: Option<f64>) -> (String, bool) {

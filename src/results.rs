@@ -32,6 +32,8 @@ pub enum Step {
     History,
     /// Reading or changing the keys a host trusts.
     Trust,
+    /// The metric analysis of a wave.
+    Analysis,
     /// Not started.
     Start,
 }
@@ -47,6 +49,7 @@ impl Step {
             Step::Activate => "activate",
             Step::Rollback => "rollback",
             Step::Trust => "trust",
+            Step::Analysis => "analysis",
             Step::Health => "health",
             Step::History => "history",
             Step::Start => "start",
@@ -76,6 +79,8 @@ pub enum ErrorKind {
     Local,
     /// Ctrl-C came before the host started.
     Interrupted,
+    /// The metric analysis after its wave did not pass.
+    Analysis,
     /// The agent's own kind.
     #[serde(untagged)]
     Agent(FailureKind),

@@ -90,7 +90,6 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(dir: &Path, pages: &Pages, hosts: &[&str]) -> Prometheus {
-        let binary = common::test_cache().join("prometheus/usr/bin/prometheus");
         let mut config = String::from("global:\n  scrape_interval: 1s\nscrape_configs:\n");
         for host in hosts {
             config += &format!(
@@ -98,6 +97,12 @@ impl Prometheus {
                 pages.port
             );
         }
+        Prometheus::start_with(dir, &config)
+    }
+
+    /// A Prometheus with `config` (its prometheus.yml).
+    fn start_with(dir: &Path, config: &str) -> Prometheus {
+        let binary = common::test_cache().join("prometheus/usr/bin/prometheus");
         fs::write(dir.join("prometheus.yml"), config).unwrap();
         let port = free_port();
         let log = fs::File::create(dir.join("prometheus.log")).unwrap();
@@ -363,4 +368,198 @@ min = 0.4
         run.stderr
     );
     assert!(run.stderr.contains("rate h1,h2: -"), "{}", run.stderr);
+}
+
+/// A release of the example app whose metrics page (public/metrics, served from
+/// each host's `current`) reports `errors` and `latency`.
+fn pack_reporting(fleet: &LocalFleet, version: &str, errors: f64, latency: f64) {
+    fleet.pack_with(version, "[app]\nname = \"shop\"\n", |tree| {
+        fs::write(
+            tree.join("public/metrics"),
+            format!(
+                "# TYPE shop_error_ratio gauge\nshop_error_ratio {errors}\n# TYPE shop_latency_seconds gauge\nshop_latency_seconds {latency}\n"
+            ),
+        )
+        .unwrap();
+    });
+}
+
+#[test]
+fn rollouts_are_judged_by_their_metrics_and_reverted_when_they_drop() {
+    if !can_run() {
+        return;
+    }
+    let hosts = ["h1", "h2", "h3"];
+    let fleet = LocalFleet::bare(&hosts);
+    pack_reporting(&fleet, "v1", 0.01, 0.1);
+    pack_reporting(&fleet, "v2", 0.01, 0.1);
+    // Healthy, with a fifth of its requests failing.
+    pack_reporting(&fleet, "v3", 0.2, 0.1);
+    // Healthy, error-free, and two and a half times slower: within the loose bound.
+    pack_reporting(&fleet, "v4", 0.01, 0.25);
+    fleet.ship(&["deploy", "v1", "--hosts", "*"]).expect(0);
+
+    // Prometheus scrapes what each host's current release serves.
+    let work = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(fleet.dir.path().join("hosts"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server(server);
+    let mut config = String::from("global:\n  scrape_interval: 1s\nscrape_configs:\n");
+    for host in hosts {
+        config += &format!(
+            "  - job_name: {host}\n    metrics_path: /{host}/current/public/metrics\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n        labels:\n          host: {host}\n"
+        );
+    }
+    let mut prometheus = Prometheus::start_with(work.path(), &config);
+    prometheus.wait_for("count(shop_error_ratio == 0.01)", 3.0);
+    let url = prometheus.url.clone();
+    let analysis = |no_data: &str| {
+        format!(
+            r#"[analysis]
+interval = "1s"
+count = 4
+initial_delay = "2s"
+no_data = "{no_data}"
+
+[[analysis.metric]]
+name = "error-rate"
+provider = "prometheus"
+url = "{url}"
+query = 'max(shop_error_ratio{{host=~"{{{{hosts_regex}}}}"}})'
+max = 0.05
+
+[[analysis.metric]]
+name = "latency"
+provider = "prometheus"
+url = "{url}"
+query = 'max(shop_latency_seconds{{host=~"{{{{hosts_regex}}}}"}})'
+max = 5
+baseline = true
+min_samples = 4
+"#
+        )
+    };
+    let toml = fleet.dir.path().join("ship.toml");
+    let plain = fs::read_to_string(&toml).unwrap();
+    fs::write(&toml, plain.clone() + &analysis("fail")).unwrap();
+
+    // Unchanged metrics: every wave passes.
+    let run = fleet
+        .ship(&[
+            "deploy", "v2", "--hosts", "*", "--canary", "1", "--batch", "1",
+        ])
+        .expect(0);
+    assert!(
+        run.stderr
+            .contains("wave 1 (canary): analyzing 2 metric(s) over h1 against h2, h3"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("error-rate h3: 0.01 (<= 0.05) pass"),
+        "{}",
+        run.stderr
+    );
+    for host in hosts {
+        assert_eq!(fleet.current(host).as_deref(), Some("releases/v2"));
+    }
+
+    // The canary's error rate climbs: it is reverted, and no other host switches.
+    let run = fleet
+        .ship(&["deploy", "v3", "--hosts", "*", "--canary", "1", "--json"])
+        .expect(1);
+    for host in hosts {
+        assert_eq!(
+            fleet.current(host).as_deref(),
+            Some("releases/v2"),
+            "{host}"
+        );
+    }
+    let results = common::events(&run, "result");
+    let h1 = results.iter().find(|r| r["host"] == "h1").unwrap();
+    assert!(
+        h1["detail"].as_str().unwrap().contains("error-rate")
+            && h1["detail"]
+                .as_str()
+                .unwrap()
+                .contains("0.2 against <= 0.05"),
+        "{h1}"
+    );
+    assert_eq!(h1["failure"]["kind"], "analysis", "{h1}");
+    let verdicts = common::events(&run, "analysis");
+    assert!(
+        verdicts
+            .iter()
+            .any(|v| v["metric"] == "error-rate" && v["verdict"] == "fail")
+    );
+
+    // Slower but error-free: only the comparison with the hosts still on v2
+    // catches it (its absolute bound is 5 s).
+    let run = fleet
+        .ship(&["deploy", "v4", "--hosts", "*", "--canary", "1"])
+        .expect(1);
+    assert!(run.stdout.contains("the canary is worse"), "{}", run.stdout);
+    for host in hosts {
+        assert_eq!(
+            fleet.current(host).as_deref(),
+            Some("releases/v2"),
+            "{host}"
+        );
+    }
+
+    // Prometheus gone, under a policy that calls that inconclusive: the rollout
+    // halts after the canary, which stays for a human to judge.
+    fs::write(&toml, plain + &analysis("inconclusive")).unwrap();
+    prometheus.stop();
+    let run = fleet
+        .ship(&["deploy", "v1", "--hosts", "*", "--canary", "1"])
+        .expect(1);
+    assert!(
+        run.stderr.contains("its metric analysis was inconclusive"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(fleet.current("h1").as_deref(), Some("releases/v1"));
+    assert_eq!(fleet.current("h2").as_deref(), Some("releases/v2"));
+}
+
+#[test]
+fn a_query_the_backend_rejects_stops_a_deploy_before_anything_moves() {
+    if !can_run() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let pages = Pages::start(&work.path().join("pages"), &["h1"]);
+    let prometheus = Prometheus::start(work.path(), &pages, &["h1"]);
+    let fleet = LocalFleet::new(&["h1"]);
+    let toml = fleet.dir.path().join("ship.toml");
+    let text = fs::read_to_string(&toml).unwrap();
+    fs::write(
+        &toml,
+        text + &format!(
+            "[analysis]\n[[analysis.metric]]\nname = \"errors\"\nprovider = \"prometheus\"\nurl = \"{}\"\nquery = 'rate(x[5m'\nmax = 1\n",
+            prometheus.url
+        ),
+    )
+    .unwrap();
+    for args in [
+        &["deploy", "v1", "--hosts", "*", "--plan"][..],
+        &["deploy", "v1", "--hosts", "*"],
+    ] {
+        let run = fleet.ship(args).expect(2);
+        assert!(run.stderr.contains("metric \"errors\""), "{}", run.stderr);
+    }
+    assert!(!fleet.root("h1").join("releases").exists());
 }

@@ -274,6 +274,20 @@ fn ship(
     printer: &Printer,
 ) -> Result<(), CliError> {
     let policy = &rollout.policy;
+    // A query the metrics backend rejects stops the deploy before anything moves.
+    let analysis = crate::analysis::Analysis::resolve(&settings.fleet.analysis);
+    if let Some(analysis) = &analysis {
+        let scope = crate::analysis::Scope {
+            hosts: selected.iter().map(|h| h.name.to_string()).collect(),
+            env: settings.fleet.environment.as_ref().map(ToString::to_string),
+            version: Some(artifact.manifest.version.to_string()),
+            window: analysis.interval,
+        };
+        if let Some((metric, why)) = crate::analysis::rejected(analysis, &scope) {
+            return Err(CliError::usage(format!("metric {metric:?}: {why}"))
+                .hint("fix the query in [analysis]; `ship analyze` runs it as a rollout would"));
+        }
+    }
     if rollout.plan {
         return plan(settings, selected, artifact, policy, rollout.full, printer);
     }
@@ -302,6 +316,7 @@ fn ship(
             printer,
             notifier: &notifier,
             environment,
+            analysis: analysis.as_ref(),
         },
     );
     let ok = finished.verdict.ok();

@@ -35,6 +35,8 @@ enum Stop {
     Interrupted,
     /// Some host failed staging, under `--all-or-nothing`.
     Staging(usize),
+    /// The metric analysis after the wave named could not tell: a human decides.
+    Inconclusive { wave: String },
 }
 
 /// A rollout's state.
@@ -122,6 +124,19 @@ pub enum Verdict {
         /// Staged hosts never activated.
         never: usize,
     },
+    /// The metric analysis could not tell: the rollout waits for a human.
+    Inconclusive {
+        /// `shop v2`.
+        subject: String,
+        /// The release.
+        version: Version,
+        /// The wave it stopped after.
+        wave: String,
+        /// Hosts left on the release.
+        stay: usize,
+        /// Staged hosts never activated.
+        never: usize,
+    },
     /// The budget was spent under `revert`.
     Reverted {
         /// `shop v2`.
@@ -197,6 +212,16 @@ impl fmt::Display for Verdict {
             } => write!(
                 f,
                 "deploy of {subject} halted after {wave}: {failed} host(s) failed, {budget} allowed; {stay} host(s) switched to {version} stay there, {never} not activated"
+            ),
+            Verdict::Inconclusive {
+                subject,
+                version,
+                wave,
+                stay,
+                never,
+            } => write!(
+                f,
+                "deploy of {subject} halted after {wave}: its metric analysis was inconclusive; {stay} host(s) switched to {version} stay there for a human to judge (ship analyze, then deploy again or roll back), {never} not activated"
             ),
             Verdict::Reverted {
                 subject,
@@ -346,6 +371,14 @@ impl Rollout {
         }
     }
 
+    /// The analysis after `wave` was inconclusive: no wave starts after it, and the
+    /// hosts switched stay for a human to judge.
+    pub fn inconclusive(&mut self, wave: &Wave) {
+        self.stop.get_or_insert(Stop::Inconclusive {
+            wave: wave.name.clone(),
+        });
+    }
+
     /// `wave` is over: its failures are counted, and the rollout stops when they
     /// exceed the budget. Returns the wave's failed hosts.
     pub fn wave_done(&mut self, wave: &Wave, results: &[HostResult]) -> Vec<usize> {
@@ -380,6 +413,11 @@ impl Rollout {
             Some(Stop::Interrupted) => ending.skip_reason = "interrupted".into(),
             Some(Stop::Staging(n)) => {
                 ending.skip_reason = format!("{n} host(s) failed staging (--all-or-nothing)");
+            }
+            Some(Stop::Inconclusive { wave }) => {
+                ending.skip_reason =
+                    format!("the analysis after {wave} was inconclusive: a human decides");
+                ending.halted = self.activated_where(results, |r| r.switched_to(version));
             }
             Some(Stop::Failures { wave, failed }) => {
                 ending.skip_reason = format!(
@@ -457,6 +495,15 @@ impl Rollout {
                 subject,
                 failed: *failed,
                 hosts: self.hosts,
+            },
+            Some(Stop::Inconclusive { wave }) => Verdict::Inconclusive {
+                subject,
+                version: version.clone(),
+                wave: wave.clone(),
+                stay: self
+                    .activated_where(results, |r| r.switched_to(version))
+                    .len(),
+                never,
             },
             Some(Stop::Failures { wave, failed }) => match self.on_failure {
                 OnFailure::Halt => Verdict::Halted {

@@ -26,6 +26,7 @@ use serde_json::json;
 use decide::{Rollout, Wave};
 pub use decide::{Verdict, wave_number};
 
+use crate::analysis::{self, Analysis, Before, Judged, Scope};
 use crate::delta::Transfer;
 use crate::fleet::{self, Artifact, Need, Options};
 use crate::inventory::Host;
@@ -57,6 +58,8 @@ pub struct Deploy<'a> {
     pub notifier: &'a Notifier,
     /// The environment deployed to, if any (for the events).
     pub environment: Option<&'a str>,
+    /// The metric analysis each wave must pass, when ship.toml has one.
+    pub analysis: Option<&'a Analysis>,
 }
 
 /// How a rollout ended.
@@ -125,6 +128,16 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Finished {
         results: hosts.iter().map(|h| HostResult::new(h)).collect(),
     };
     run.started(&fleet);
+    // What relative judgements compare with: the time now, and what providers
+    // without a past say now, before anything switches.
+    let before = run.analysis.map(|analysis| {
+        let everyone: Vec<usize> = (0..hosts.len()).collect();
+        Before::measure(
+            analysis,
+            &run.scope(fleet.names(&everyone), analysis),
+            std::time::SystemTime::now(),
+        )
+    });
     let staged = stage(&mut fleet, run);
     let mut rollout = Rollout::new(run.policy, &staged, run.all_or_nothing);
     if rollout.left_out() > 0 {
@@ -149,6 +162,9 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Finished {
             let sickened = watch(&mut fleet, &rollout, &wave, run);
             let back = rollout.revert_after_watch(&wave, &sickened, &fleet.results);
             revert(&mut fleet, &back, run);
+        }
+        if let (Some(analysis), Some(before)) = (run.analysis, &before) {
+            judge(&mut fleet, &mut rollout, &wave, analysis, before, run);
         }
         for &i in &started {
             fleet::report(run.printer, &fleet.results[i]);
@@ -215,6 +231,28 @@ fn stage(fleet: &mut Fleet, run: &Deploy) -> Vec<bool> {
 
 /// The deploy's events, for the webhooks and the deploy log.
 impl Deploy<'_> {
+    /// What an analysis of `hosts` may name in its queries.
+    fn scope(&self, hosts: Vec<String>, analysis: &Analysis) -> Scope {
+        Scope {
+            hosts,
+            env: self.environment.map(str::to_owned),
+            version: Some(self.artifact.manifest.version.to_string()),
+            window: analysis.interval,
+        }
+    }
+
+    fn analyzed(&self, wave: &Wave, judged: &[Judged]) {
+        let verdicts: Vec<String> = judged
+            .iter()
+            .map(|j| format!("{} {}", j.metric, j.verdict))
+            .collect();
+        self.send(
+            "analysis",
+            &format!("{}: {}: {}", self.subject(), wave.name, verdicts.join(", ")),
+            json!({"wave": wave.index + 1, "canary": wave.canary, "metrics": judged}),
+        );
+    }
+
     /// `shop v2`.
     fn subject(&self) -> String {
         let manifest = &self.artifact.manifest;
@@ -387,6 +425,89 @@ fn revert_one(
         }
     }
     fleet::report(run.printer, result);
+}
+
+/// Runs the metric analysis over the hosts of `wave` that came up, against the
+/// hosts still on what they ran. A metric that fails marks those hosts failed (they
+/// count against the budget; within it they are put back at once, as a canary that
+/// fell ill is); an inconclusive one halts the rollout for a human.
+fn judge(
+    fleet: &mut Fleet,
+    rollout: &mut Rollout,
+    wave: &Wave,
+    analysis: &Analysis,
+    before: &Before,
+    run: &Deploy,
+) {
+    let version = &run.artifact.manifest.version;
+    let up: Vec<usize> = wave
+        .hosts
+        .iter()
+        .copied()
+        .filter(|&i| fleet.results[i].result == Outcome::Done)
+        .collect();
+    if up.is_empty() {
+        return;
+    }
+    let others: Vec<usize> = (0..fleet.hosts.len())
+        .filter(|&i| !fleet.results[i].switched_to(version))
+        .collect();
+    let canary = run.scope(fleet.names(&up), analysis);
+    let baseline = run.scope(fleet.names(&others), analysis);
+    run.printer.progress(format!(
+        "{}: analyzing {} metric(s) over {}{}",
+        wave.name,
+        analysis.metrics.len(),
+        canary.hosts.join(", "),
+        if baseline.hosts.is_empty() {
+            String::new()
+        } else {
+            format!(" against {}", baseline.hosts.join(", "))
+        }
+    ));
+    let judged = analysis::evaluate(
+        analysis,
+        &canary,
+        &baseline,
+        before,
+        &|| run.options.interrupt.is_set(),
+        &mut |measurement| {
+            run.printer.event("measurement", measurement);
+            run.printer.progress(analysis::line(measurement));
+        },
+    );
+    for j in &judged {
+        run.printer.event("analysis", j);
+    }
+    run.analyzed(wave, &judged);
+    let failed: Vec<&Judged> = judged
+        .iter()
+        .filter(|j| j.verdict == analysis::Verdict::Fail)
+        .collect();
+    if !failed.is_empty() {
+        let why: Vec<String> = failed
+            .iter()
+            .map(|j| format!("{}: {}", j.metric, j.why))
+            .collect();
+        for &i in &up {
+            fleet.results[i].fail(HostError::new(
+                Step::Analysis,
+                ErrorKind::Analysis,
+                format!(
+                    "the analysis after {} failed: {}",
+                    wave.name,
+                    why.join("; ")
+                ),
+            ));
+        }
+        let back = rollout.revert_after_watch(wave, &up, &fleet.results);
+        revert(fleet, &back, run);
+    } else if judged
+        .iter()
+        .any(|j| j.verdict == analysis::Verdict::Inconclusive)
+    {
+        rollout.inconclusive(wave);
+    }
 }
 
 /// Keeps checking the health of the canary hosts of `wave` that came up, for the
