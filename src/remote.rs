@@ -257,6 +257,13 @@ impl RemoteAgent {
         self.call(&request, Input::None, &mut |_| {})
     }
 
+    /// Journals the metric analysis of the release the host runs.
+    pub fn judged(&mut self, judgement: &protocol::Judgement) -> Result<(), CallError> {
+        let bytes = serde_json::to_vec(judgement).expect("a judgement serializes");
+        self.call(&protocol::Judge, Input::Bytes(&bytes), &mut |_| {})
+            .map(drop)
+    }
+
     /// The keys the host trusts, after `change` when given.
     pub fn trust(
         &mut self,

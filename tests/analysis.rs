@@ -504,6 +504,19 @@ min_samples = 4
             .iter()
             .any(|v| v["metric"] == "error-rate" && v["verdict"] == "fail")
     );
+    // The canary's journal keeps the judgement, with its numbers.
+    let journal = fs::read_to_string(fleet.root("h1").join(".ship/journal.jsonl")).unwrap();
+    let judged: serde_json::Value = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|r| r["op"] == "analysis")
+        .expect("an analysis record");
+    assert_eq!(judged["result"], "failed", "{judged}");
+    assert_eq!(judged["analysis"]["version"], "v3", "{judged}");
+    assert_eq!(
+        judged["analysis"]["metrics"][0]["values"][3], 0.2,
+        "{judged}"
+    );
 
     // Slower but error-free: only the comparison with the hosts still on v2
     // catches it (its absolute bound is 5 s).

@@ -254,6 +254,12 @@ pub enum Command {
         #[command(flatten)]
         signing: SigningArgs,
     },
+    /// Journal a metric analysis ship made of the running release (JSON on stdin).
+    #[command(hide = true)]
+    Judged {
+        #[command(flatten)]
+        root: RootArg,
+    },
     /// The keys this host trusts (in <root>/.ship/trust/): once it has one, it takes
     /// only releases that one of them signed, and never one signed before a release
     /// it already took from that key unless told to (--allow-downgrade).
@@ -443,6 +449,21 @@ mod tests {
             same_signing(parsed_signing);
         }
         assert!(matches!(parse(&protocol::Have), Command::Have { .. }));
+        assert!(matches!(parse(&protocol::Judge), Command::Judged { .. }));
+        assert!(matches!(
+            parse(&protocol::TrustList),
+            Command::Trust {
+                command: super::TrustCommand::List,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&protocol::TrustApply),
+            Command::Trust {
+                command: super::TrustCommand::Apply,
+                ..
+            }
+        ));
 
         let Command::Activate {
             version, host: h, ..

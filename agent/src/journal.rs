@@ -39,6 +39,7 @@ impl Record {
             reason: None,
             key: None,
             signed_by: None,
+            analysis: None,
         }
     }
 

@@ -477,6 +477,30 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             status::print(&status, out);
             done(out, &status);
         }
+        Command::Judged { root } => {
+            let judgement: protocol::Judgement =
+                stdin_json("cannot read the analysis ({\"version\": …, \"metrics\": […]}) from")?;
+            let app = existing(&root)?;
+            let passed = judgement.verdict == "pass";
+            let mut record = protocol::Record::new(
+                protocol::Op::Analysis,
+                if passed {
+                    protocol::Outcome::Ok
+                } else {
+                    protocol::Outcome::Failed
+                },
+            );
+            record.version = Some(judgement.version.clone());
+            if !passed {
+                record.reason = Some(format!(
+                    "the metric analysis after {} was {}",
+                    judgement.wave, judgement.verdict
+                ));
+            }
+            record.analysis = Some(judgement);
+            journal::append(&app.journal(), &record)?;
+            done(out, &protocol::HistoryReply { records: 1 });
+        }
         Command::History { root } => {
             let app = existing(&root)?;
             let records = journal::read(&app.journal())?;

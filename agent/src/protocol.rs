@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 /// requirements; 5: typed failures, the full disk need in `check`; 6: `have` and
 /// delta receives; 7: `fetch`; 8: `activate --keep`, `fetch` with the preflight of
 /// `check`, and the current release in `receive`'s reply).
-pub const VERSION: u32 = 9;
+pub const VERSION: u32 = 10;
 
 /// Room kept free on a host beyond the release itself.
 const DISK_MARGIN: u64 = 16 << 20;
@@ -471,6 +471,45 @@ impl Request for Prune {
     }
 }
 
+/// Journal the metric analysis ship made of the release this host runs: stdin
+/// carries a [`Judgement`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judge;
+
+impl Request for Judge {
+    const COMMAND: &'static str = "judged";
+    type Reply = HistoryReply;
+    fn args(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A metric analysis of a release on this host, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    /// The release judged.
+    pub version: Version,
+    /// The rollout's wave it was judged after.
+    pub wave: String,
+    /// `pass`, `fail` or `inconclusive`.
+    pub verdict: String,
+    /// Each metric: its values, bound, verdict and why.
+    pub metrics: Vec<MetricJudgement>,
+}
+
+/// One metric of a [`Judgement`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricJudgement {
+    pub metric: String,
+    pub hosts: Vec<String>,
+    pub values: Vec<Option<f64>>,
+    pub bound: String,
+    pub verdict: String,
+    pub why: String,
+}
+
+impl Eq for Judgement {}
+
 /// The journal: one [`Event::Record`] per record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct History;
@@ -821,6 +860,8 @@ pub enum Op {
     TrustAdd,
     /// A key was revoked.
     TrustRevoke,
+    /// The release running was judged by its metrics during a rollout.
+    Analysis,
     /// An operation kind this agent does not know (written by a newer one).
     #[serde(other)]
     Unknown,
@@ -838,6 +879,7 @@ impl Op {
             Op::Revert => "revert",
             Op::TrustAdd => "trust-add",
             Op::TrustRevoke => "trust-revoke",
+            Op::Analysis => "analysis",
             Op::Unknown => "unknown",
         }
     }
@@ -890,6 +932,9 @@ pub struct Record {
     /// For receives of signed releases: who signed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<SignedBy>,
+    /// For analyses: what was measured, and the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Judgement>,
 }
 
 // ---------------------------------------------------------------------------
@@ -1085,6 +1130,7 @@ mod tests {
             removed: Vec::new(),
             reason: None,
             key: None,
+            analysis: None,
             signed_by: Some(SignedBy {
                 key: "00000000000000AB".into(),
                 seq: 7,
@@ -1141,6 +1187,22 @@ mod tests {
             }],
             changed: true,
         });
+        let mut judged = record();
+        judged.op = Op::Analysis;
+        judged.analysis = Some(Judgement {
+            version: v("v2"),
+            wave: "wave 1 (canary)".into(),
+            verdict: "fail".into(),
+            metrics: vec![MetricJudgement {
+                metric: "error-rate".into(),
+                hosts: vec!["web1".into()],
+                values: vec![Some(0.2), None],
+                bound: "<= 0.05".into(),
+                verdict: "fail".into(),
+                why: "1 of 2 failed".into(),
+            }],
+        });
+        round_trip(judged);
         round_trip(TrustChange {
             action: TrustAction::Revoke,
             key: "untrusted comment: k\nRWQ\n".into(),

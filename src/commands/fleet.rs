@@ -1253,6 +1253,7 @@ mod tests {
                 reason: None,
                 key: None,
                 signed_by: None,
+                analysis: None,
             }),
         };
         let statuses = vec![

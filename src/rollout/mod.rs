@@ -480,6 +480,34 @@ fn judge(
         run.printer.event("analysis", j);
     }
     run.analyzed(wave, &judged);
+    // Every host judged keeps the judgement in its journal.
+    let judgement = agent::protocol::Judgement {
+        version: version.clone(),
+        wave: wave.name.clone(),
+        verdict: overall(&judged).to_string(),
+        metrics: judged
+            .iter()
+            .map(|j| agent::protocol::MetricJudgement {
+                metric: j.metric.clone(),
+                hosts: j.hosts.clone(),
+                values: j.values.clone(),
+                bound: j.bound.clone(),
+                verdict: j.verdict.to_string().to_lowercase(),
+                why: j.why.clone(),
+            })
+            .collect(),
+    };
+    fleet.each(&up, run.options, true, |host, agent, _| {
+        if let Some(agent) = agent.as_mut()
+            && let Err(e) = agent.judged(&judgement)
+        {
+            run.printer.output(
+                host.name.as_str(),
+                "warning",
+                &format!("the analysis was not journaled: {e}"),
+            );
+        }
+    });
     let failed: Vec<&Judged> = judged
         .iter()
         .filter(|j| j.verdict == analysis::Verdict::Fail)
@@ -507,6 +535,20 @@ fn judge(
         .any(|j| j.verdict == analysis::Verdict::Inconclusive)
     {
         rollout.inconclusive(wave);
+    }
+}
+
+/// The verdict of an analysis: its worst metric's.
+fn overall(judged: &[Judged]) -> &'static str {
+    if judged.iter().any(|j| j.verdict == analysis::Verdict::Fail) {
+        "fail"
+    } else if judged
+        .iter()
+        .any(|j| j.verdict == analysis::Verdict::Inconclusive)
+    {
+        "inconclusive"
+    } else {
+        "pass"
     }
 }
 
