@@ -570,6 +570,7 @@ fn a_query_the_backend_rejects_stops_a_deploy_before_anything_moves() {
     for args in [
         &["deploy", "v1", "--hosts", "*", "--plan"][..],
         &["deploy", "v1", "--hosts", "*"],
+        &["check", "v1"],
     ] {
         let run = fleet.ship(args).expect(2);
         assert!(run.stderr.contains("metric \"errors\""), "{}", run.stderr);

@@ -275,19 +275,7 @@ fn ship(
 ) -> Result<(), CliError> {
     let policy = &rollout.policy;
     // A query the metrics backend rejects stops the deploy before anything moves.
-    let analysis = crate::analysis::Analysis::resolve(&settings.fleet.analysis);
-    if let Some(analysis) = &analysis {
-        let scope = crate::analysis::Scope {
-            hosts: selected.iter().map(|h| h.name.to_string()).collect(),
-            env: settings.fleet.environment.as_ref().map(ToString::to_string),
-            version: Some(artifact.manifest.version.to_string()),
-            window: analysis.interval,
-        };
-        if let Some((metric, why)) = crate::analysis::rejected(analysis, &scope) {
-            return Err(CliError::usage(format!("metric {metric:?}: {why}"))
-                .hint("fix the query in [analysis]; `ship analyze` runs it as a rollout would"));
-        }
-    }
+    let analysis = check_queries(settings, selected, Some(&artifact.manifest.version))?;
     if rollout.plan {
         return plan(settings, selected, artifact, policy, rollout.full, printer);
     }
@@ -842,6 +830,29 @@ fn status_table(statuses: &[(String, Result<Option<Status>, HostError>)]) -> (St
     (table(&header, &rows), states)
 }
 
+/// The fleet's metric analysis, once the backends took every query of it over
+/// `selected` (a query one rejects is a configuration error naming the metric).
+fn check_queries(
+    settings: &FleetSettings,
+    selected: &[&Host],
+    version: Option<&Version>,
+) -> Result<Option<crate::analysis::Analysis>, CliError> {
+    let Some(analysis) = crate::analysis::Analysis::resolve(&settings.fleet.analysis) else {
+        return Ok(None);
+    };
+    let scope = crate::analysis::Scope {
+        hosts: selected.iter().map(|h| h.name.to_string()).collect(),
+        env: settings.fleet.environment.as_ref().map(ToString::to_string),
+        version: version.map(ToString::to_string),
+        window: analysis.interval,
+    };
+    if let Some((metric, why)) = crate::analysis::rejected(&analysis, &scope) {
+        return Err(CliError::usage(format!("metric {metric:?}: {why}"))
+            .hint("fix the query in [analysis]; `ship analyze` runs it as a rollout would"));
+    }
+    Ok(Some(analysis))
+}
+
 pub fn check(
     settings: &FleetSettings,
     release: Option<&str>,
@@ -850,6 +861,11 @@ pub fn check(
 ) -> Result<(), CliError> {
     let artifact = release.map(|r| artifact(settings, r)).transpose()?;
     let selected = settings.fleet.select(hosts).map_err(CliError::usage)?;
+    check_queries(
+        settings,
+        &selected,
+        artifact.as_ref().map(|a| &a.manifest.version),
+    )?;
     let (behaviour, what) = match &artifact {
         Some(a) => (
             &a.manifest.behaviour,
