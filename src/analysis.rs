@@ -429,9 +429,7 @@ pub fn evaluate(
             match measurement.verdict {
                 Verdict::Fail => {
                     failures[i] += 1;
-                    let value = measurement
-                        .value
-                        .map_or("no value".to_owned(), |v| v.to_string());
+                    let value = measurement.value.map_or("no value".to_owned(), shown);
                     notes[i] = if measurement.bound.is_empty() {
                         format!("{value}: {}", measurement.note)
                     } else {
@@ -569,9 +567,14 @@ fn measure_once(
     measurement
 }
 
+/// A value as people read it: four decimals at most.
+pub fn shown(value: f64) -> String {
+    ((value * 1e4).round() / 1e4).to_string()
+}
+
 /// `error-rate web1,web2: 0.021 (<= 0.01) FAIL`: a measurement as people read it.
 pub fn line(m: &Measurement) -> String {
-    let value = m.value.map_or("-".to_owned(), |v| v.to_string());
+    let value = m.value.map_or("-".to_owned(), shown);
     let bound = if m.bound.is_empty() {
         String::new()
     } else {

@@ -493,8 +493,13 @@ fn dispatch(command: Command, out: Output) -> Result<(), AgentError> {
             record.version = Some(judgement.version.clone());
             if !passed {
                 record.reason = Some(format!(
-                    "the metric analysis after {} was {}",
-                    judgement.wave, judgement.verdict
+                    "the metric analysis after {} {}",
+                    judgement.wave,
+                    if judgement.verdict == "fail" {
+                        "failed".to_owned()
+                    } else {
+                        format!("was {}", judgement.verdict)
+                    }
                 ));
             }
             record.analysis = Some(judgement);

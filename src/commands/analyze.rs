@@ -91,7 +91,7 @@ pub fn run(settings: &FleetSettings, request: &Request, printer: &Printer) -> Re
                 j.metric.clone(),
                 j.values
                     .iter()
-                    .map(|v| v.map_or("-".to_owned(), |v| v.to_string()))
+                    .map(|v| v.map_or("-".to_owned(), analysis::shown))
                     .collect::<Vec<_>>()
                     .join(" "),
                 j.bound.clone(),
