@@ -453,6 +453,8 @@ min_samples = 4
     };
     let toml = fleet.dir.path().join("ship.toml");
     let plain = fs::read_to_string(&toml).unwrap();
+    // The deploy log gets every event the webhooks get.
+    let plain = plain.replace("[groups]", "[notify]\nlog = \"deploys.log\"\n\n[groups]");
     fs::write(&toml, plain.clone() + &analysis("fail")).unwrap();
 
     // Unchanged metrics: every wave passes.
@@ -517,7 +519,15 @@ min_samples = 4
         judged["analysis"]["metrics"][0]["values"][3], 0.2,
         "{judged}"
     );
-
+    let log = fs::read_to_string(fleet.dir.path().join("deploys.log")).unwrap();
+    let event = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|e| e["event"] == "analysis")
+        .unwrap_or_else(|| panic!("no analysis event in {log}"));
+    assert_eq!(event["version"], "v3", "{event}");
+    assert_eq!(event["metrics"][0]["metric"], "error-rate", "{event}");
+    assert_eq!(event["metrics"][0]["verdict"], "fail", "{event}");
     // Slower but error-free: only the comparison with the hosts still on v2
     // catches it (its absolute bound is 5 s).
     let run = fleet

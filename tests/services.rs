@@ -160,10 +160,13 @@ fn with_notify(tree: &Path) {
 fn broken(tree: &Path) {
     with_notify(tree);
     let shop = common::shop_module(tree);
-    let code = fs::read_to_string(&shop)
-        .unwrap()
-        .replace("self.send_response(200)", "self.send_response(503)");
-    fs::write(shop, code).unwrap();
+    let code = fs::read_to_string(&shop).unwrap();
+    let health = "self.reply(200, f\"ok";
+    assert!(
+        code.contains(health),
+        "the shop's /health is not where it was"
+    );
+    fs::write(shop, code.replace(health, "self.reply(503, f\"ok")).unwrap();
 }
 
 /// A one-host fleet (`web1`) whose web server listens on a port of its own.
