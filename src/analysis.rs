@@ -132,6 +132,7 @@ pub fn measure(
 ) -> Result<f64, Missing> {
     match metric.provider.as_str() {
         "prometheus" => prometheus(metric, scope, at),
+        "graphite" => graphite(metric, scope, at),
         "http" => http_json(metric, scope),
         "command" => command(metric, scope),
         other => Err(Missing::Rejected(format!(
@@ -233,6 +234,53 @@ fn prometheus(metric: &MetricTable, scope: &Scope, at: Option<SystemTime>) -> Re
         }
     };
     number(value, &query)
+}
+
+/// Graphite's render API: the query (a target) must give one series; its last
+/// value in the window (ending at `at`, or now) counts.
+fn graphite(metric: &MetricTable, scope: &Scope, at: Option<SystemTime>) -> Result<f64, Missing> {
+    let base = metric
+        .url
+        .as_deref()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let target = scope.render(&metric.query);
+    let window = scope.window.as_secs().max(1);
+    let (from, until) = match at {
+        Some(at) => {
+            let until = at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            ((until - window.min(until)).to_string(), until.to_string())
+        }
+        None => (format!("-{window}s"), "now".to_owned()),
+    };
+    let json = get_json(
+        &format!("{base}/render"),
+        &[
+            ("target", target.as_str()),
+            ("from", from.as_str()),
+            ("until", until.as_str()),
+            ("format", "json"),
+        ],
+    )?;
+    let series = json.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let points = match series {
+        [] => return Err(Missing::NoData(format!("{target} matched no series"))),
+        [one] => one["datapoints"].as_array().cloned().unwrap_or_default(),
+        many => {
+            return Err(Missing::Rejected(format!(
+                "{target} gives {} series; aggregate it to one (sumSeries, averageSeries, maxSeries)",
+                many.len()
+            )));
+        }
+    };
+    points
+        .iter()
+        .rev()
+        .find_map(|point| point[0].as_f64())
+        .ok_or_else(|| Missing::NoData(format!("{target} has no value in the last {window}s")))
 }
 
 /// A number as text; NaN (a rate over nothing) is no data.

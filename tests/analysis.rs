@@ -587,3 +587,120 @@ fn a_query_the_backend_rejects_stops_a_deploy_before_anything_moves() {
     }
     assert!(!fleet.root("h1").join("releases").exists());
 }
+
+/// Debian's graphite-web (its render API), run by Django's server on loopback over
+/// whisper files the test writes with the whisper tools of graphite-carbon.
+struct Graphite {
+    url: String,
+    whisper: PathBuf,
+    server: Option<Server>,
+}
+
+impl Graphite {
+    fn start(dir: &Path) -> Graphite {
+        let storage = dir.join("storage");
+        fs::create_dir_all(storage.join("whisper")).unwrap();
+        fs::create_dir_all(storage.join("log/webapp")).unwrap();
+        fs::write(
+            dir.join("ship_test_graphite.py"),
+            format!(
+                "STORAGE_DIR = {:?}\nLOG_DIR = {:?}\nSECRET_KEY = 'ship-test'\n",
+                storage.display().to_string(),
+                storage.join("log/webapp").display().to_string()
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let log = fs::File::create(dir.join("graphite.log")).unwrap();
+        let child = Command::new("/usr/bin/python3")
+            .args(["-m", "django", "runserver", "--noreload"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("PYTHONPATH", dir)
+            .env("GRAPHITE_SETTINGS_MODULE", "ship_test_graphite")
+            .env("DJANGO_SETTINGS_MODULE", "graphite.settings")
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let graphite = Graphite {
+            url: format!("http://127.0.0.1:{port}"),
+            whisper: storage.join("whisper"),
+            server: Some(Server(child)),
+        };
+        let probe = format!("{}/render?target=x&format=json", graphite.url);
+        common::wait_until("graphite-web is ready", || {
+            ureq::get(&probe).call().is_ok_and(|r| r.status() == 200)
+        });
+        graphite
+    }
+
+    /// `shop.<host>.errors` is `value` over the last ten seconds.
+    fn set(&self, host: &str, value: f64) {
+        let file = self.whisper.join("shop").join(host).join("errors.wsp");
+        if !file.exists() {
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+            common::tool(
+                "whisper-create",
+                &[file.to_str().unwrap(), "1s:1h"],
+                &self.whisper,
+            );
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let points: Vec<String> = (now - 10..=now).map(|t| format!("{t}:{value}")).collect();
+        let mut args = vec![file.to_str().unwrap()];
+        args.extend(points.iter().map(String::as_str));
+        common::tool("whisper-update", &args, &self.whisper);
+    }
+}
+
+#[test]
+fn graphite_render_api() {
+    if !common::skip::runs_here(
+        Path::new("/usr/bin/whisper-create").exists()
+            && Path::new("/usr/lib/python3/dist-packages/graphite/settings.py").exists(),
+        "Debian's graphite-web and graphite-carbon (scripts/test installs them)",
+    ) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut graphite = Graphite::start(work.path());
+    graphite.set("h1", 0.01);
+    graphite.set("h2", 0.01);
+    let metric = |query: &str| {
+        format!(
+            "[analysis]\ninterval = \"5s\"\ncount = 1\n\n[[analysis.metric]]\nname = \"errors\"\nprovider = \"graphite\"\nurl = \"{}\"\nquery = '{query}'\nmax = 0.05\n",
+            graphite.url
+        )
+    };
+    let fleet = fleet_with(&metric("maxSeries(shop.{{{hosts}}}.errors)"));
+    let run = fleet.ship(&["analyze", "--hosts", "h1,h2"]).expect(0);
+    assert!(
+        run.stderr.contains("errors h1,h2: 0.01 (<= 0.05) pass"),
+        "{}",
+        run.stderr
+    );
+    graphite.set("h1", 0.3);
+    let run = fleet.ship(&["analyze", "--hosts", "h1"]).expect(1);
+    assert!(
+        run.stderr.contains("errors h1: 0.3 (<= 0.05) FAIL"),
+        "{}",
+        run.stderr
+    );
+    fleet.ship(&["analyze", "--hosts", "h2"]).expect(0);
+    // Several series are not one number; a function Graphite does not know is a
+    // query it rejects.
+    let several = fleet_with(&metric("shop.*.errors"));
+    let run = several.ship(&["analyze"]).expect(2);
+    assert!(run.stderr.contains("gives 2 series"), "{}", run.stderr);
+    let unknown = fleet_with(&metric("nosuchfunction(shop.h1.errors)"));
+    let run = unknown.ship(&["analyze"]).expect(2);
+    assert!(run.stderr.contains("unknown function"), "{}", run.stderr);
+    // Graphite gone: no data, which counts as a failure by default.
+    graphite.server.take();
+    let run = fleet.ship(&["analyze", "--hosts", "h2"]).expect(1);
+    assert!(run.stderr.contains("backend unavailable"), "{}", run.stderr);
+}

@@ -227,7 +227,12 @@ impl MetricTable {
 pub fn template_variables(template: &str) -> Result<Vec<&str>, String> {
     let mut found = Vec::new();
     let mut rest = template;
-    while let Some(start) = rest.find("{{") {
+    while let Some(mut start) = rest.find("{{") {
+        // In `{{{hosts}}}` (a Graphite glob around a variable) the first brace is
+        // the query's own.
+        while rest[start + 2..].starts_with('{') {
+            start += 1;
+        }
         let after = &rest[start + 2..];
         let end = after
             .find("}}")
