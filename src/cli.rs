@@ -185,7 +185,7 @@ pub enum Command {
     ///
     /// [analysis] sets the interval, the count of measurements, an initial delay,
     /// the failed measurements tolerated and what no data counts as (fail, pass, or
-    /// inconclusive); each [[analysis.metric]] names a provider (prometheus, http,
+    /// inconclusive); each [[analysis.metric]] names a provider (prometheus, graphite, http,
     /// command), a query template ({{hosts}}, {{hosts_regex}}, {{env}},
     /// {{version}}, {{window}}, {{window_seconds}}) and a judgement: max/min, a
     /// relative max_increase/max_decrease against the same hosts --since ago, or
