@@ -542,6 +542,43 @@ min_samples = 4
         );
     }
 
+    // Under halt, the canary stays on v3; `ship analyze` then judges it as the
+    // rollout did.
+    let run = fleet
+        .ship(&[
+            "deploy",
+            "v3",
+            "--hosts",
+            "*",
+            "--canary",
+            "1",
+            "--on-failure",
+            "halt",
+            "--json",
+        ])
+        .expect(1);
+    let rollout = common::events(&run, "analysis");
+    assert_eq!(fleet.current("h1").as_deref(), Some("releases/v3"));
+    let run = fleet
+        .ship(&["analyze", "--hosts", "h1", "--version", "v3", "--json"])
+        .expect(1);
+    let now = common::events(&run, "analysis");
+    for metric in ["error-rate", "latency"] {
+        let of = |events: &[serde_json::Value]| {
+            let e = events
+                .iter()
+                .find(|e| e["metric"] == metric)
+                .unwrap()
+                .clone();
+            (
+                e["verdict"].clone(),
+                e["bound"].clone(),
+                e["values"][3].clone(),
+            )
+        };
+        assert_eq!(of(&rollout), of(&now), "{metric}");
+    }
+
     // Prometheus gone, under a policy that calls that inconclusive: the rollout
     // halts after the canary, which stays for a human to judge.
     fs::write(&toml, plain + &analysis("inconclusive")).unwrap();
@@ -703,4 +740,147 @@ fn graphite_render_api() {
     graphite.server.take();
     let run = fleet.ship(&["analyze", "--hosts", "h2"]).expect(1);
     assert!(run.stderr.contains("backend unavailable"), "{}", run.stderr);
+}
+
+/// The example app's web servers that deploys started on local hosts (under
+/// `shared/tmp/pids/web.pid`): killed by pid when dropped.
+struct WebServers(Vec<PathBuf>);
+
+impl Drop for WebServers {
+    fn drop(&mut self) {
+        for root in &self.0 {
+            let pidfile = root.join("shared/tmp/pids/web.pid");
+            if let Some(pid) = fs::read_to_string(pidfile)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    }
+}
+
+/// Requests to `/checkout` on every port, every 20 ms, until dropped.
+struct Traffic(
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    Option<std::thread::JoinHandle<()>>,
+);
+
+impl Traffic {
+    fn start(ports: Vec<u16>) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for port in &ports {
+                    let _ = ureq::get(format!("http://127.0.0.1:{port}/checkout")).call();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Traffic(stop, Some(thread))
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.1.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn the_example_apps_error_rate_reverts_a_canary_that_passes_its_health_check() {
+    if !can_run() {
+        return;
+    }
+    let hosts = ["web1", "web2"];
+    let fleet = LocalFleet::bare(&hosts);
+    let ports: Vec<u16> = hosts.iter().map(|_| free_port()).collect();
+    for (host, port) in hosts.iter().zip(&ports) {
+        fleet.configure_host(host, &format!("env = {{ SHOP_PORT = \"{port}\" }}"));
+    }
+    let _servers = WebServers(hosts.iter().map(|h| fleet.root(h)).collect());
+    // The example app as it is (its hook, its restart, its health check), and a
+    // v2 that fails half of its checkouts.
+    let config = fs::read_to_string(common::example_app().join("ship.toml")).unwrap();
+    fleet.pack_with("v1", &config, |_| {});
+    fleet.pack_with("v2", &config, |tree| {
+        let web = common::shop_module(tree);
+        let code = fs::read_to_string(&web).unwrap();
+        assert!(code.contains("CHECKOUT_FAILURES = 0.0\n"));
+        fs::write(
+            &web,
+            code.replace("CHECKOUT_FAILURES = 0.0\n", "CHECKOUT_FAILURES = 0.5\n"),
+        )
+        .unwrap();
+    });
+    fleet.ship(&["deploy", "v1", "--hosts", "*"]).expect(0);
+    let _traffic = Traffic::start(ports.clone());
+
+    // Prometheus scrapes each host's /metrics.
+    let work = tempfile::tempdir().unwrap();
+    let mut config = String::from("global:\n  scrape_interval: 1s\nscrape_configs:\n");
+    for (host, port) in hosts.iter().zip(&ports) {
+        config += &format!(
+            "  - job_name: {host}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n        labels:\n          host: {host}\n"
+        );
+    }
+    let prometheus = Prometheus::start_with(work.path(), &config);
+    prometheus.wait_for("count(shop_requests_total{status=\"200\"} > 0)", 2.0);
+    let toml = fleet.dir.path().join("ship.toml");
+    let text = fs::read_to_string(&toml).unwrap();
+    fs::write(
+        &toml,
+        text + &format!(
+            r#"[analysis]
+interval = "1s"
+count = 3
+initial_delay = "3s"
+
+[[analysis.metric]]
+name = "error-rate"
+provider = "prometheus"
+url = "{}"
+query = 'sum(shop_requests_total{{status="500",host=~"{{{{hosts_regex}}}}",release="{{{{version}}}}"}}) / sum(shop_requests_total{{host=~"{{{{hosts_regex}}}}",release="{{{{version}}}}"}})'
+max = 0.05
+"#,
+            prometheus.url
+        ),
+    )
+    .unwrap();
+
+    let run = fleet
+        .ship(&["deploy", "v2", "--hosts", "*", "--canary", "1"])
+        .expect(1);
+    // The canary came up healthy on v2, then its error rate sent it back.
+    assert!(run.stderr.contains("web1: health web"), "{}", run.stderr);
+    let row = run.row("web1");
+    assert!(
+        row.contains("error-rate")
+            && row.contains("against <= 0.05")
+            && row.contains("reverted to v1"),
+        "{}",
+        run.stdout
+    );
+    for host in hosts {
+        assert_eq!(
+            fleet.current(host).as_deref(),
+            Some("releases/v1"),
+            "{host}"
+        );
+    }
+    // v1 is back, serving without errors.
+    let health = ureq::get(format!("http://127.0.0.1:{}/health", ports[0]))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert_eq!(health.trim(), "ok v1");
 }
