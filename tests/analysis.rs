@@ -448,6 +448,13 @@ query = 'max(shop_latency_seconds{{host=~"{{{{hosts_regex}}}}"}})'
 max = 5
 baseline = true
 min_samples = 4
+
+[[analysis.metric]]
+name = "error-growth"
+provider = "prometheus"
+url = "{url}"
+query = 'max(shop_error_ratio{{host=~"{{{{hosts_regex}}}}"}})'
+max_increase = "100%"
 "#
         )
     };
@@ -465,7 +472,7 @@ min_samples = 4
         .expect(0);
     assert!(
         run.stderr
-            .contains("wave 1 (canary): analyzing 2 metric(s) over h1 against h2, h3"),
+            .contains("wave 1 (canary): analyzing 3 metric(s) over h1 against h2, h3"),
         "{}",
         run.stderr
     );
@@ -505,6 +512,19 @@ min_samples = 4
         verdicts
             .iter()
             .any(|v| v["metric"] == "error-rate" && v["verdict"] == "fail")
+    );
+    // Against the same host when the deploy started (0.01 then): twenty times.
+    let growth = verdicts
+        .iter()
+        .find(|v| v["metric"] == "error-growth")
+        .unwrap();
+    assert_eq!(growth["verdict"], "fail", "{growth}");
+    assert!(
+        growth["bound"]
+            .as_str()
+            .unwrap()
+            .contains("+100% of 0.01 before"),
+        "{growth}"
     );
     // The canary's journal keeps the judgement, with its numbers.
     let journal = fs::read_to_string(fleet.root("h1").join(".ship/journal.jsonl")).unwrap();
