@@ -36,9 +36,15 @@ impl Analysis {
         if table.metrics.is_empty() {
             return None;
         }
+        let interval = table.interval.unwrap_or(Duration::from_secs(10));
+        // A duration is a measurement each interval, the first at its start.
+        let over = table.duration.map(|d| {
+            let n = d.as_secs_f64() / interval.as_secs_f64().max(0.001);
+            (n.floor() as u32).saturating_add(1)
+        });
         Some(Analysis {
-            interval: table.interval.unwrap_or(Duration::from_secs(10)),
-            count: table.count.unwrap_or(3).max(1),
+            interval,
+            count: table.count.or(over).unwrap_or(3).max(1),
             initial_delay: table.initial_delay.unwrap_or_default(),
             failure_limit: table.failure_limit.unwrap_or(0),
             no_data: table.no_data.unwrap_or_default(),
@@ -812,6 +818,21 @@ mod tests {
         assert_eq!(
             scope.render("x{host=~\"{{hosts_regex}}\",env=\"{{ env }}\"}[{{window}}] {{version}}"),
             "x{host=~\"web1|web\\.2\",env=\"prod\"}[30s] v42"
+        );
+    }
+
+    #[test]
+    fn a_duration_is_a_measurement_each_interval() {
+        let table: AnalysisTable = toml::from_str(
+            "interval = \"10s\"\nduration = \"1m\"\n[[metric]]\nname = \"m\"\nprovider = \"command\"\nquery = \"x\"\nmax = 1",
+        )
+        .unwrap();
+        assert_eq!(Analysis::resolve(&table).unwrap().count, 7);
+        let both: AnalysisTable = toml::from_str("count = 2\nduration = \"1m\"").unwrap();
+        assert!(
+            both.check("[analysis]")
+                .unwrap_err()
+                .contains("both count and duration")
         );
     }
 

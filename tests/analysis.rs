@@ -486,9 +486,26 @@ max_increase = "100%"
     }
 
     // The canary's error rate climbs: it is reverted, and no other host switches.
+    // Its analysis runs beside its health watch.
     let run = fleet
-        .ship(&["deploy", "v3", "--hosts", "*", "--canary", "1", "--json"])
+        .ship(&[
+            "deploy",
+            "v3",
+            "--hosts",
+            "*",
+            "--canary",
+            "1",
+            "--canary-wait",
+            "3s",
+            "--json",
+        ])
         .expect(1);
+    let phases = common::events(&run, "phase");
+    assert!(
+        phases.iter().any(|p| p["phase"] == "watch"),
+        "no health watch: {}",
+        run.stdout
+    );
     for host in hosts {
         assert_eq!(
             fleet.current(host).as_deref(),
@@ -599,13 +616,17 @@ max_increase = "100%"
         assert_eq!(of(&rollout), of(&now), "{metric}");
     }
 
-    // Prometheus gone, under a policy that calls that inconclusive: the rollout
-    // halts after the canary, which stays for a human to judge.
+    // Prometheus stopped in the middle of the canary's analysis, under a policy
+    // that calls no data inconclusive: the rollout halts after the canary, which
+    // stays for a human to judge.
     fs::write(&toml, plain + &analysis("inconclusive")).unwrap();
-    prometheus.stop();
-    let run = fleet
-        .ship(&["deploy", "v1", "--hosts", "*", "--canary", "1"])
-        .expect(1);
+    let run = common::run_until(
+        &mut fleet.command(&["deploy", "v1", "--hosts", "*", "--canary", "1"]),
+        "error-rate h1: 0.01",
+        |_| prometheus.stop(),
+    )
+    .expect(1);
+    assert!(run.stderr.contains("backend unavailable"), "{}", run.stderr);
     assert!(
         run.stderr.contains("its metric analysis was inconclusive"),
         "{}",
@@ -903,4 +924,51 @@ max = 0.05
         .read_to_string()
         .unwrap();
     assert_eq!(health.trim(), "ok v1");
+}
+
+#[test]
+fn an_environment_has_its_own_analysis() {
+    let fleet = fleet_with(
+        r#"[analysis]
+interval = "1s"
+count = 1
+
+[[analysis.metric]]
+name = "everywhere"
+provider = "command"
+query = "echo 5"
+max = 2
+
+[environments.staging]
+[environments.staging.hosts.s1]
+transport = "local"
+root = "hosts/s1"
+[environments.staging.analysis]
+count = 2
+
+[[environments.staging.analysis.metric]]
+name = "staging-only"
+provider = "command"
+query = "echo 1"
+max = 2
+"#,
+    );
+    let run = fleet.ship(&["analyze"]).expect(1);
+    assert!(
+        run.stderr.contains("everywhere h1,h2,h3: 5 (<= 2) FAIL"),
+        "{}",
+        run.stderr
+    );
+    // Its metrics replace the top level's; what it leaves out (the interval) comes
+    // from there.
+    let run = fleet
+        .ship(&["analyze", "--env", "staging", "--json"])
+        .expect(0);
+    let measured = common::events(&run, "measurement");
+    assert_eq!(measured.len(), 2, "{}", run.stdout);
+    assert!(
+        measured
+            .iter()
+            .all(|m| m["metric"] == "staging-only" && m["hosts"] == serde_json::json!(["s1"]))
+    );
 }

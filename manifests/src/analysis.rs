@@ -4,7 +4,7 @@
 //! ```toml
 //! [analysis]
 //! interval = "10s"        # between measurements
-//! count = 3               # measurements per analysis
+//! count = 3               # measurements per analysis (or duration = "5m")
 //! initial_delay = "0s"    # before the first
 //! failure_limit = 0       # failed measurements tolerated
 //! no_data = "fail"        # fail | pass | inconclusive
@@ -96,6 +96,10 @@ pub struct AnalysisTable {
     pub interval: Option<Duration>,
     /// Measurements per analysis (default 3).
     pub count: Option<u32>,
+    /// Instead of a count: how long an analysis measures (a measurement each
+    /// interval).
+    #[serde(default, deserialize_with = "crate::config::duration")]
+    pub duration: Option<Duration>,
     /// Wait before the first measurement (default 0s).
     #[serde(default, deserialize_with = "crate::config::duration")]
     pub initial_delay: Option<Duration>,
@@ -109,12 +113,27 @@ pub struct AnalysisTable {
 }
 
 impl AnalysisTable {
+    /// What is wrong with this table (`table` names it in the message).
+    pub fn check(&self, table: &str) -> Result<(), String> {
+        if self.count.is_some() && self.duration.is_some() {
+            return Err(format!("{table} sets both count and duration: choose one"));
+        }
+        if self.interval.is_some_and(|i| i.is_zero()) {
+            return Err(format!("{table} interval must be more than 0s"));
+        }
+        for metric in &self.metrics {
+            metric.check().map_err(|e| format!("{table} {e}"))?;
+        }
+        Ok(())
+    }
+
     /// This table, with what `over` sets winning, field by field (its metrics, when
     /// it has any, replace these).
     pub fn overridden_by(&self, over: &AnalysisTable) -> AnalysisTable {
         AnalysisTable {
             interval: over.interval.or(self.interval),
             count: over.count.or(self.count),
+            duration: over.duration.or(self.duration),
             initial_delay: over.initial_delay.or(self.initial_delay),
             failure_limit: over.failure_limit.or(self.failure_limit),
             no_data: over.no_data.or(self.no_data),

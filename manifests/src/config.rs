@@ -372,9 +372,7 @@ impl ShipToml {
         )?;
         check_webhooks("[notify]", &self.notify)?;
         self.rollout.check("[rollout]")?;
-        for metric in &self.analysis.metrics {
-            metric.check().map_err(|e| format!("[analysis] {e}"))?;
-        }
+        self.analysis.check("[analysis]")?;
         for (name, env) in &self.environments {
             let prefix = format!("environments.{name}.");
             check_fleet(
@@ -390,11 +388,8 @@ impl ShipToml {
             check_webhooks(&format!("[environments.{name}.notify]"), &env.notify)?;
             env.rollout
                 .check(&format!("[environments.{name}.rollout]"))?;
-            for metric in &env.analysis.metrics {
-                metric
-                    .check()
-                    .map_err(|e| format!("[environments.{name}.analysis] {e}"))?;
-            }
+            env.analysis
+                .check(&format!("[environments.{name}.analysis]"))?;
         }
         Ok(())
     }

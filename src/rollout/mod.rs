@@ -158,12 +158,25 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Finished {
             }
         });
         rollout.started(&started);
+        let analysis = run.analysis.zip(before.as_ref());
         if wave.watch {
-            let sickened = watch(&mut fleet, &rollout, &wave, run);
+            // The canary's analysis runs beside its health watch.
+            let judging = analysis.and_then(|(a, _)| Judging::start(&fleet, &wave, a, run));
+            let (sickened, judged) = std::thread::scope(|scope| {
+                let measuring = judging
+                    .as_ref()
+                    .zip(analysis)
+                    .map(|(judging, (a, b))| scope.spawn(move || judging.evaluate(a, b, run)));
+                let sickened = watch(&mut fleet, &rollout, &wave, run);
+                let judged = measuring.map(|m| m.join().expect("the analysis does not panic"));
+                (sickened, judged)
+            });
             let back = rollout.revert_after_watch(&wave, &sickened, &fleet.results);
             revert(&mut fleet, &back, run);
-        }
-        if let (Some(analysis), Some(before)) = (run.analysis, &before) {
+            if let (Some(judging), Some(judged)) = (judging, judged) {
+                judging.apply(&mut fleet, &mut rollout, &wave, judged, run);
+            }
+        } else if let Some((analysis, before)) = analysis {
             judge(&mut fleet, &mut rollout, &wave, analysis, before, run);
         }
         for &i in &started {
@@ -439,52 +452,111 @@ fn judge(
     before: &Before,
     run: &Deploy,
 ) {
-    let version = &run.artifact.manifest.version;
-    let up: Vec<usize> = wave
-        .hosts
-        .iter()
-        .copied()
-        .filter(|&i| fleet.results[i].result == Outcome::Done)
-        .collect();
-    if up.is_empty() {
+    let Some(judging) = Judging::start(fleet, wave, analysis, run) else {
         return;
-    }
-    let others: Vec<usize> = (0..fleet.hosts.len())
-        .filter(|&i| !fleet.results[i].switched_to(version))
-        .collect();
-    let canary = run.scope(fleet.names(&up), analysis);
-    let baseline = run.scope(fleet.names(&others), analysis);
-    run.printer.progress(format!(
-        "{}: analyzing {} metric(s) over {}{}",
-        wave.name,
-        analysis.metrics.len(),
-        canary.hosts.join(", "),
-        if baseline.hosts.is_empty() {
-            String::new()
-        } else {
-            format!(" against {}", baseline.hosts.join(", "))
+    };
+    let judged = judging.evaluate(analysis, before, run);
+    judging.apply(fleet, rollout, wave, judged, run);
+}
+
+/// The hosts of a wave an analysis judges, and those it compares them with.
+struct Judging {
+    up: Vec<usize>,
+    canary: Scope,
+    baseline: Scope,
+}
+
+impl Judging {
+    /// The wave's hosts that came up, against the hosts still on what they ran;
+    /// `None` when none came up.
+    fn start(fleet: &Fleet, wave: &Wave, analysis: &Analysis, run: &Deploy) -> Option<Judging> {
+        let version = &run.artifact.manifest.version;
+        let up: Vec<usize> = wave
+            .hosts
+            .iter()
+            .copied()
+            .filter(|&i| fleet.results[i].result == Outcome::Done)
+            .collect();
+        if up.is_empty() {
+            return None;
         }
-    ));
-    let judged = analysis::evaluate(
-        analysis,
-        &canary,
-        &baseline,
-        before,
-        &|| run.options.interrupt.is_set(),
-        &mut |measurement| {
-            run.printer.event("measurement", measurement);
-            run.printer.progress(analysis::line(measurement));
-        },
-    );
-    for j in &judged {
+        let others: Vec<usize> = (0..fleet.hosts.len())
+            .filter(|&i| !fleet.results[i].switched_to(version))
+            .collect();
+        let canary = run.scope(fleet.names(&up), analysis);
+        let baseline = run.scope(fleet.names(&others), analysis);
+        run.printer.progress(format!(
+            "{}: analyzing {} metric(s) over {}{}",
+            wave.name,
+            analysis.metrics.len(),
+            canary.hosts.join(", "),
+            if baseline.hosts.is_empty() {
+                String::new()
+            } else {
+                format!(" against {}", baseline.hosts.join(", "))
+            }
+        ));
+        Some(Judging {
+            up,
+            canary,
+            baseline,
+        })
+    }
+
+    /// Measures and judges (printing each measurement as it comes).
+    fn evaluate(&self, analysis: &Analysis, before: &Before, run: &Deploy) -> Vec<Judged> {
+        analysis::evaluate(
+            analysis,
+            &self.canary,
+            &self.baseline,
+            before,
+            &|| run.options.interrupt.is_set(),
+            &mut |measurement| {
+                run.printer.event("measurement", measurement);
+                run.printer.progress(analysis::line(measurement));
+            },
+        )
+    }
+
+    /// Reports and journals `judged`, and acts on it: the hosts judged (those still
+    /// up) fail when a metric failed; an inconclusive analysis halts the rollout.
+    fn apply(
+        self,
+        fleet: &mut Fleet,
+        rollout: &mut Rollout,
+        wave: &Wave,
+        judged: Vec<Judged>,
+        run: &Deploy,
+    ) {
+        let version = &run.artifact.manifest.version;
+        let up: Vec<usize> = self
+            .up
+            .into_iter()
+            .filter(|&i| fleet.results[i].result == Outcome::Done)
+            .collect();
+        apply_judgement(fleet, rollout, wave, &up, &judged, version, run);
+    }
+}
+
+/// Reports and journals `judged` of the hosts `up`, and acts on it.
+fn apply_judgement(
+    fleet: &mut Fleet,
+    rollout: &mut Rollout,
+    wave: &Wave,
+    up: &[usize],
+    judged: &[Judged],
+    version: &Version,
+    run: &Deploy,
+) {
+    for j in judged {
         run.printer.event("analysis", j);
     }
-    run.analyzed(wave, &judged);
+    run.analyzed(wave, judged);
     // Every host judged keeps the judgement in its journal.
     let judgement = agent::protocol::Judgement {
         version: version.clone(),
         wave: wave.name.clone(),
-        verdict: overall(&judged).to_string(),
+        verdict: overall(judged).to_string(),
         metrics: judged
             .iter()
             .map(|j| agent::protocol::MetricJudgement {
@@ -497,7 +569,7 @@ fn judge(
             })
             .collect(),
     };
-    fleet.each(&up, run.options, true, |host, agent, _| {
+    fleet.each(up, run.options, true, |host, agent, _| {
         if let Some(agent) = agent.as_mut()
             && let Err(e) = agent.judged(&judgement)
         {
@@ -517,7 +589,7 @@ fn judge(
             .iter()
             .map(|j| format!("{}: {}", j.metric, j.why))
             .collect();
-        for &i in &up {
+        for &i in up {
             fleet.results[i].fail(HostError::new(
                 Step::Analysis,
                 ErrorKind::Analysis,
@@ -528,7 +600,7 @@ fn judge(
                 ),
             ));
         }
-        let back = rollout.revert_after_watch(wave, &up, &fleet.results);
+        let back = rollout.revert_after_watch(wave, up, &fleet.results);
         revert(fleet, &back, run);
     } else if judged
         .iter()
