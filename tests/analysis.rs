@@ -23,6 +23,11 @@ impl Drop for Server {
     }
 }
 
+/// A command line's words.
+fn words(line: &str) -> Vec<&str> {
+    line.split(' ').collect()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -488,17 +493,9 @@ max_increase = "100%"
     // The canary's error rate climbs: it is reverted, and no other host switches.
     // Its analysis runs beside its health watch.
     let run = fleet
-        .ship(&[
-            "deploy",
-            "v3",
-            "--hosts",
-            "*",
-            "--canary",
-            "1",
-            "--canary-wait",
-            "3s",
-            "--json",
-        ])
+        .ship(&words(
+            "deploy v3 --hosts * --canary 1 --canary-wait 3s --json",
+        ))
         .expect(1);
     let phases = common::events(&run, "phase");
     assert!(
@@ -582,17 +579,9 @@ max_increase = "100%"
     // Under halt, the canary stays on v3; `ship analyze` then judges it as the
     // rollout did.
     let run = fleet
-        .ship(&[
-            "deploy",
-            "v3",
-            "--hosts",
-            "*",
-            "--canary",
-            "1",
-            "--on-failure",
-            "halt",
-            "--json",
-        ])
+        .ship(&words(
+            "deploy v3 --hosts * --canary 1 --on-failure halt --json",
+        ))
         .expect(1);
     let rollout = common::events(&run, "analysis");
     assert_eq!(fleet.current("h1").as_deref(), Some("releases/v3"));
