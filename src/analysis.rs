@@ -427,11 +427,13 @@ pub struct Judged {
 }
 
 /// The first query of `analysis` its backend rejects, with the metric's name: a
-/// configuration error, found before anything waits or switches.
+/// configuration error, found before anything waits or switches. Commands are not
+/// run for this: no backend refuses them, and running one is not free.
 pub fn rejected(analysis: &Analysis, scope: &Scope) -> Option<(String, String)> {
     analysis
         .metrics
         .iter()
+        .filter(|metric| metric.provider != "command")
         .find_map(|metric| match measure(metric, scope, None) {
             Err(Missing::Rejected(why)) => Some((metric.name.clone(), why)),
             _ => None,

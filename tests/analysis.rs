@@ -961,3 +961,37 @@ max = 2
             .all(|m| m["metric"] == "staging-only" && m["hosts"] == serde_json::json!(["s1"]))
     );
 }
+
+#[test]
+fn the_failure_limit_and_the_no_data_policy() {
+    // The first measurement is bad, the others good: within a limit of one.
+    let flaky = "n=$(cat count 2>/dev/null || echo 0); echo $((n + 1)) > count; if [ $n = 0 ]; then echo 9; else echo 1; fi";
+    let config = |limit: u32| {
+        format!(
+            "[analysis]\ninterval = \"1s\"\ncount = 3\nfailure_limit = {limit}\nno_data = \"pass\"\n\n[[analysis.metric]]\nname = \"flaky\"\nprovider = \"command\"\nquery = '{flaky}'\nmax = 2\n\n[[analysis.metric]]\nname = \"silent\"\nprovider = \"command\"\nquery = 'true'\nmax = 2\n"
+        )
+    };
+    let tolerant = fleet_with(&config(1));
+    let run = tolerant.ship(&["analyze", "--hosts", "h1"]).expect(0);
+    assert!(
+        run.stderr.contains("flaky h1: 9 (<= 2) FAIL"),
+        "{}",
+        run.stderr
+    );
+    // A command that prints nothing is no data, which this policy passes, saying so.
+    assert!(
+        run.stderr.contains(
+            "silent h1: - pass; no data: \"true\" printed nothing; no data counts as pass"
+        ),
+        "{}",
+        run.stderr
+    );
+    let strict = fleet_with(&config(0));
+    let run = strict.ship(&["analyze", "--hosts", "h1"]).expect(1);
+    assert!(
+        run.stdout
+            .contains("1 of 3 measurement(s) failed (limit 0)"),
+        "{}",
+        run.stdout
+    );
+}
