@@ -42,9 +42,17 @@ impl Analysis {
             let n = d.as_secs_f64() / interval.as_secs_f64().max(0.001);
             (n.floor() as u32).saturating_add(1)
         });
+        // By default, enough measurements for every baseline comparison.
+        let samples = table
+            .metrics
+            .iter()
+            .filter(|m| m.baseline)
+            .map(|m| m.min_samples.unwrap_or(5))
+            .max()
+            .unwrap_or(0);
         Some(Analysis {
             interval,
-            count: table.count.or(over).unwrap_or(3).max(1),
+            count: table.count.or(over).unwrap_or(samples.max(3)).max(1),
             initial_delay: table.initial_delay.unwrap_or_default(),
             failure_limit: table.failure_limit.unwrap_or(0),
             no_data: table.no_data.unwrap_or_default(),
@@ -86,23 +94,39 @@ impl Scope {
         ])
     }
 
-    /// `template` with its variables filled in.
+    /// `template` with its variables filled in, read as the check reads them: the
+    /// names trimmed, a third brace the query's own.
     fn render(&self, template: &str) -> String {
-        let mut out = template.to_owned();
-        for (name, value) in self.variables() {
-            out = out.replace(&format!("{{{{{name}}}}}"), &value);
-            out = out.replace(&format!("{{{{ {name} }}}}"), &value);
+        let variables = self.variables();
+        let mut out = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(mut start) = rest.find("{{") {
+            while rest[start + 2..].starts_with('{') {
+                start += 1;
+            }
+            let Some(end) = rest[start + 2..].find("}}") else {
+                break;
+            };
+            let name = rest[start + 2..start + 2 + end].trim();
+            out.push_str(&rest[..start]);
+            match variables.get(name) {
+                Some(value) => out.push_str(value),
+                None => out.push_str(&rest[start..start + 4 + end]),
+            }
+            rest = &rest[start + 4 + end..];
         }
+        out.push_str(rest);
         out
     }
 }
 
-/// Host names are safe in a regular expression once their dots are escaped.
+/// A host name as a regular expression inside a PromQL string: a dot (any other
+/// sign) is escaped for the regular expression, and that backslash for the string.
 fn regex_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if !c.is_ascii_alphanumeric() && c != '_' && c != '-' {
-            out.push('\\');
+            out.push_str("\\\\");
         }
         out.push(c);
     }
@@ -325,7 +349,7 @@ fn http_json(metric: &MetricTable, scope: &Scope) -> Result<f64, Missing> {
 fn command(metric: &MetricTable, scope: &Scope) -> Result<f64, Missing> {
     let line = scope.render(&metric.query);
     let vars = scope.variables();
-    let out = std::process::Command::new("sh")
+    let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(&line)
         .env("SHIP_HOSTS", &vars["hosts"])
@@ -333,8 +357,30 @@ fn command(metric: &MetricTable, scope: &Scope) -> Result<f64, Missing> {
         .env("SHIP_VERSION", &vars["version"])
         .env("SHIP_WINDOW_SECONDS", &vars["window_seconds"])
         .stdin(std::process::Stdio::null())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .map_err(|e| Missing::Unavailable(format!("cannot run sh: {e}")))?;
+    // A command gets as long as a query: then it is killed, and that is no answer.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while child
+        .try_wait()
+        .map_err(|e| Missing::Unavailable(format!("{line:?}: {e}")))?
+        .is_none()
+    {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Missing::Unavailable(format!(
+                "{line:?} did not finish within {} s",
+                TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Missing::Unavailable(format!("{line:?}: {e}")))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(Missing::Unavailable(format!(
@@ -390,24 +436,37 @@ pub struct Measurement {
 #[derive(Debug, Clone, Default)]
 pub struct Before {
     pub at: Option<SystemTime>,
+    /// The release the hosts ran then, for `{{version}}` in the query.
+    pub version: Option<String>,
     pub values: BTreeMap<String, f64>,
 }
 
 impl Before {
     /// The values of the relative metrics of `analysis` that are not Prometheus's,
     /// measured now over `scope` (before anything switches).
-    pub fn measure(analysis: &Analysis, scope: &Scope, at: SystemTime) -> Before {
+    pub fn measure(
+        analysis: &Analysis,
+        scope: &Scope,
+        at: SystemTime,
+        version: Option<String>,
+    ) -> Before {
         let values = analysis
             .metrics
             .iter()
-            .filter(|m| relative(m) && m.provider != "prometheus")
+            .filter(|m| relative(m) && !has_past(m))
             .filter_map(|m| measure(m, scope, None).ok().map(|v| (m.name.clone(), v)))
             .collect();
         Before {
             at: Some(at),
+            version,
             values,
         }
     }
+}
+
+/// Whether the provider can be asked for a value in the past.
+fn has_past(metric: &MetricTable) -> bool {
+    matches!(metric.provider.as_str(), "prometheus" | "graphite")
 }
 
 fn relative(metric: &MetricTable) -> bool {
@@ -468,12 +527,10 @@ pub fn evaluate(
     let mut failures = vec![0u32; n];
     let mut notes = vec![String::new(); n];
     let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); n];
-    std::thread::sleep(analysis.initial_delay);
+    let mut interrupted = !pause(analysis.initial_delay, stop);
     for round in 0..analysis.count {
-        if round > 0 {
-            std::thread::sleep(analysis.interval);
-        }
-        if stop() {
+        if interrupted || (round > 0 && !pause(analysis.interval, stop)) {
+            interrupted = true;
             break;
         }
         for (i, metric) in analysis.metrics.iter().enumerate() {
@@ -481,7 +538,9 @@ pub fn evaluate(
                 measure_once(metric, analysis, canary, baseline, before, &mut samples[i]);
             report(&measurement);
             judged[i].values.push(measurement.value);
-            judged[i].bound.clone_from(&measurement.bound);
+            if !measurement.bound.is_empty() {
+                judged[i].bound.clone_from(&measurement.bound);
+            }
             match measurement.verdict {
                 Verdict::Fail => {
                     failures[i] += 1;
@@ -502,19 +561,34 @@ pub fn evaluate(
     }
     for (i, metric) in analysis.metrics.iter().enumerate() {
         let judged = &mut judged[i];
+        let mut why = std::mem::take(&mut judged.why);
+        let mut say = |text: String| {
+            if !why.is_empty() {
+                why.push_str("; ");
+            }
+            why.push_str(&text);
+        };
         if failures[i] > analysis.failure_limit {
             judged.verdict = Verdict::Fail;
-            judged.why = format!(
+            say(format!(
                 "{} of {} measurement(s) failed (limit {}), last {}",
                 failures[i],
                 judged.values.len(),
                 analysis.failure_limit,
                 notes[i]
-            );
+            ));
+        } else if interrupted {
+            // Cut short (Ctrl-C): what was not measured is not a pass.
+            judged.verdict = Verdict::Inconclusive;
+            say(format!(
+                "interrupted after {} of {} measurement(s)",
+                judged.values.len(),
+                analysis.count
+            ));
         }
         if metric.baseline && baseline.hosts.is_empty() {
             // The last wave: every host runs the release, none is left to compare.
-            judged.why = "baseline comparison: no host is left on the old release".into();
+            say("baseline comparison: no host is left on the old release".into());
         } else if metric.baseline {
             let (ours, theirs) = &samples[i];
             let need = metric.min_samples.unwrap_or(5) as usize;
@@ -523,19 +597,19 @@ pub fn evaluate(
                 if verdict != Verdict::Pass && judged.verdict != Verdict::Fail {
                     judged.verdict = verdict;
                 }
-                judged.why = format!(
+                say(format!(
                     "baseline comparison: {} and {} sample(s), {need} needed (no data counts as {})",
                     ours.len(),
                     theirs.len(),
                     analysis.no_data
-                );
+                ));
             } else {
                 let p = mann_whitney(ours, theirs, metric.higher_is_worse.unwrap_or(true));
                 let canary_worse = worse(p);
                 if canary_worse {
                     judged.verdict = Verdict::Fail;
                 }
-                judged.why = format!(
+                say(format!(
                     "canary {} against baseline {}: p = {p:.4} (Mann-Whitney U, one-sided; worse below {ALPHA}){}",
                     summary(ours),
                     summary(theirs),
@@ -544,11 +618,28 @@ pub fn evaluate(
                     } else {
                         ""
                     }
-                );
+                ));
             }
         }
+        judged.why = why;
     }
     judged
+}
+
+/// Sleeps `time` in short steps, giving up when `stop` says so: whether it slept
+/// the whole time.
+fn pause(time: Duration, stop: &dyn Fn() -> bool) -> bool {
+    let until = std::time::Instant::now() + time;
+    loop {
+        if stop() {
+            return false;
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
 }
 
 /// `median 0.25 of 4`.
@@ -586,22 +677,27 @@ fn measure_once(
         }
     };
     measurement.value = Some(value);
+    let mut notes = Vec::new();
     let earlier = if !relative(metric) {
         None
-    } else if metric.provider == "prometheus" {
-        before
-            .at
-            .and_then(|at| match measure(metric, canary, Some(at)) {
-                Ok(v) => Some(v),
-                Err(missing) => {
-                    measurement.note = format!("before: {missing}");
-                    None
-                }
-            })
+    } else if has_past(metric) {
+        // The same query, over the same hosts and the release they ran then.
+        let then = Scope {
+            version: before.version.clone(),
+            ..canary.clone()
+        };
+        match before.at.map(|at| measure(metric, &then, Some(at))) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(missing)) => {
+                notes.push(format!("before: {missing}"));
+                None
+            }
+            None => None,
+        }
     } else {
         let earlier = before.values.get(&metric.name).copied();
         if earlier.is_none() {
-            measurement.note = "before: not measured".into();
+            notes.push("before: not measured (this provider has no past)".to_owned());
         }
         earlier
     };
@@ -609,23 +705,33 @@ fn measure_once(
     measurement.bound = bound;
     if broken {
         measurement.verdict = Verdict::Fail;
+    } else if relative(metric) && earlier.is_none() {
+        // A relative bound that could not be checked is no data, not a pass.
+        measurement.verdict = no_data(analysis.no_data);
+        notes.push(format!("no data counts as {}", analysis.no_data));
     }
     if metric.baseline && !baseline.hosts.is_empty() {
         samples.0.push(value);
         match measure(metric, baseline, None) {
             Ok(theirs) => {
                 samples.1.push(theirs);
-                measurement.note = format!("baseline {theirs}");
+                notes.push(format!("baseline {}", shown(theirs)));
             }
-            Err(missing) => measurement.note = format!("baseline: {missing}"),
+            Err(missing) => notes.push(format!("baseline: {missing}")),
         }
     }
+    measurement.note = notes.join("; ");
     measurement
 }
 
-/// A value as people read it: four decimals at most.
+/// A value as people read it: four significant digits at most.
 pub fn shown(value: f64) -> String {
-    ((value * 1e4).round() / 1e4).to_string()
+    if value == 0.0 || !value.is_finite() {
+        return value.to_string();
+    }
+    let digits = 3 - value.abs().log10().floor() as i32;
+    let scale = 10f64.powi(digits);
+    ((value * scale).round() / scale).to_string()
 }
 
 /// `error-rate web1,web2: 0.021 (<= 0.01) FAIL`: a measurement as people read it.
@@ -662,14 +768,25 @@ pub fn judge(metric: &MetricTable, value: f64, before: Option<f64>) -> (String, 
         bounds.push(format!(">= {}", min.0));
         broken |= value < min.0;
     }
+    // A change relative to nothing is no change one can bound: from 0, only the
+    // absolute bounds hold.
+    let before = before.filter(|b| *b != 0.0);
     if let (Some(up), Some(before)) = (metric.max_increase, before) {
-        let limit = before * (1.0 + up.0.0 / 100.0);
-        bounds.push(format!("<= {limit} (+{up} of {before} before)"));
+        let limit = before + before.abs() * up.0.0 / 100.0;
+        bounds.push(format!(
+            "<= {} (+{up} of {} before)",
+            shown(limit),
+            shown(before)
+        ));
         broken |= value > limit;
     }
     if let (Some(down), Some(before)) = (metric.max_decrease, before) {
-        let limit = before * (1.0 - down.0.0 / 100.0);
-        bounds.push(format!(">= {limit} (-{down} of {before} before)"));
+        let limit = before - before.abs() * down.0.0 / 100.0;
+        bounds.push(format!(
+            ">= {} (-{down} of {} before)",
+            shown(limit),
+            shown(before)
+        ));
         broken |= value < limit;
     }
     (bounds.join(", "), broken)
@@ -707,6 +824,9 @@ pub fn mann_whitney(canary: &[f64], baseline: &[f64], higher_is_worse: bool) -> 
             }
         }
     }
+    if ties && n1 + n2 <= 16 {
+        return exact_with_ties(canary, baseline, u, higher_is_worse);
+    }
     if !ties && n1 * n2 <= 400 {
         // The number of arrangements giving each U under the null hypothesis.
         let counts = u_distribution(n1, n2);
@@ -734,6 +854,36 @@ pub fn mann_whitney(canary: &[f64], baseline: &[f64], higher_is_worse: bool) -> 
     // Continuity correction.
     let z = (u - mean - 0.5) / variance.sqrt();
     0.5 * erfc(z / std::f64::consts::SQRT_2)
+}
+
+/// The exact p-value with ties: of every way to pick n1 of the pooled values as
+/// "the canary" (all equally likely under the null hypothesis), the share whose U
+/// is at least `observed`.
+fn exact_with_ties(canary: &[f64], baseline: &[f64], observed: f64, higher_is_worse: bool) -> f64 {
+    let pooled: Vec<f64> = canary.iter().chain(baseline).copied().collect();
+    let (n, n1) = (pooled.len(), canary.len());
+    let (mut total, mut extreme) = (0u64, 0u64);
+    for mask in 0u32..(1 << n) {
+        if mask.count_ones() as usize != n1 {
+            continue;
+        }
+        let mut u = 0.0;
+        for i in (0..n).filter(|i| mask & (1 << i) != 0) {
+            for j in (0..n).filter(|j| mask & (1 << j) == 0) {
+                let (c, b) = (pooled[i], pooled[j]);
+                if if higher_is_worse { c > b } else { c < b } {
+                    u += 1.0;
+                } else if c == b {
+                    u += 0.5;
+                }
+            }
+        }
+        total += 1;
+        if u >= observed - 1e-9 {
+            extreme += 1;
+        }
+    }
+    extreme as f64 / total as f64
 }
 
 /// How many arrangements of n1 + n2 distinct values give each U (0..=n1*n2).
@@ -800,9 +950,17 @@ mod tests {
         // Three against three cannot get below 1/20.
         let p = mann_whitney(&[4.0, 5.0, 6.0], &[1.0, 2.0, 3.0], true);
         assert!((p - 0.05).abs() < 1e-12, "{p}");
-        // Ties: the approximation, still clear for a clear difference.
+        // Ties, in small samples: counted exactly, as without.
         let p = mann_whitney(&[9.0, 9.0, 9.0, 9.0, 9.0], &[1.0, 1.0, 1.0, 1.0, 2.0], true);
-        assert!(worse(p), "{p}");
+        assert!((p - 1.0 / 252.0).abs() < 1e-12, "{p}");
+        // Mostly zeros: three ones of five are not evidence (10 of 120 ... 126
+        // arrangements do as well).
+        let p = mann_whitney(&[1.0, 1.0, 1.0, 0.0, 0.0], &[0.0; 5], true);
+        assert!(!worse(p), "{p}");
+        // Large samples with ties: the approximation.
+        let many: Vec<f64> = (0..20).map(|i| f64::from(i % 3)).collect();
+        let more: Vec<f64> = many.iter().map(|v| v + 2.0).collect();
+        assert!(worse(mann_whitney(&more, &many, true)));
         let p = mann_whitney(&[1.0; 5], &[1.0; 5], true);
         assert!(!worse(p), "{p}");
         // The distribution counts every arrangement.
@@ -818,8 +976,9 @@ mod tests {
             window: Duration::from_secs(30),
         };
         assert_eq!(
-            scope.render("x{host=~\"{{hosts_regex}}\",env=\"{{ env }}\"}[{{window}}] {{version}}"),
-            "x{host=~\"web1|web\\.2\",env=\"prod\"}[30s] v42"
+            scope.render("x{host=~\"{{hosts_regex}}\",env=\"{{ env }}\"}[{{window}}] {{version }}"),
+            // In a PromQL string, `\\.` is the regular expression's `\.`.
+            "x{host=~\"web1|web\\\\.2\",env=\"prod\"}[30s] v42"
         );
     }
 

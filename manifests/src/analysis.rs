@@ -123,6 +123,15 @@ impl AnalysisTable {
         }
         for metric in &self.metrics {
             metric.check().map_err(|e| format!("{table} {e}"))?;
+            if let (true, Some(count)) = (metric.baseline, self.count) {
+                let need = metric.min_samples.unwrap_or(5);
+                if count < need {
+                    return Err(format!(
+                        "{table} metric {:?}: a baseline comparison needs {need} samples (min_samples), and count is {count}",
+                        metric.name
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -132,8 +141,17 @@ impl AnalysisTable {
     pub fn overridden_by(&self, over: &AnalysisTable) -> AnalysisTable {
         AnalysisTable {
             interval: over.interval.or(self.interval),
-            count: over.count.or(self.count),
-            duration: over.duration.or(self.duration),
+            // Count and duration say one thing: the table that sets either wins.
+            count: if over.count.is_some() || over.duration.is_some() {
+                over.count
+            } else {
+                self.count
+            },
+            duration: if over.count.is_some() || over.duration.is_some() {
+                over.duration
+            } else {
+                self.duration
+            },
             initial_delay: over.initial_delay.or(self.initial_delay),
             failure_limit: over.failure_limit.or(self.failure_limit),
             no_data: over.no_data.or(self.no_data),
@@ -215,8 +233,18 @@ impl MetricTable {
         if self.url.is_none() && self.provider != "command" {
             return bad(format!("provider {} needs a url", self.provider));
         }
-        if self.provider == "http" && self.pointer.is_none() {
-            return bad("provider http needs a pointer to the number (such as \"/value\")".into());
+        match (&self.provider[..], &self.pointer) {
+            ("http", None) => {
+                return bad(
+                    "provider http needs a pointer to the number (such as \"/value\")".into(),
+                );
+            }
+            (_, Some(pointer)) if !pointer.is_empty() && !pointer.starts_with('/') => {
+                return bad(format!(
+                    "pointer {pointer:?} is not a JSON pointer: it starts with / (such as \"/data/rate\")"
+                ));
+            }
+            _ => {}
         }
         for template in [Some(&self.query), self.url.as_ref()].into_iter().flatten() {
             for variable in template_variables(template)? {

@@ -70,6 +70,7 @@ pub fn run(settings: &FleetSettings, request: &Request, printer: &Printer) -> Re
     // "Before" is --since ago, for Prometheus; the other providers have no past.
     let before = Before {
         at: SystemTime::now().checked_sub(request.since),
+        version: request.version.clone(),
         values: Default::default(),
     };
     let judged = analysis::evaluate(

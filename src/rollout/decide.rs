@@ -35,8 +35,9 @@ enum Stop {
     Interrupted,
     /// Some host failed staging, under `--all-or-nothing`.
     Staging(usize),
-    /// The metric analysis after the wave named could not tell: a human decides.
-    Inconclusive { wave: String },
+    /// The metric analysis after the wave named could not tell (why): a human
+    /// decides.
+    Inconclusive { wave: String, why: String },
 }
 
 /// A rollout's state.
@@ -132,6 +133,8 @@ pub enum Verdict {
         version: Version,
         /// The wave it stopped after.
         wave: String,
+        /// The metrics that could not be judged, and why.
+        why: String,
         /// Hosts left on the release.
         stay: usize,
         /// Staged hosts never activated.
@@ -217,11 +220,12 @@ impl fmt::Display for Verdict {
                 subject,
                 version,
                 wave,
+                why,
                 stay,
                 never,
             } => write!(
                 f,
-                "deploy of {subject} halted after {wave}: its metric analysis was inconclusive; {stay} host(s) switched to {version} stay there for a human to judge (ship analyze, then deploy again or roll back), {never} not activated"
+                "deploy of {subject} halted after {wave}: its metric analysis was inconclusive ({why}); {stay} host(s) switched to {version} stay there for a human to judge (ship analyze, then deploy again or roll back), {never} not activated"
             ),
             Verdict::Reverted {
                 subject,
@@ -373,9 +377,10 @@ impl Rollout {
 
     /// The analysis after `wave` was inconclusive: no wave starts after it, and the
     /// hosts switched stay for a human to judge.
-    pub fn inconclusive(&mut self, wave: &Wave) {
+    pub fn inconclusive(&mut self, wave: &Wave, why: &str) {
         self.stop.get_or_insert(Stop::Inconclusive {
             wave: wave.name.clone(),
+            why: why.to_owned(),
         });
     }
 
@@ -414,9 +419,9 @@ impl Rollout {
             Some(Stop::Staging(n)) => {
                 ending.skip_reason = format!("{n} host(s) failed staging (--all-or-nothing)");
             }
-            Some(Stop::Inconclusive { wave }) => {
+            Some(Stop::Inconclusive { wave, why }) => {
                 ending.skip_reason =
-                    format!("the analysis after {wave} was inconclusive: a human decides");
+                    format!("the analysis after {wave} was inconclusive ({why}): a human decides");
                 ending.halted = self.activated_where(results, |r| r.switched_to(version));
             }
             Some(Stop::Failures { wave, failed }) => {
@@ -496,10 +501,11 @@ impl Rollout {
                 failed: *failed,
                 hosts: self.hosts,
             },
-            Some(Stop::Inconclusive { wave }) => Verdict::Inconclusive {
+            Some(Stop::Inconclusive { wave, why }) => Verdict::Inconclusive {
                 subject,
                 version: version.clone(),
                 wave: wave.clone(),
+                why: why.clone(),
                 stay: self
                     .activated_where(results, |r| r.switched_to(version))
                     .len(),
@@ -902,6 +908,44 @@ mod tests {
                 case.name
             );
         }
+    }
+
+    #[test]
+    fn an_inconclusive_analysis_halts_with_the_canary_in_place() {
+        let policy = policy(1, 1, 0, OnFailure::Revert);
+        let mut rollout = Rollout::new(&policy, &[true, true, true], false);
+        let mut results: Vec<HostResult> = (0..3).map(result).collect();
+        let wave = rollout.next_wave(false).unwrap();
+        assert_eq!(wave.hosts, vec![0]);
+        rollout.started(&wave.hosts);
+        results[0].to = Some(v("v2"));
+        results[0].set(Outcome::Done, "switched");
+        rollout.inconclusive(&wave, "error-rate: no data");
+        assert!(rollout.wave_done(&wave, &results).is_empty());
+        assert!(rollout.next_wave(false).is_none(), "no wave after it");
+        let ending = rollout.ending(&results, &v("v2"));
+        assert_eq!((ending.halted, ending.revert), (vec![0], vec![]));
+        assert_eq!(ending.skipped, vec![1, 2]);
+        let verdict = rollout.verdict(&results, "shop v2", &v("v2"), (0, 0));
+        assert!(!verdict.ok());
+        assert!(
+            verdict.to_string().contains(
+                "inconclusive (error-rate: no data); 1 host(s) switched to v2 stay there"
+            ),
+            "{verdict}"
+        );
+        // Beyond the budget, the failures decide: on_failure applies.
+        let mut rollout = Rollout::new(&policy, &[true, true], false);
+        let wave = rollout.next_wave(false).unwrap();
+        rollout.started(&wave.hosts);
+        let mut results: Vec<HostResult> = (0..2).map(result).collect();
+        results[0].set(Outcome::Failed, "analysis");
+        rollout.inconclusive(&wave, "latency: no data");
+        rollout.wave_done(&wave, &results);
+        assert_eq!(
+            rollout.ending(&results, &v("v2")).halted,
+            Vec::<usize>::new()
+        );
     }
 
     #[test]

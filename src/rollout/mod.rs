@@ -128,17 +128,30 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Finished {
         results: hosts.iter().map(|h| HostResult::new(h)).collect(),
     };
     run.started(&fleet);
-    // What relative judgements compare with: the time now, and what providers
-    // without a past say now, before anything switches.
+    let started = std::time::SystemTime::now();
+    let staged = stage(&mut fleet, run);
+    // What relative judgements compare with: the deploy's start (for providers
+    // with a past), and what the others say now, before anything switches; and
+    // the release most hosts ran, for `{{version}}` in queries about then.
     let before = run.analysis.map(|analysis| {
         let everyone: Vec<usize> = (0..hosts.len()).collect();
+        let mut ran: Vec<&Version> = fleet
+            .results
+            .iter()
+            .filter_map(|r| r.from.as_ref())
+            .collect();
+        ran.sort();
+        let most = ran
+            .chunk_by(|a, b| a == b)
+            .max_by_key(|run| run.len())
+            .map(|run| run[0].to_string());
         Before::measure(
             analysis,
             &run.scope(fleet.names(&everyone), analysis),
-            std::time::SystemTime::now(),
+            started,
+            most,
         )
     });
-    let staged = stage(&mut fleet, run);
     let mut rollout = Rollout::new(run.policy, &staged, run.all_or_nothing);
     if rollout.left_out() > 0 {
         run.printer.progress(format!(
@@ -161,14 +174,21 @@ pub fn deploy(hosts: &[&Host], run: &Deploy) -> Finished {
         let analysis = run.analysis.zip(before.as_ref());
         if wave.watch {
             // The canary's analysis runs beside its health watch.
-            let judging = analysis.and_then(|(a, _)| Judging::start(&fleet, &wave, a, run));
+            let judging = analysis.and_then(|(a, b)| Judging::start(&fleet, &wave, a, b, run));
             let (sickened, judged) = std::thread::scope(|scope| {
                 let measuring = judging
                     .as_ref()
                     .zip(analysis)
                     .map(|(judging, (a, b))| scope.spawn(move || judging.evaluate(a, b, run)));
                 let sickened = watch(&mut fleet, &rollout, &wave, run);
-                let judged = measuring.map(|m| m.join().expect("the analysis does not panic"));
+                // An analysis that broke off judged nothing: a human decides.
+                let judged = measuring.map(|m| {
+                    m.join().unwrap_or_else(|_| {
+                        judging
+                            .as_ref()
+                            .map_or_else(Vec::new, |j| j.broken(analysis))
+                    })
+                });
                 (sickened, judged)
             });
             let back = rollout.revert_after_watch(&wave, &sickened, &fleet.results);
@@ -452,7 +472,7 @@ fn judge(
     before: &Before,
     run: &Deploy,
 ) {
-    let Some(judging) = Judging::start(fleet, wave, analysis, run) else {
+    let Some(judging) = Judging::start(fleet, wave, analysis, before, run) else {
         return;
     };
     let judged = judging.evaluate(analysis, before, run);
@@ -469,7 +489,13 @@ struct Judging {
 impl Judging {
     /// The wave's hosts that came up, against the hosts still on what they ran;
     /// `None` when none came up.
-    fn start(fleet: &Fleet, wave: &Wave, analysis: &Analysis, run: &Deploy) -> Option<Judging> {
+    fn start(
+        fleet: &Fleet,
+        wave: &Wave,
+        analysis: &Analysis,
+        before: &Before,
+        run: &Deploy,
+    ) -> Option<Judging> {
         let version = &run.artifact.manifest.version;
         let up: Vec<usize> = wave
             .hosts
@@ -480,11 +506,23 @@ impl Judging {
         if up.is_empty() {
             return None;
         }
+        // Hosts that run what they ran: not switched (nor maybe switched) by this
+        // run, and not already on the release.
         let others: Vec<usize> = (0..fleet.hosts.len())
-            .filter(|&i| !fleet.results[i].switched_to(version))
+            .filter(|&i| {
+                let r = &fleet.results[i];
+                !r.switched_to(version)
+                    && r.from.as_ref().is_some_and(|from| from != version)
+                    && (r.to.is_none() || r.to == r.from)
+                    && r.failure.is_none()
+            })
             .collect();
         let canary = run.scope(fleet.names(&up), analysis);
-        let baseline = run.scope(fleet.names(&others), analysis);
+        let baseline = Scope {
+            // They run the release before, which their queries may name.
+            version: before.version.clone(),
+            ..run.scope(fleet.names(&others), analysis)
+        };
         run.printer.progress(format!(
             "{}: analyzing {} metric(s) over {}{}",
             wave.name,
@@ -501,6 +539,23 @@ impl Judging {
             canary,
             baseline,
         })
+    }
+
+    /// The verdicts of an analysis that broke off: inconclusive, every metric.
+    fn broken(&self, analysis: Option<(&Analysis, &Before)>) -> Vec<Judged> {
+        analysis
+            .map(|(a, _)| a.metrics.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|m| Judged {
+                metric: m.name.clone(),
+                hosts: self.canary.hosts.clone(),
+                values: Vec::new(),
+                bound: String::new(),
+                verdict: analysis::Verdict::Inconclusive,
+                why: "the analysis broke off".into(),
+            })
+            .collect()
     }
 
     /// Measures and judges (printing each measurement as it comes).
@@ -602,11 +657,15 @@ fn apply_judgement(
         }
         let back = rollout.revert_after_watch(wave, up, &fleet.results);
         revert(fleet, &back, run);
-    } else if judged
+    }
+    // Inconclusive, even beside a failure the budget absorbed: a human decides.
+    let unsure: Vec<String> = judged
         .iter()
-        .any(|j| j.verdict == analysis::Verdict::Inconclusive)
-    {
-        rollout.inconclusive(wave);
+        .filter(|j| j.verdict == analysis::Verdict::Inconclusive)
+        .map(|j| format!("{}: {}", j.metric, j.why))
+        .collect();
+    if !unsure.is_empty() {
+        rollout.inconclusive(wave, &unsure.join("; "));
     }
 }
 

@@ -58,6 +58,10 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, directory=os.path.join(RELEASE, "public"), **kwargs)
 
+    def send_response(self, code, message=None):
+        self.status = code
+        super().send_response(code, message)
+
     def reply(self, status, body, content_type="text/plain"):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -78,7 +82,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             self.reply(status, b"checked out\n" if status == 200 else b"error\n")
         else:
             super().do_GET()
-            status = 200
+            status = getattr(self, "status", 200)
         counted(status, time.monotonic() - started)
 
     def log_message(self, format, *args):
