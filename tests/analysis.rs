@@ -995,3 +995,41 @@ fn the_failure_limit_and_the_no_data_policy() {
         run.stdout
     );
 }
+
+#[test]
+fn a_later_wave_that_fails_its_analysis_spends_the_budget_like_any_failure() {
+    let fleet = LocalFleet::new(&["h1", "h2", "h3"]);
+    fleet.ship(&["deploy", "v1", "--hosts", "*"]).expect(0);
+    // h2 is the one host whose numbers go bad.
+    let toml = fleet.dir.path().join("ship.toml");
+    let text = fs::read_to_string(&toml).unwrap();
+    fs::write(
+        &toml,
+        text + "[analysis]\ninterval = \"1s\"\ncount = 1\n\n[[analysis.metric]]\nname = \"h2-errors\"\nprovider = \"command\"\nquery = 'case {{hosts}} in *h2*) echo 1 ;; *) echo 0 ;; esac'\nmax = 0.5\n",
+    )
+    .unwrap();
+
+    // Within the budget: h2 goes back at once, and the rollout goes on to h3.
+    let run = fleet
+        .ship(&words("deploy v2 --hosts * --batch 1 --max-failures 1"))
+        .expect(1);
+    assert!(run.row("h2").contains("h2-errors"), "{}", run.stdout);
+    let on = |host: &str| fleet.current(host);
+    assert_eq!(on("h1").as_deref(), Some("releases/v2"));
+    assert_eq!(on("h2").as_deref(), Some("releases/v1"));
+    assert_eq!(on("h3").as_deref(), Some("releases/v2"));
+
+    // Beyond it: the rollout stops after h2's wave, and every host it switched,
+    // h1 of the first wave too, goes back.
+    let run = fleet
+        .ship(&words("deploy v3 --hosts * --batch 1"))
+        .expect(1);
+    assert!(
+        run.stderr.contains("reverted after wave 2"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(on("h1").as_deref(), Some("releases/v2"));
+    assert_eq!(on("h2").as_deref(), Some("releases/v1"));
+    assert_eq!(on("h3").as_deref(), Some("releases/v2"), "never switched");
+}
