@@ -61,6 +61,19 @@ impl Analysis {
     }
 }
 
+impl Analysis {
+    /// What a query over `hosts` may name: the environment, the release, and this
+    /// analysis's window.
+    pub fn scope(&self, hosts: Vec<String>, env: Option<String>, version: Option<String>) -> Scope {
+        Scope {
+            hosts,
+            env,
+            version,
+            window: self.interval,
+        }
+    }
+}
+
 /// What a query's template may name.
 #[derive(Debug, Clone)]
 pub struct Scope {

@@ -290,7 +290,7 @@ pub enum TrustCommand {
     /// The keys each host trusts, and the highest signing sequence it took from each.
     List {
         #[command(flatten)]
-        target: TrustTarget,
+        target: StatusArgs,
     },
     /// Have hosts trust a key: with --statement (a key they trust signed it: `ship
     /// key endorse`), or --first-contact (only hosts that trust no key yet).
@@ -305,7 +305,7 @@ pub enum TrustCommand {
         #[arg(long)]
         first_contact: bool,
         #[command(flatten)]
-        target: TrustTarget,
+        target: StatusArgs,
     },
     /// Have hosts stop trusting a key, by a statement a key they trust signed (`ship
     /// key revoke`). A host's last key is not revoked from here.
@@ -316,20 +316,8 @@ pub enum TrustCommand {
         #[arg(long, value_name = "PATH")]
         statement: PathBuf,
         #[command(flatten)]
-        target: TrustTarget,
+        target: StatusArgs,
     },
-}
-
-/// The hosts a `ship trust` command works on.
-#[derive(Debug, Args)]
-pub struct TrustTarget {
-    /// Hosts to work on (names, globs, @groups).
-    #[arg(long, default_value = "*")]
-    pub hosts: String,
-    #[command(flatten)]
-    pub env: EnvArg,
-    #[command(flatten)]
-    pub fleet: FleetArgs,
 }
 
 /// Where the fleet is described.

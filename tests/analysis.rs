@@ -6,12 +6,11 @@
 mod common;
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::LocalFleet;
+use common::{LocalFleet, free_port};
 
 /// A child process killed (by pid) and reaped when dropped, even when the test fails.
 struct Server(Child);
@@ -26,14 +25,6 @@ impl Drop for Server {
 /// A command line's words.
 fn words(line: &str) -> Vec<&str> {
     line.split(' ').collect()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The metrics pages of `hosts`, served from `dir`/<host>/metrics.
@@ -171,6 +162,29 @@ fn can_run() -> bool {
     )
 }
 
+/// The error-rate metric (an absolute bound) and the latency one (a loose bound,
+/// and the canary against the baseline) of the Prometheus tests, asking `url`.
+fn error_and_latency(url: &str) -> String {
+    format!(
+        r#"[[analysis.metric]]
+name = "error-rate"
+provider = "prometheus"
+url = "{url}"
+query = 'max(shop_error_ratio{{host=~"{{{{hosts_regex}}}}"}})'
+max = 0.05
+
+[[analysis.metric]]
+name = "latency"
+provider = "prometheus"
+url = "{url}"
+query = 'max(shop_latency_seconds{{host=~"{{{{hosts_regex}}}}"}})'
+max = 5
+baseline = true
+min_samples = 4
+"#
+    )
+}
+
 /// A fleet of h1..h3 whose ship.toml has `analysis` appended.
 fn fleet_with(analysis: &str) -> LocalFleet {
     let fleet = LocalFleet::bare(&["h1", "h2", "h3"]);
@@ -190,28 +204,14 @@ fn analyze_judges_real_metrics_and_names_what_fails() {
     let pages = Pages::start(&work.path().join("pages"), &hosts);
     let mut prometheus = Prometheus::start(work.path(), &pages, &hosts);
     let url = &prometheus.url;
+    let metrics = error_and_latency(url);
     let fleet = fleet_with(&format!(
         r#"[analysis]
 interval = "1s"
 count = 4
 no_data = "inconclusive"
 
-[[analysis.metric]]
-name = "error-rate"
-provider = "prometheus"
-url = "{url}"
-query = 'max(shop_error_ratio{{host=~"{{{{hosts_regex}}}}"}})'
-max = 0.05
-
-[[analysis.metric]]
-name = "latency"
-provider = "prometheus"
-url = "{url}"
-query = 'max(shop_latency_seconds{{host=~"{{{{hosts_regex}}}}"}})'
-max = 5
-baseline = true
-min_samples = 4
-"#
+{metrics}"#
     ));
     for host in hosts {
         pages.set(host, 0.01, 0.1);
@@ -430,6 +430,7 @@ fn rollouts_are_judged_by_their_metrics_and_reverted_when_they_drop() {
     let mut prometheus = Prometheus::start_with(work.path(), &config);
     prometheus.wait_for("count(shop_error_ratio == 0.01)", 3.0);
     let url = prometheus.url.clone();
+    let metrics = error_and_latency(&url);
     let analysis = |no_data: &str| {
         format!(
             r#"[analysis]
@@ -438,22 +439,7 @@ count = 4
 initial_delay = "2s"
 no_data = "{no_data}"
 
-[[analysis.metric]]
-name = "error-rate"
-provider = "prometheus"
-url = "{url}"
-query = 'max(shop_error_ratio{{host=~"{{{{hosts_regex}}}}"}})'
-max = 0.05
-
-[[analysis.metric]]
-name = "latency"
-provider = "prometheus"
-url = "{url}"
-query = 'max(shop_latency_seconds{{host=~"{{{{hosts_regex}}}}"}})'
-max = 5
-baseline = true
-min_samples = 4
-
+{metrics}
 [[analysis.metric]]
 name = "error-growth"
 provider = "prometheus"

@@ -13,16 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{LocalFleet, wait_until};
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{LocalFleet, free_port, wait_until};
 
 /// `GET /health` on `port`: the body, or `None` when nothing answers 200.
 fn health(port: u16) -> Option<String> {

@@ -218,7 +218,7 @@ fn change_trust(
         .transpose()
     };
     if matches!(command, cli::TrustCommand::List) {
-        return Ok(trust::Trust::load(app)?.reply(false));
+        return trust::Trust::load(app)?.reply(false);
     }
     app.create()
         .map_err(|e| AgentError::io("cannot create the app root", app.path(), e))?;
@@ -289,7 +289,7 @@ fn change_trust(
     } else {
         out.say(format!("{}: key {id} (nothing to change)", op.name()));
     }
-    Ok(store.reply(changed))
+    store.reply(changed)
 }
 
 /// The JSON document on stdin; `action` says what could not be read, as in

@@ -81,7 +81,8 @@ pub struct Trust {
     /// Every file in `keys/`, by the id of its key (an owner may name them freely).
     files: Vec<(KeyId, PathBuf)>,
     revoked: Vec<KeyId>,
-    marks: BTreeMap<String, u64>,
+    /// The journal, whose receive records hold the marks.
+    journal: PathBuf,
 }
 
 impl Trust {
@@ -105,24 +106,31 @@ impl Trust {
             .filter(|key| !revoked.contains(&key.id()))
             .collect();
         keys.dedup_by_key(|key| key.id());
-        let mut marks = BTreeMap::new();
-        if !keys.is_empty() {
-            for record in journal::read(&app.journal())? {
-                if let (Op::Receive, Outcome::Ok, Some(signed)) =
-                    (record.op, record.result, &record.signed_by)
-                {
-                    let mark = marks.entry(signed.key.clone()).or_insert(0);
-                    *mark = signed.seq.max(*mark);
-                }
-            }
-        }
         Ok(Trust {
             dir,
             keys,
             files,
             revoked,
-            marks,
+            journal: app.journal(),
         })
+    }
+
+    /// The highest sequence accepted per key, from the journal's receive records
+    /// (read only where they are needed: a receive's check, `trust list`).
+    fn marks(&self) -> Result<BTreeMap<String, u64>, AgentError> {
+        let mut marks = BTreeMap::new();
+        if self.keys.is_empty() {
+            return Ok(marks);
+        }
+        for record in journal::read(&self.journal)? {
+            if let (Op::Receive, Outcome::Ok, Some(signed)) =
+                (record.op, record.result, &record.signed_by)
+            {
+                let mark = marks.entry(signed.key.clone()).or_insert(0);
+                *mark = signed.seq.max(*mark);
+            }
+        }
+        Ok(marks)
     }
 
     /// Whether a release this host holds may be activated (deployed again without a
@@ -158,19 +166,20 @@ impl Trust {
         !self.keys.is_empty()
     }
 
-    /// The keys, as `hello` and `trust list` report them.
-    pub fn reply(&self, changed: bool) -> TrustReply {
-        TrustReply {
+    /// The keys and their marks, as `trust` reports them.
+    pub fn reply(&self, changed: bool) -> Result<TrustReply, AgentError> {
+        let marks = self.marks()?;
+        Ok(TrustReply {
             keys: self
                 .keys
                 .iter()
                 .map(|key| TrustedKey {
                     id: key.id().to_string(),
-                    mark: self.marks.get(&key.id().to_string()).copied(),
+                    mark: marks.get(&key.id().to_string()).copied(),
                 })
                 .collect(),
             changed,
-        }
+        })
     }
 
     /// The ids of the trusted keys.
@@ -235,7 +244,7 @@ impl Trust {
                 claim.payload
             )));
         }
-        let mark = self.marks.get(&key.id().to_string()).copied();
+        let mark = self.marks()?.get(&key.id().to_string()).copied();
         let held = holds(&claim.version, &claim.payload);
         let downgrade = match (mark, &signing.allow_downgrade) {
             _ if held => None,

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::analysis::{self, Analysis, Before, Scope, Verdict};
+use crate::analysis::{self, Analysis, Before, Verdict};
 use crate::error::CliError;
 use crate::printer::{Printer, table};
 use crate::settings::FleetSettings;
@@ -35,12 +35,9 @@ pub fn run(settings: &FleetSettings, request: &Request, printer: &Printer) -> Re
         .map(|h| h.name.to_string())
         .filter(|h| !names.contains(h))
         .collect();
-    let scope = |hosts: &[String]| Scope {
-        hosts: hosts.to_vec(),
-        env: fleet.environment.as_ref().map(ToString::to_string),
-        version: request.version.clone(),
-        window: analysis.interval,
-    };
+    let env = fleet.environment.as_ref().map(ToString::to_string);
+    let scope =
+        |hosts: &[String]| analysis.scope(hosts.to_vec(), env.clone(), request.version.clone());
     let canary = scope(&names);
     let baseline = scope(&others);
     if analysis.metrics.iter().any(|m| m.baseline) && others.is_empty() {

@@ -674,11 +674,10 @@ pub fn trust(
             first_contact,
             target,
         } => {
-            crate::signing::public_key(&key)?;
             let statement = statement.as_deref().map(read).transpose()?;
             let change = TrustChange {
                 action: TrustAction::Add,
-                key: read(&key)?,
+                key: crate::signing::public_key(&key)?.text().to_owned(),
                 statement,
                 first_contact,
             };
@@ -689,10 +688,9 @@ pub fn trust(
             statement,
             target,
         } => {
-            crate::signing::public_key(&key)?;
             let change = TrustChange {
                 action: TrustAction::Revoke,
-                key: read(&key)?,
+                key: crate::signing::public_key(&key)?.text().to_owned(),
                 statement: Some(read(&statement)?),
                 first_contact: false,
             };
@@ -840,12 +838,11 @@ fn check_queries(
     let Some(analysis) = crate::analysis::Analysis::resolve(&settings.fleet.analysis) else {
         return Ok(None);
     };
-    let scope = crate::analysis::Scope {
-        hosts: selected.iter().map(|h| h.name.to_string()).collect(),
-        env: settings.fleet.environment.as_ref().map(ToString::to_string),
-        version: version.map(ToString::to_string),
-        window: analysis.interval,
-    };
+    let scope = analysis.scope(
+        selected.iter().map(|h| h.name.to_string()).collect(),
+        settings.fleet.environment.as_ref().map(ToString::to_string),
+        version.map(ToString::to_string),
+    );
     if let Some((metric, why)) = crate::analysis::rejected(&analysis, &scope) {
         return Err(CliError::usage(format!("metric {metric:?}: {why}"))
             .hint("fix the query in [analysis]; `ship analyze` runs it as a rollout would"));

@@ -266,12 +266,11 @@ fn stage(fleet: &mut Fleet, run: &Deploy) -> Vec<bool> {
 impl Deploy<'_> {
     /// What an analysis of `hosts` may name in its queries.
     fn scope(&self, hosts: Vec<String>, analysis: &Analysis) -> Scope {
-        Scope {
+        analysis.scope(
             hosts,
-            env: self.environment.map(str::to_owned),
-            version: Some(self.artifact.manifest.version.to_string()),
-            window: analysis.interval,
-        }
+            self.environment.map(str::to_owned),
+            Some(self.artifact.manifest.version.to_string()),
+        )
     }
 
     fn analyzed(&self, wave: &Wave, judged: &[Judged]) {

@@ -5,11 +5,11 @@
 //! scripts/test-deps into target/test-cache) is the S3 one.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use super::test_cache;
+use super::{free_port, test_cache};
 
 /// Whether the store servers are here (scripts/test installs nginx and builds
 /// s3s-fs).
@@ -22,15 +22,6 @@ pub fn can_run() -> bool {
 
 fn s3s_fs() -> PathBuf {
     test_cache().join("s3s-fs/bin/s3s-fs")
-}
-
-/// A port free on 127.0.0.1 now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A server child that is killed when dropped.
