@@ -40,10 +40,12 @@ pub enum CallError {
         what: String,
     },
     /// The agent ended without a closing event.
-    #[error("ship-agent answered without a result (exit {code}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    #[error("ship-agent ended without a result ({}){}", match signal { Some(s) => format!("killed by signal {s}"), None => format!("exit {code}") }, if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
     NoResult {
         /// Its exit status.
         code: i32,
+        /// The signal that ended it, when one did.
+        signal: Option<String>,
         /// What it printed on stderr.
         stderr: String,
     },
@@ -429,6 +431,7 @@ impl RemoteAgent {
         }
         Err(CallError::NoResult {
             code: finished.code,
+            signal: finished.signal,
             stderr,
         })
     }

@@ -9,28 +9,13 @@ use std::time::Instant;
 
 use common::{LocalFleet, SshFleet, events};
 
-fn can_run() -> bool {
-    common::skip::runs_here(
-        common::skip::is_root() && std::path::Path::new("/usr/sbin/sshd").exists(),
-        "root and /usr/sbin/sshd (scripts/test installs it)",
-    )
-}
-
-/// Artifacts v1..v3 of the example app, packed in a directory of their own, and
-/// `fleet` told where they are.
-fn artifacts(fleet: &SshFleet) -> LocalFleet {
-    let build = LocalFleet::new(&["unused"]);
-    fleet.artifacts_in(&build.dir.path().join("dist"));
-    build
-}
-
 #[test]
 fn deploy_status_and_rollback_over_ssh() {
-    if !can_run() {
+    if !SshFleet::can_run() {
         return;
     }
     let fleet = SshFleet::start(5, None);
-    let build = artifacts(&fleet);
+    let build = fleet.with_artifacts();
     let cwd = build.dir.path();
     let first = fleet.ship(cwd, &["deploy", "v1", "--hosts", "*"]).expect(0);
     assert!(
@@ -95,11 +80,11 @@ fn deploy_status_and_rollback_over_ssh() {
 
 #[test]
 fn an_unreachable_host_is_reported_and_the_others_deploy() {
-    if !can_run() {
+    if !SshFleet::can_run() {
         return;
     }
     let fleet = SshFleet::start(3, None);
-    let build = artifacts(&fleet);
+    let build = fleet.with_artifacts();
     fleet.host_op("stop-host", "h2");
     let started = Instant::now();
     let out = fleet
@@ -136,11 +121,11 @@ fn an_unreachable_host_is_reported_and_the_others_deploy() {
 
 #[test]
 fn a_changed_host_key_is_refused_and_nothing_is_sent() {
-    if !can_run() {
+    if !SshFleet::can_run() {
         return;
     }
     let fleet = SshFleet::start(2, None);
-    let build = artifacts(&fleet);
+    let build = fleet.with_artifacts();
     fleet
         .ship(build.dir.path(), &["deploy", "v1", "--hosts", "*"])
         .expect(0);
@@ -167,11 +152,11 @@ fn a_changed_host_key_is_refused_and_nothing_is_sent() {
 
 #[test]
 fn unknown_host_keys_are_refused_unless_accepted() {
-    if !can_run() {
+    if !SshFleet::can_run() {
         return;
     }
     let fleet = SshFleet::start(1, None);
-    let build = artifacts(&fleet);
+    let build = fleet.with_artifacts();
     let known_hosts = fleet.dir.path().join("known_hosts");
     fs::write(&known_hosts, "").unwrap();
     let out = fleet
@@ -200,7 +185,7 @@ fn unknown_host_keys_are_refused_unless_accepted() {
 
 #[test]
 fn redeploying_transfers_nothing_and_concurrent_deploys_are_told_the_holder() {
-    if !can_run() {
+    if !SshFleet::can_run() {
         return;
     }
     let go_dir = tempfile::tempdir().unwrap();
@@ -210,7 +195,7 @@ fn redeploying_transfers_nothing_and_concurrent_deploys_are_told_the_holder() {
         go.display()
     );
     let fleet = SshFleet::start(2, Some(&setenv));
-    let build = artifacts(&fleet);
+    let build = fleet.with_artifacts();
     let cwd = build.dir.path().to_owned();
     let config = fleet.dir.path().join("ship.toml");
     let first = std::process::Command::new(env!("CARGO_BIN_EXE_ship"))
@@ -253,11 +238,11 @@ fn redeploying_transfers_nothing_and_concurrent_deploys_are_told_the_holder() {
 
 #[test]
 fn hosts_can_be_described_in_an_ssh_config() {
-    if !can_run() {
+    if !SshFleet::can_run() {
         return;
     }
     let fleet = SshFleet::start(1, None);
-    let build = artifacts(&fleet);
+    let build = fleet.with_artifacts();
     // A host named only in an ssh_config: address, port, user and key come from there.
     let home = tempfile::tempdir().unwrap();
     fs::create_dir(home.path().join(".ssh")).unwrap();
@@ -297,11 +282,11 @@ fn hosts_can_be_described_in_an_ssh_config() {
 
 #[test]
 fn an_older_or_newer_agent_is_replaced_by_ships_own() {
-    if !can_run() {
+    if !SshFleet::can_run() {
         return;
     }
     let fleet = SshFleet::start(1, None);
-    let build = artifacts(&fleet);
+    let build = fleet.with_artifacts();
     // An old agent that knows nothing of --protocol, as clap would answer.
     common::Tree::new(fleet.root("h1")).file_mode(
         ".ship/bin/ship-agent",
@@ -343,11 +328,11 @@ fn an_older_or_newer_agent_is_replaced_by_ships_own() {
 
 #[test]
 fn a_rejected_key_and_a_silent_host_fail_fast_with_the_reason() {
-    if !can_run() {
+    if !SshFleet::can_run() {
         return;
     }
     let fleet = SshFleet::start(1, None);
-    let build = artifacts(&fleet);
+    let build = fleet.with_artifacts();
     // A key the host does not know.
     let other = tempfile::tempdir().unwrap();
     let key = other.path().join("id_ed25519");
@@ -405,7 +390,7 @@ fn a_rejected_key_and_a_silent_host_fail_fast_with_the_reason() {
 
 #[test]
 fn hook_output_and_a_revert_come_back_over_ssh() {
-    if !can_run() {
+    if !SshFleet::can_run() {
         return;
     }
     let fleet = SshFleet::start(2, None);
@@ -438,11 +423,11 @@ fn hook_output_and_a_revert_come_back_over_ssh() {
 
 #[test]
 fn a_plan_installs_nothing_and_a_watched_canary_leads_the_rollout_over_ssh() {
-    if !can_run() {
+    if !SshFleet::can_run() {
         return;
     }
     let fleet = SshFleet::start(3, None);
-    let build = artifacts(&fleet);
+    let build = fleet.with_artifacts();
     let cwd = build.dir.path();
     // Fresh hosts: the plan says the agent would be installed, and installs nothing.
     let plan = fleet
@@ -503,11 +488,11 @@ fn a_plan_installs_nothing_and_a_watched_canary_leads_the_rollout_over_ssh() {
 
 #[test]
 fn a_session_dropped_while_waiting_for_its_wave_is_opened_again() {
-    if !can_run() {
+    if !SshFleet::can_run() {
         return;
     }
     let fleet = SshFleet::start(2, None);
-    let build = artifacts(&fleet);
+    let build = fleet.with_artifacts();
     let cwd = build.dir.path();
     fleet.ship(cwd, &["deploy", "v1", "--hosts", "*"]).expect(0);
     // h2 is staged and waits for wave 2 when its server drops the connection.
@@ -539,11 +524,11 @@ fn a_session_dropped_while_waiting_for_its_wave_is_opened_again() {
 
 #[test]
 fn a_redeploy_over_ssh_sends_only_what_changed() {
-    if !can_run() {
+    if !SshFleet::can_run() {
         return;
     }
     let fleet = SshFleet::start(3, None);
-    let build = artifacts(&fleet);
+    let build = fleet.with_artifacts();
     let cwd = build.dir.path();
     let artifact_size = fs::metadata(cwd.join("dist/shop-v2.tar.zst"))
         .unwrap()

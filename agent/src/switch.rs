@@ -309,10 +309,10 @@ fn switch(
             pruned: Vec::new(),
         });
     }
-    let prefix = if op == Op::Rollback {
-        "rollback"
-    } else {
-        "activate"
+    let prefix = match op {
+        Op::Rollback => "rollback",
+        Op::Revert => "revert",
+        _ => "activate",
     };
     let link = root.current();
     fsutil::replace_symlink(

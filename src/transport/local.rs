@@ -37,6 +37,7 @@ impl Transport for Local {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Finished {
                     code: 127,
+                    signal: None,
                     stderr: format!("{program}: not found"),
                 });
             }
@@ -77,6 +78,12 @@ impl Transport for Local {
             fed.map_err(session(format!("feeding {program}")))?;
             Ok(Finished {
                 code: status.code().unwrap_or(-1),
+                signal: std::os::unix::process::ExitStatusExt::signal(&status).map(|n| {
+                    nix::sys::signal::Signal::try_from(n).map_or_else(
+                        |_| n.to_string(),
+                        |s| s.as_str().trim_start_matches("SIG").to_owned(),
+                    )
+                }),
                 stderr,
             })
         })

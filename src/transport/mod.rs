@@ -11,8 +11,10 @@ use std::io::Read;
 /// What a finished remote command left.
 #[derive(Debug)]
 pub struct Finished {
-    /// Its exit status (127: command not found).
+    /// Its exit status (127: command not found; -1 when a signal ended it).
     pub code: i32,
+    /// The signal that ended it (`KILL`, `TERM`, …), when one did.
+    pub signal: Option<String>,
     /// What it printed on stderr.
     pub stderr: String,
 }

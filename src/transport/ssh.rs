@@ -29,9 +29,10 @@ use crate::quote;
 const WINDOW: u32 = 8 << 20;
 /// Largest SSH packet.
 const PACKET: u32 = 32 << 10;
-/// How long a running command may stay silent in both directions before the host is
-/// given up on (agents report progress well within this).
-const SILENCE: Duration = Duration::from_secs(120);
+/// How many SSH keepalives a host may leave unanswered, in a row, before it is given
+/// up on as stopped; they go out every `[ssh] timeout` / this, so a host that sends
+/// nothing at all for the whole timeout has missed this many.
+const UNANSWERED: u32 = 3;
 
 /// A connected, authenticated host.
 pub struct Ssh {
@@ -136,13 +137,34 @@ impl Ssh {
         session.handshake().map_err(|e| connect(e.into()))?;
         check_host_key(&session, target, &r, accept_new_keys)?;
         authenticate(&session, &r)?;
-        session.set_keepalive(true, 10);
+        // libssh2 runs the socket non-blocking already; ours (the same open socket)
+        // must not block when it only peeks.
+        socket.set_nonblocking(true).map_err(connect)?;
+        // Keepalives want a reply: while a command runs, the replies are what tells
+        // a host at work from one that stopped answering (see `run`).
+        session.set_keepalive(true, keepalive_interval(target.timeout));
         Ok(Ssh {
             session,
             socket,
             target: target.clone(),
             accept_new_keys,
         })
+    }
+
+    /// Whether bytes from the host wait on the socket, unread by libssh2 yet.
+    fn pending(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.socket.peek(&mut byte), Ok(1))
+    }
+
+    /// Whether the host (or something between) closed the connection: the socket
+    /// reads end-of-stream or an error, where an open one would have nothing yet.
+    fn closed_by_peer(&self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.socket.peek(&mut byte) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        }
     }
 
     /// Waits until the socket can move in the direction libssh2 is waiting for.
@@ -271,12 +293,82 @@ impl Transport for Ssh {
     fn run(
         &mut self,
         argv: &[String],
+        stdin: Option<&mut (dyn Read + Send)>,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Finished, TransportError> {
+        let ran = self.exec(argv, stdin, on_line);
+        match ran {
+            Err(TransportError::Session { what, .. }) if self.closed_by_peer() => {
+                Err(TransportError::Session {
+                    what,
+                    source: io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the connection was closed (the host's sshd ended it, or the network dropped it)",
+                    ),
+                })
+            }
+            ran => ran,
+        }
+    }
+
+    fn install(&mut self, bytes: &[u8], path: &str) -> Result<(), TransportError> {
+        // The path is an argument of the script, never part of it.
+        let script = r#"set -e; dir=$(dirname "$1"); mkdir -p "$dir"; tmp="$1.new.$$"; cat > "$tmp"; chmod 755 "$tmp"; mv -f "$tmp" "$1""#;
+        let argv: Vec<String> = ["sh", "-c", script, "sh", path]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let mut input = bytes;
+        let finished = self.run(&argv, Some(&mut input), &mut |_| {})?;
+        if finished.code != 0 {
+            return Err(TransportError::Session {
+                what: format!("cannot install {path}: {}", finished.stderr.trim()),
+                source: io::Error::other(format!("exit {}", finished.code)),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// libssh2's code for a blocking call that waited longer than the session's timeout.
+const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+
+/// Why a host was given up on after `timeout` without a byte from it.
+fn stopped_answering(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "the host stopped answering: nothing from it in {} ([ssh] timeout)",
+            humantime::format_duration(timeout)
+        ),
+    )
+}
+
+/// How often keepalives go out while a command runs: often enough that
+/// [`UNANSWERED`] of them fit in the I/O timeout `timeout` (libssh2 counts whole
+/// seconds).
+fn keepalive_interval(timeout: Duration) -> u32 {
+    u32::try_from(timeout.as_secs() / u64::from(UNANSWERED))
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+impl Ssh {
+    /// Runs `argv` on an exec channel of this session (see [`Transport::run`]).
+    fn exec(
+        &mut self,
+        argv: &[String],
         mut stdin: Option<&mut (dyn Read + Send)>,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<Finished, TransportError> {
         let command = quote::command_line(argv);
+        // The program (past `env NAME=VALUE`), for messages.
+        let program = argv
+            .iter()
+            .find(|a| *a != "env" && !a.contains('='))
+            .map_or("the command", String::as_str);
         let session_err = |what: &str| {
-            let what = format!("{what} ({})", argv[0]);
+            let what = format!("{what} ({program})");
             move |source: io::Error| TransportError::Session { what, source }
         };
         self.session.set_blocking(true);
@@ -290,6 +382,13 @@ impl Transport for Ssh {
         // and starting the command there is safe.
         let mut channel = match start(&self.session) {
             Ok(channel) => channel,
+            // The host is there but does not answer: connecting again would only wait
+            // as long once more.
+            Err(e) if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => {
+                return Err(session_err("starting the command")(stopped_answering(
+                    self.target.timeout,
+                )));
+            }
             Err(_) => {
                 *self = Ssh::connect(&self.target, self.accept_new_keys)?;
                 start(&self.session)
@@ -305,7 +404,7 @@ impl Transport for Ssh {
         let mut out = Vec::new();
         let mut err = Vec::new();
         let mut buf = vec![0u8; 64 << 10];
-        let mut last_progress = Instant::now();
+        let mut last_heard = Instant::now();
         loop {
             let mut progress = false;
             if !input_done {
@@ -363,15 +462,20 @@ impl Transport for Ssh {
                 break;
             }
             if progress {
-                last_progress = Instant::now();
+                last_heard = Instant::now();
             } else {
-                if last_progress.elapsed() > SILENCE {
-                    return Err(session_err("the host stopped answering")(io::Error::from(
-                        io::ErrorKind::TimedOut,
+                if last_heard.elapsed() > self.target.timeout {
+                    return Err(session_err("waiting for the host")(stopped_answering(
+                        self.target.timeout,
                     )));
                 }
                 let _ = self.session.keepalive_send();
                 self.wait().map_err(session_err("waiting for the host"))?;
+                // Whatever came in while waiting, a keepalive's reply included, shows
+                // the host is alive: libssh2 takes it in silently on the next read.
+                if self.pending() {
+                    last_heard = Instant::now();
+                }
             }
         }
         if !out.is_empty() {
@@ -382,27 +486,16 @@ impl Transport for Ssh {
         let code = channel
             .exit_status()
             .map_err(|e| session_err("reading the exit status")(e.into()))?;
+        // A command a signal ended sends its signal's name instead of a status.
+        let signal = channel
+            .exit_signal()
+            .ok()
+            .and_then(|exit| exit.exit_signal)
+            .filter(|name| !name.is_empty());
         Ok(Finished {
-            code,
+            code: if signal.is_some() { -1 } else { code },
+            signal,
             stderr: String::from_utf8_lossy(&err).into_owned(),
         })
-    }
-
-    fn install(&mut self, bytes: &[u8], path: &str) -> Result<(), TransportError> {
-        // The path is an argument of the script, never part of it.
-        let script = r#"set -e; dir=$(dirname "$1"); mkdir -p "$dir"; tmp="$1.new.$$"; cat > "$tmp"; chmod 755 "$tmp"; mv -f "$tmp" "$1""#;
-        let argv: Vec<String> = ["sh", "-c", script, "sh", path]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        let mut input = bytes;
-        let finished = self.run(&argv, Some(&mut input), &mut |_| {})?;
-        if finished.code != 0 {
-            return Err(TransportError::Session {
-                what: format!("cannot install {path}: {}", finished.stderr.trim()),
-                source: io::Error::other(format!("exit {}", finished.code)),
-            });
-        }
-        Ok(())
     }
 }

@@ -557,14 +557,35 @@ impl SshFleet {
         );
     }
 
-    /// Drops every SSH connection open to `host` (its sshd keeps listening): the
-    /// per-connection sshd processes, children of the listener this fleet started,
-    /// are killed by pid.
-    pub fn drop_connections(&self, host: &str) {
-        let listener = fs::read_to_string(self.dir.path().join("hosts").join(host).join("pid"))
+    /// Whether SSH fleets can start here (root, for the mount namespaces, and sshd).
+    pub fn can_run() -> bool {
+        skip::runs_here(
+            skip::is_root() && Path::new("/usr/sbin/sshd").exists(),
+            "root and /usr/sbin/sshd (scripts/test installs it)",
+        )
+    }
+
+    /// The example app packed as v1..v3 in a directory of its own, with this fleet's
+    /// `[app] artifacts` pointing there.
+    pub fn with_artifacts(&self) -> LocalFleet {
+        let build = LocalFleet::new(&["unused"]);
+        self.artifacts_in(&build.dir.path().join("dist"));
+        build
+    }
+
+    /// The pid of the sshd listening for `host` (started by this fleet).
+    pub fn listener(&self, host: &str) -> i32 {
+        fs::read_to_string(self.dir.path().join("hosts").join(host).join("pid"))
             .unwrap()
             .trim()
-            .to_owned();
+            .parse()
+            .unwrap()
+    }
+
+    /// The per-connection sshd processes of `host`: children of its listener.
+    pub fn sessions(&self, host: &str) -> Vec<i32> {
+        let listener = self.listener(host).to_string();
+        let mut children = Vec::new();
         for entry in fs::read_dir("/proc").unwrap().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
@@ -575,11 +596,20 @@ impl SshFleet {
                 .rsplit_once(')')
                 .and_then(|(_, rest)| rest.split_whitespace().nth(1));
             if ppid == Some(listener.as_str()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                children.push(pid);
             }
+        }
+        children
+    }
+
+    /// Drops every SSH connection open to `host` (its sshd keeps listening): the
+    /// per-connection sshd processes are killed by pid.
+    pub fn drop_connections(&self, host: &str) {
+        for pid in self.sessions(host) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 
