@@ -164,6 +164,16 @@ pub enum AgentError {
         /// Why.
         reason: String,
     },
+    /// The agent's binary could be replaced by someone other than its account.
+    #[error("refusing to run {}: {} {why}, so another account could replace the agent", exe.display(), path.display())]
+    UnsafeInstall {
+        /// The running binary.
+        exe: PathBuf,
+        /// The binary itself or the directory on its path that is not safe.
+        path: PathBuf,
+        /// Who else can write it.
+        why: String,
+    },
     /// A release on disk differs from its manifest.
     #[error("release {version} differs from its manifest: {count} problem(s)")]
     Drift {
@@ -347,6 +357,7 @@ impl AgentError {
             AgentError::Drift { .. } => (FailureKind::Drift, None),
             AgentError::Store { .. } => (FailureKind::Store, None),
             AgentError::Untrusted { .. } => (FailureKind::Untrusted, None),
+            AgentError::UnsafeInstall { .. } => (FailureKind::UnsafeInstall, None),
             AgentError::MissingContent { .. } | AgentError::NoBase { .. } => {
                 (FailureKind::MissingContent, None)
             }
@@ -375,6 +386,12 @@ impl AgentError {
             }
             AgentError::Untrusted { .. } => {
                 "the host takes releases signed by a key it trusts (`ship trust list` shows them; `ship sign` signs), and one signed before a release it took only with --allow-downgrade"
+            }
+            AgentError::UnsafeInstall { path, .. } => {
+                return Some(format!(
+                    "chmod go-w {0} (and chown it to root or this account): only the account ship deploys as may write the agent and the directories above it",
+                    path.display()
+                ));
             }
             _ => return None,
         };

@@ -14,6 +14,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use manifests::Timestamp;
@@ -96,6 +97,7 @@ fn open_locked(path: &Path) -> Result<Flock<File>, AgentError> {
         .read(true)
         .append(true)
         .create(true)
+        .mode(0o644)
         .open(path)
         .map_err(|e| AgentError::io("cannot write the journal", path, e))?;
     loop {
@@ -156,7 +158,9 @@ pub fn read(path: &Path) -> Result<Vec<Record>, AgentError> {
     }
 }
 
-fn parse(text: &str) -> Vec<Record> {
+/// The records of a journal whose text is `text`, oldest first; lines that do not
+/// parse (a torn last line) are skipped.
+pub fn parse(text: &str) -> Vec<Record> {
     text.lines()
         .filter(|line| !line.trim().is_empty())
         .filter_map(|line| serde_json::from_str(line).ok())

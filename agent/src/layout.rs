@@ -10,12 +10,14 @@
 //! <root>/.ship/bin/ship-agent            the agent ship installs where none is
 //! <root>/.ship/lock                      flock: one operation at a time
 //! <root>/.ship/journal.jsonl             append-only history
+//! <root>/.ship/trust/                    trusted keys and revocations
 //! <root>/.ship/incoming/<version>.<nonce>/  partial receives, never activated
 //! <root>/.ship/trash/<version>.<nonce>/  releases being removed by prune
 //! ```
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use manifests::Version;
@@ -54,7 +56,11 @@ impl AppRoot {
             self.incoming(),
             self.trash(),
         ] {
-            fs::create_dir_all(&dir)?;
+            // Never group- or other-writable, whatever the umask (see `perms`).
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&dir)?;
         }
         Ok(())
     }
@@ -150,6 +156,16 @@ impl AppRoot {
     /// `.ship/journal.jsonl`.
     pub fn journal(&self) -> PathBuf {
         self.ship_dir().join("journal.jsonl")
+    }
+
+    /// `.ship/trust/`: the host's trust anchors.
+    pub fn trust(&self) -> PathBuf {
+        self.ship_dir().join("trust")
+    }
+
+    /// `.ship/bin/ship-agent`: the agent ship installs.
+    pub fn agent(&self) -> PathBuf {
+        self.ship_dir().join("bin").join("ship-agent")
     }
 
     /// `.ship/incoming/`.

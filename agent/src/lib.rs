@@ -20,6 +20,7 @@ mod layout;
 mod lifecycle;
 mod lock;
 mod output;
+mod perms;
 pub mod protocol;
 mod prune;
 mod receive;
@@ -41,6 +42,9 @@ use serde::Serialize;
 use cli::{Cli, Command};
 pub use error::AgentError;
 use layout::AppRoot;
+// The journal reader, for the fuzz targets (fuzz/); not an interface of the agent.
+#[doc(hidden)]
+pub use journal::parse as parse_journal;
 pub use layout::installed_agent;
 use manifests::Version;
 use output::Output;
@@ -85,6 +89,10 @@ where
         );
         return ExitCode::from(2);
     }
+    if let Err(e) = perms::check_own_binary() {
+        report_failure(out, e.failure());
+        return ExitCode::from(1);
+    }
     match dispatch(cli.command, out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -126,14 +134,19 @@ fn existing(root: &cli::RootArg) -> Result<AppRoot, AgentError> {
 }
 
 /// Takes the lock of `app` for `command`.
+/// Takes the lock of `app` for `command`, then takes write permission away from
+/// other accounts where an older agent or a loose umask left it (see [`perms`]).
 fn locked(app: &AppRoot, command: &str) -> Result<lock::Lock, AgentError> {
-    lock::acquire(&app.lock(), &format!("ship-agent {command}")).map_err(|e| match e {
-        AgentError::Locked { holder, .. } => AgentError::Locked {
-            root: app.path().to_owned(),
-            holder,
-        },
-        other => other,
-    })
+    let lock =
+        lock::acquire(&app.lock(), &format!("ship-agent {command}")).map_err(|e| match e {
+            AgentError::Locked { holder, .. } => AgentError::Locked {
+                root: app.path().to_owned(),
+                holder,
+            },
+            other => other,
+        })?;
+    perms::tighten(app)?;
+    Ok(lock)
 }
 
 /// `check`'s preflight (also `fetch`'s, before it downloads): what `needs` names and,

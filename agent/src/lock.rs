@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use manifests::Timestamp;
@@ -22,11 +23,13 @@ pub struct Lock {
 /// Takes the lock at `path` for `command`, or fails naming the holder (with `path`
 /// as the locked root; callers put the app root there).
 pub fn acquire(path: &Path, command: &str) -> Result<Lock, AgentError> {
+    // Its owner's alone: anyone who can open it can hold it.
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(path)
         .map_err(|e| AgentError::io("cannot open the lock", path, e))?;
     let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {

@@ -1001,6 +1001,8 @@ pub enum FailureKind {
     Store,
     /// A signature or trust statement was not accepted.
     Untrusted,
+    /// The agent's binary, or a directory above it, can be written by other accounts.
+    UnsafeInstall,
     /// A kind this side does not know (sent by a newer agent).
     #[serde(other)]
     Unknown,

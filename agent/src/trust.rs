@@ -89,7 +89,7 @@ impl Trust {
     /// Reads the trust store of `app` (empty when there is none). A key file that
     /// does not parse is an error, never skipped: the host fails closed.
     pub fn load(app: &AppRoot) -> Result<Trust, AgentError> {
-        let dir = app.ship_dir().join("trust");
+        let dir = app.trust();
         let found = read_keys(&dir.join("keys"))?;
         let revoked: Vec<KeyId> = read_keys(&dir.join("revoked"))?
             .iter()
