@@ -119,15 +119,22 @@ impl RemoteAgent {
             return Err(CallError::NoAgent(last));
         }
         let binary = &self.agent_binary;
-        let bytes = std::fs::read(binary).map_err(|e| {
+        let unreadable = |e: std::io::Error| {
             CallError::NoAgent(format!(
                 "{last}; and ship's own agent cannot be read from {}: {e}",
                 binary.display()
             ))
-        })?;
+        };
+        // Streamed from the file: a fleet installed at once holds no copy per host.
+        let mut file = std::fs::File::open(binary).map_err(unreadable)?;
+        let metadata = file.metadata().map_err(unreadable)?;
+        if !metadata.is_file() {
+            return Err(unreadable(std::io::Error::other("not a file")));
+        }
+        let bytes = metadata.len();
         let installed = self.candidates()[0].clone();
-        tracing::debug!(path = %installed, bytes = bytes.len(), "installing ship-agent");
-        self.transport.install(&bytes, &installed)?;
+        tracing::debug!(path = %installed, bytes, "installing ship-agent");
+        self.transport.install(&mut file, &installed)?;
         self.program = Some(installed);
         let hello = self.run_agent(&protocol::Hello, None, &mut |_| {})?;
         self.found = true;

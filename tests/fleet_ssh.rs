@@ -5,7 +5,8 @@
 mod common;
 
 use std::fs;
-use std::time::Instant;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use common::{LocalFleet, SshFleet, events};
 
@@ -180,6 +181,71 @@ fn unknown_host_keys_are_refused_unless_accepted() {
             .unwrap()
             .contains("127.0.0.11")
     );
+    fleet.ship(build.dir.path(), &["status"]).expect(0);
+}
+
+#[test]
+fn hosts_met_all_at_once_have_every_key_recorded_and_no_copy_of_the_agent_each() {
+    if !SshFleet::can_run() {
+        return;
+    }
+    let fleet = SshFleet::start(8, None);
+    let build = fleet.with_artifacts();
+    let known_hosts = fleet.dir.path().join("known_hosts");
+    fs::write(&known_hosts, "").unwrap();
+    // Every host at once: each has its key recorded and the agent installed.
+    let mut deploy = fleet
+        .command(
+            build.dir.path(),
+            &[
+                "deploy",
+                "v1",
+                "--hosts",
+                "*",
+                "--parallel",
+                "8",
+                "--accept-new-host-keys",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", deploy.id());
+    let mut peak_kib = 0u64;
+    while deploy.try_wait().unwrap().is_none() {
+        // VmHWM: the most ship has had resident so far.
+        let hwm = fs::read_to_string(&status).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+        peak_kib = peak_kib.max(hwm.unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = deploy.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = fs::read_to_string(&known_hosts).unwrap();
+    for host in fleet.hosts() {
+        let name = format!("[{}]:{} ", fleet.address(&host), fleet.port);
+        assert!(
+            text.contains(&name),
+            "{host} is not in known_hosts:\n{text}"
+        );
+        assert_eq!(fleet.current(&host).as_deref(), Some("releases/v1"));
+    }
+    // The agent is streamed to each host from its file: ship held less than half of
+    // what a copy per host would take, beyond 32 MiB of its own.
+    let agent = fs::metadata(common::agent_binary()).unwrap().len();
+    assert!(
+        peak_kib * 1024 < agent * 8 / 2 + (32 << 20),
+        "ship's peak RSS was {peak_kib} KiB installing a {agent}-byte agent on 8 hosts"
+    );
+    // Every key is known now: nothing is refused without --accept-new-host-keys.
     fleet.ship(build.dir.path(), &["status"]).expect(0);
 }
 

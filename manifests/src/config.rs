@@ -178,7 +178,8 @@ pub struct SshTable {
     pub config: Option<PathBuf>,
     /// Port (default 22).
     pub port: Option<u16>,
-    /// Connect and I/O timeout, like `10s` (default 10s).
+    /// Connect timeout, like `10s` (default 10s); a connected host that sends
+    /// nothing, not even a keepalive reply, for three times as long is given up on.
     #[serde(default, deserialize_with = "duration")]
     pub timeout: Option<Duration>,
 }

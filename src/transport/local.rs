@@ -89,7 +89,11 @@ impl Transport for Local {
         })
     }
 
-    fn install(&mut self, _bytes: &[u8], path: &str) -> Result<(), TransportError> {
+    fn install(
+        &mut self,
+        _content: &mut (dyn Read + Send),
+        path: &str,
+    ) -> Result<(), TransportError> {
         // The local agent is the one built beside `ship`; nothing to install.
         Err(TransportError::Session {
             what: format!("the local transport does not install agents ({path})"),

@@ -64,7 +64,12 @@ pub trait Transport: Send {
         on_line: &mut dyn FnMut(&str),
     ) -> Result<Finished, TransportError>;
 
-    /// Writes `bytes` to the file `path` on the host, made executable, replacing it
-    /// atomically (used to install the agent).
-    fn install(&mut self, bytes: &[u8], path: &str) -> Result<(), TransportError>;
+    /// Writes what `content` reads to the file `path` on the host, made executable,
+    /// replacing it atomically (used to install the agent). The content is streamed,
+    /// so hosts installed at once do not each hold a copy in memory.
+    fn install(
+        &mut self,
+        content: &mut (dyn Read + Send),
+        path: &str,
+    ) -> Result<(), TransportError>;
 }

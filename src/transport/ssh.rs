@@ -1,8 +1,9 @@
 //! The SSH transport: one `ssh2` session per host, reused for every command of a run.
 //!
 //! Host keys are checked against known_hosts and an unknown or changed key refuses
-//! the host (with its fingerprint) unless new keys are explicitly accepted. Auth is by
-//! ssh-agent, then identity files. Settings the inventory leaves out (user, port,
+//! the host (with its fingerprint) unless new keys are explicitly accepted; an accepted
+//! key is appended to the file, one host at a time, so a fleet met at once loses none.
+//! Auth is by ssh-agent, then identity files. Settings the inventory leaves out (user, port,
 //! address, identity) come from `ssh -G`, which reads `~/.ssh/config` (or the file
 //! `[ssh] config` names), where the OpenSSH client is installed.
 //!
@@ -11,14 +12,17 @@
 //! loop that writes stdin, reads stdout and stderr, and waits on the socket when
 //! neither can move.
 
+use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use ssh2::{CheckResult, HashType, KnownHostFileKind, Session};
+use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, Session};
 
 use super::{Finished, Transport, TransportError};
 use crate::inventory::SshTarget;
@@ -29,10 +33,12 @@ use crate::quote;
 const WINDOW: u32 = 8 << 20;
 /// Largest SSH packet.
 const PACKET: u32 = 32 << 10;
-/// How many SSH keepalives a host may leave unanswered, in a row, before it is given
-/// up on as stopped; they go out every `[ssh] timeout` / this, so a host that sends
-/// nothing at all for the whole timeout has missed this many.
-const UNANSWERED: u32 = 3;
+/// How many times `[ssh] timeout` a host that is connected may send nothing at all,
+/// keepalive replies included, before it is given up on as stopped. More than one:
+/// a loaded host's sshd can be slow to answer, and a command may start slowly.
+const STALL_TIMEOUTS: u32 = 3;
+/// Held by whoever reads or appends to a known_hosts file (see [`known_host`]).
+static KNOWN_HOSTS: Mutex<()> = Mutex::new(());
 
 /// A connected, authenticated host.
 pub struct Ssh {
@@ -141,8 +147,12 @@ impl Ssh {
         // must not block when it only peeks.
         socket.set_nonblocking(true).map_err(connect)?;
         // Keepalives want a reply: while a command runs, the replies are what tells
-        // a host at work from one that stopped answering (see `run`).
+        // a host at work from one that stopped answering (see `exec`). Blocking calls
+        // from here on (opening a channel) wait as long.
         session.set_keepalive(true, keepalive_interval(target.timeout));
+        session.set_timeout(
+            u32::try_from(stall_limit(target.timeout).as_millis()).unwrap_or(u32::MAX),
+        );
         Ok(Ssh {
             session,
             socket,
@@ -203,16 +213,16 @@ fn check_host_key(
         .host_key()
         .ok_or_else(|| TransportError::HostKey(format!("{} sent no host key", r.address)))?;
     let fp = fingerprint(session);
-    let mut known = session
-        .known_hosts()
-        .map_err(|e| TransportError::HostKey(format!("cannot check host keys: {e}")))?;
     let file = &target.known_hosts;
-    if file.exists() {
-        known
-            .read_file(file, KnownHostFileKind::OpenSSH)
-            .map_err(|e| TransportError::HostKey(format!("cannot read {}: {e}", file.display())))?;
-    }
-    match known.check_port(&r.address, r.port, key) {
+    let known = known_host(
+        session,
+        file,
+        (&r.address, r.port),
+        (key, key_type),
+        accept_new_keys,
+    )
+    .map_err(TransportError::HostKey)?;
+    match known {
         CheckResult::Match => Ok(()),
         CheckResult::Mismatch => Err(TransportError::HostKey(format!(
             "the host key of {}:{} CHANGED (now {fp}); it does not match {}: refusing the host \
@@ -221,27 +231,6 @@ fn check_host_key(
             r.port,
             file.display()
         ))),
-        CheckResult::NotFound if accept_new_keys => {
-            let name = if r.port == 22 {
-                r.address.clone()
-            } else {
-                format!("[{}]:{}", r.address, r.port)
-            };
-            known
-                .add(&name, key, "added by ship", key_type.into())
-                .and_then(|()| {
-                    if let Some(dir) = file.parent() {
-                        let _ = std::fs::create_dir_all(dir);
-                    }
-                    known.write_file(file, KnownHostFileKind::OpenSSH)
-                })
-                .map_err(|e| {
-                    TransportError::HostKey(format!(
-                        "cannot record the host key in {}: {e}",
-                        file.display()
-                    ))
-                })
-        }
         CheckResult::NotFound => Err(TransportError::HostKey(format!(
             "the host key of {}:{} ({fp}) is not in {}: refusing an unknown host \
              (check the fingerprint, then pass --accept-new-host-keys)",
@@ -254,6 +243,84 @@ fn check_host_key(
             r.address, r.port
         ))),
     }
+}
+
+/// What the known_hosts `file` says of `key` for `address:port`; where the host is not
+/// in it and `accept_new` is set, the key is appended to it (creating the file) and
+/// counts as a `Match`. `Err` says why the file could not be read or written.
+///
+/// Every host of a run connects at once, so the check holds [`KNOWN_HOSTS`] from the
+/// read to the append: each host reads the file as the others left it, no new key is
+/// lost to another host's write, and no half-written line is read. Appending one line,
+/// rather than writing the whole file again, also keeps what libssh2 does not parse
+/// (comments).
+fn known_host(
+    session: &Session,
+    file: &Path,
+    (address, port): (&str, u16),
+    (key, key_type): (&[u8], HostKeyType),
+    accept_new: bool,
+) -> Result<CheckResult, String> {
+    let _only_one = KNOWN_HOSTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut known = session
+        .known_hosts()
+        .map_err(|e| format!("cannot check host keys: {e}"))?;
+    if file.exists() {
+        known
+            .read_file(file, KnownHostFileKind::OpenSSH)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    }
+    match known.check_port(address, port, key) {
+        CheckResult::NotFound if accept_new => {
+            let name = if port == 22 {
+                address.to_owned()
+            } else {
+                format!("[{address}]:{port}")
+            };
+            append_known_host(session, file, &name, key, key_type)
+                .map_err(|e| format!("cannot record the host key in {}: {e}", file.display()))?;
+            Ok(CheckResult::Match)
+        }
+        found => Ok(found),
+    }
+}
+
+/// Appends `name` with `key` to the known_hosts `file` as one OpenSSH line, after a
+/// newline if the file's last line lacks one.
+fn append_known_host(
+    session: &Session,
+    file: &Path,
+    name: &str,
+    key: &[u8],
+    key_type: HostKeyType,
+) -> io::Result<()> {
+    let mut one = session.known_hosts()?;
+    one.add(name, key, "added by ship", key_type.into())?;
+    let host = one
+        .iter()?
+        .pop()
+        .ok_or_else(|| io::Error::other("libssh2 lost the key it was given"))?;
+    let mut line = one.write_string(&host, KnownHostFileKind::OpenSSH)?;
+    if !line.ends_with('\n') {
+        line.push('\n');
+    }
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut out = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(file)?;
+    let len = out.metadata()?.len();
+    let mut last = [b'\n'];
+    if len > 0 {
+        out.read_exact_at(&mut last, len - 1)?;
+    }
+    if last[0] != b'\n' {
+        line.insert(0, '\n');
+    }
+    out.write_all(line.as_bytes())
 }
 
 fn authenticate(session: &Session, r: &Resolved) -> Result<(), TransportError> {
@@ -311,15 +378,18 @@ impl Transport for Ssh {
         }
     }
 
-    fn install(&mut self, bytes: &[u8], path: &str) -> Result<(), TransportError> {
+    fn install(
+        &mut self,
+        content: &mut (dyn Read + Send),
+        path: &str,
+    ) -> Result<(), TransportError> {
         // The path is an argument of the script, never part of it.
-        let script = r#"set -e; dir=$(dirname "$1"); mkdir -p "$dir"; tmp="$1.new.$$"; cat > "$tmp"; chmod 755 "$tmp"; mv -f "$tmp" "$1""#;
+        let script = r#"set -e; umask 022; dir=$(dirname "$1"); mkdir -p "$dir"; tmp="$1.new.$$"; cat > "$tmp"; chmod 755 "$tmp"; mv -f "$tmp" "$1""#;
         let argv: Vec<String> = ["sh", "-c", script, "sh", path]
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
-        let mut input = bytes;
-        let finished = self.run(&argv, Some(&mut input), &mut |_| {})?;
+        let finished = self.run(&argv, Some(content), &mut |_| {})?;
         if finished.code != 0 {
             return Err(TransportError::Session {
                 what: format!("cannot install {path}: {}", finished.stderr.trim()),
@@ -333,22 +403,27 @@ impl Transport for Ssh {
 /// libssh2's code for a blocking call that waited longer than the session's timeout.
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
 
-/// Why a host was given up on after `timeout` without a byte from it.
-fn stopped_answering(timeout: Duration) -> io::Error {
+/// How long a connected host may send nothing before it is given up on, for the
+/// `[ssh] timeout` `timeout`.
+fn stall_limit(timeout: Duration) -> Duration {
+    timeout * STALL_TIMEOUTS
+}
+
+/// Why a host was given up on after `limit` without a byte from it.
+fn stopped_answering(limit: Duration) -> io::Error {
     io::Error::new(
         io::ErrorKind::TimedOut,
         format!(
-            "the host stopped answering: nothing from it in {} ([ssh] timeout)",
-            humantime::format_duration(timeout)
+            "the host stopped answering: nothing from it in {} ({STALL_TIMEOUTS} x [ssh] timeout), keepalives unanswered",
+            humantime::format_duration(limit)
         ),
     )
 }
 
-/// How often keepalives go out while a command runs: often enough that
-/// [`UNANSWERED`] of them fit in the I/O timeout `timeout` (libssh2 counts whole
-/// seconds).
+/// How often keepalives go out while a command runs, for the `[ssh] timeout`
+/// `timeout`: twice per timeout (libssh2 counts whole seconds).
 fn keepalive_interval(timeout: Duration) -> u32 {
-    u32::try_from(timeout.as_secs() / u64::from(UNANSWERED))
+    u32::try_from(timeout.as_secs() / 2)
         .unwrap_or(u32::MAX)
         .max(1)
 }
@@ -386,7 +461,7 @@ impl Ssh {
             // as long once more.
             Err(e) if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => {
                 return Err(session_err("starting the command")(stopped_answering(
-                    self.target.timeout,
+                    stall_limit(self.target.timeout),
                 )));
             }
             Err(_) => {
@@ -464,9 +539,10 @@ impl Ssh {
             if progress {
                 last_heard = Instant::now();
             } else {
-                if last_heard.elapsed() > self.target.timeout {
+                let limit = stall_limit(self.target.timeout);
+                if last_heard.elapsed() > limit {
                     return Err(session_err("waiting for the host")(stopped_answering(
-                        self.target.timeout,
+                        limit,
                     )));
                 }
                 let _ = self.session.keepalive_send();
@@ -497,5 +573,89 @@ impl Ssh {
             signal,
             stderr: String::from_utf8_lossy(&err).into_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+
+    use super::*;
+
+    /// An Ed25519 public key as a host sends it, made unique by `n`.
+    fn ed25519(n: u8) -> Vec<u8> {
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&11u32.to_be_bytes());
+        blob.extend_from_slice(b"ssh-ed25519");
+        blob.extend_from_slice(&32u32.to_be_bytes());
+        blob.extend_from_slice(&[n; 32]);
+        blob
+    }
+
+    fn check(file: &Path, address: &str, port: u16, key: u8, accept: bool) -> CheckResult {
+        let session = Session::new().unwrap();
+        known_host(
+            &session,
+            file,
+            (address, port),
+            (&ed25519(key), HostKeyType::Ed25519),
+            accept,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn new_keys_of_hosts_accepted_at_once_are_all_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        // The operator's comment and a host, its line without a newline.
+        let before = format!(
+            "# kept\n[10.0.1.1]:2222 ssh-ed25519 {}",
+            base64::engine::general_purpose::STANDARD.encode(ed25519(200))
+        );
+        std::fs::write(&file, &before).unwrap();
+        std::thread::scope(|scope| {
+            for n in 0..48u8 {
+                let file = &file;
+                scope.spawn(move || {
+                    let found = check(file, &format!("10.0.0.{n}"), 2222, n, true);
+                    assert!(matches!(found, CheckResult::Match), "{n}: {found:?}");
+                });
+            }
+        });
+        for n in 0..48u8 {
+            let found = check(&file, &format!("10.0.0.{n}"), 2222, n, false);
+            assert!(matches!(found, CheckResult::Match), "{n}: {found:?}");
+        }
+        assert!(matches!(
+            check(&file, "10.0.1.1", 2222, 200, false),
+            CheckResult::Match
+        ));
+        let after = std::fs::read_to_string(&file).unwrap();
+        assert!(after.starts_with(&format!("{before}\n")), "{after}");
+        assert_eq!(after.lines().count(), 2 + 48, "{after}");
+    }
+
+    #[test]
+    fn a_changed_or_unaccepted_key_is_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ssh").join("known_hosts");
+        assert!(matches!(
+            check(&file, "10.0.0.1", 2222, 1, false),
+            CheckResult::NotFound
+        ));
+        assert!(!file.exists());
+        // Port 22 is written without brackets, as OpenSSH does.
+        assert!(matches!(
+            check(&file, "10.0.0.1", 22, 1, true),
+            CheckResult::Match
+        ));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.starts_with("10.0.0.1 ssh-ed25519 "), "{text}");
+        assert!(matches!(
+            check(&file, "10.0.0.1", 22, 2, true),
+            CheckResult::Mismatch
+        ));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
     }
 }
