@@ -1382,6 +1382,46 @@ mod tests {
         assert_eq!(disk_need(u64::MAX, 1), u64::MAX);
     }
 
+    /// Inputs the `protocol` fuzz target found (fuzz/regressions/protocol): numbers
+    /// that the JSON parser rounded one way when read and the other way when read
+    /// again after being written, so an event did not decode to what it encoded.
+    #[test]
+    fn numbers_decode_to_what_they_encode() {
+        let inputs = [
+            include_str!(
+                "../../fuzz/regressions/protocol/crash-61a5171a783edd75b89dc317506feadd04479cc5"
+            ),
+            include_str!(
+                "../../fuzz/regressions/protocol/crash-c0bbe6cec42b4578beef076ee54e3039718522d6"
+            ),
+            include_str!(
+                "../../fuzz/regressions/protocol/crash-caa22ac0e23672bcb4ba5128f6e6cb9ba08084aa"
+            ),
+        ];
+        let mut decoded = 0;
+        for line in inputs.iter().flat_map(|input| input.lines()) {
+            if let Ok(event) = serde_json::from_str::<Event>(line) {
+                round_trip(event);
+                decoded += 1;
+            }
+        }
+        assert_eq!(decoded, 4);
+        // A metric value as ship sends it to `judged` and the journal keeps it.
+        round_trip(Judgement {
+            version: v("v2"),
+            wave: "wave 1".into(),
+            verdict: "pass".into(),
+            metrics: vec![MetricJudgement {
+                metric: "bytes".into(),
+                hosts: vec!["web1".into()],
+                values: vec![Some(5.731634099051112e84), Some(9.167666666666669e62)],
+                bound: "<= 1e90".into(),
+                verdict: "pass".into(),
+                why: "below".into(),
+            }],
+        });
+    }
+
     #[test]
     fn a_lock_is_described_by_its_holder() {
         let holder = status().lock.unwrap().holder.unwrap();
