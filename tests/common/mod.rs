@@ -707,10 +707,39 @@ impl SshFleet {
 }
 
 impl Drop for SshFleet {
+    /// Stops the hosts, then kills whatever still runs in their mount namespaces
+    /// (an agent a failed test left paused at a checkpoint, say), so that nothing
+    /// this fleet started outlives it.
     fn drop(&mut self) {
+        let namespaces: Vec<std::ffi::OsString> = self
+            .hosts()
+            .iter()
+            .filter_map(|host| {
+                let pid = fs::read_to_string(self.dir.path().join("hosts").join(host).join("pid"));
+                fs::read_link(format!("/proc/{}/ns/mnt", pid.ok()?.trim()))
+                    .ok()
+                    .map(PathBuf::into_os_string)
+            })
+            .collect();
         let _ = Command::new(self.script())
             .args(["stop", self.path()])
             .status();
+        if namespaces.is_empty() {
+            return;
+        }
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let inside = fs::read_link(entry.path().join("ns/mnt"))
+                .is_ok_and(|ns| namespaces.contains(&ns.into_os_string()));
+            if inside {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
 
