@@ -296,6 +296,29 @@ fn a_connection_cut_during_a_revert_leaves_the_host_on_its_old_release() {
     assert!(journal.contains("\"op\":\"revert\""), "{journal}");
 }
 
+/// Kills h2's agent (`agent`, paused in its transfer of v2 while h1 takes v2),
+/// then checks that `deploy` reported it, that h2 is left on v1 with no trace of
+/// v2, and that the next deploy clears what the killed agent left and gets there.
+fn kill_and_recover(fleet: &SshFleet, cwd: &Path, deploy: Background, agent: i32) {
+    kill(Pid::from_raw(agent), Signal::SIGKILL).unwrap();
+    let out = deploy.finish().expect(1);
+    let row = out.row("h2");
+    assert!(row.contains("killed") || row.contains("signal"), "{row}");
+    release(fleet, "h2");
+    assert_eq!(settled(fleet, "h2"), "v1");
+    assert_eq!(settled(fleet, "h1"), "v2");
+    assert!(!fleet.root("h2").join("releases/v2").exists());
+    fleet
+        .ship(cwd, &["deploy", "v2", "--hosts", "h2"])
+        .expect(0);
+    assert_eq!(settled(fleet, "h2"), "v2");
+    assert!(
+        incoming(fleet, "h2").is_empty(),
+        "{:?}",
+        incoming(fleet, "h2")
+    );
+}
+
 #[test]
 fn an_agent_killed_during_a_delta_receive_leaves_no_trace() {
     if !SshFleet::can_run() {
@@ -315,24 +338,7 @@ fn an_agent_killed_during_a_delta_receive_leaves_no_trace() {
         "the transfer is a delta: {}",
         String::from_utf8_lossy(&argv)
     );
-    kill(Pid::from_raw(agent), Signal::SIGKILL).unwrap();
-    let out = deploy.finish().expect(1);
-    let row = out.row("h2");
-    assert!(row.contains("killed") || row.contains("signal"), "{row}");
-    release(&fleet, "h2");
-    assert_eq!(settled(&fleet, "h2"), "v1");
-    assert_eq!(settled(&fleet, "h1"), "v2");
-    assert!(!fleet.root("h2").join("releases/v2").exists());
-    // The next receive clears what the killed one left, and sends a delta again.
-    fleet
-        .ship(cwd, &["deploy", "v2", "--hosts", "h2"])
-        .expect(0);
-    assert_eq!(settled(&fleet, "h2"), "v2");
-    assert!(
-        incoming(&fleet, "h2").is_empty(),
-        "{:?}",
-        incoming(&fleet, "h2")
-    );
+    kill_and_recover(&fleet, cwd, deploy, agent);
 }
 
 #[test]
@@ -354,23 +360,7 @@ fn an_agent_killed_during_a_fetch_leaves_no_trace() {
         &["deploy", "v2", "--hosts", "*", "--max-failures", "1"],
     ));
     let agent = wait_for_agent(&fleet, "h2", "fetch");
-    kill(Pid::from_raw(agent), Signal::SIGKILL).unwrap();
-    let out = deploy.finish().expect(1);
-    let row = out.row("h2");
-    assert!(row.contains("killed") || row.contains("signal"), "{row}");
-    release(&fleet, "h2");
-    assert_eq!(settled(&fleet, "h2"), "v1");
-    assert_eq!(settled(&fleet, "h1"), "v2");
-    assert!(!fleet.root("h2").join("releases/v2").exists());
-    fleet
-        .ship(cwd, &["deploy", "v2", "--hosts", "h2"])
-        .expect(0);
-    assert_eq!(settled(&fleet, "h2"), "v2");
-    assert!(
-        incoming(&fleet, "h2").is_empty(),
-        "{:?}",
-        incoming(&fleet, "h2")
-    );
+    kill_and_recover(&fleet, cwd, deploy, agent);
 }
 
 /// SIGSTOPs a host's sshd (the listener and its sessions) until dropped.
